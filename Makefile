@@ -1,0 +1,99 @@
+# fbi_llm.hpp — build, test, train.   `make help` lists the targets.
+#
+#   make train-tiny   train the FP teacher, then the 1-bit student, on TinyShakespeare (downloads it if needed)
+#   make test         build and run the doctest suite
+#
+# Variables you may set:  CXX, OPT (-O3), NO_OMP=1 (build without OpenMP), NATIVE=0 (no -march=native),
+#   TINYSHAKESPEARE=/path/to/input.txt (use a local copy of the corpus), ARGS (passed to the test binary),
+#   PYTHON (for notebooks), OUT (where train-tiny writes, default runs/tiny).
+
+SHELL    := /bin/bash
+CXX      ?= g++
+OPT      ?= -O3
+PYTHON   ?= python3
+OUT      ?= runs/tiny
+BUILD    := build
+EIGEN_INC ?= $(firstword $(wildcard /usr/include/eigen3 /usr/local/include/eigen3 /opt/homebrew/include/eigen3))
+CXXFLAGS += -std=c++17 $(OPT) -Wall -Wextra -Wno-unused-parameter $(if $(EIGEN_INC),-isystem $(EIGEN_INC))
+# Eigen's multithreaded GEMM is only worth it for large products; we parallelise ourselves elsewhere.
+
+# ---- probes: OpenMP and -march=native, each used only where it compiles ---------------------------------
+probe = $(shell printf 'int main(){return 0;}' | $(CXX) $(1) -x c++ - -o /dev/null >/dev/null 2>&1 && echo yes)
+ifeq ($(NO_OMP),1)
+  OMP_OK :=
+else
+  OMP_OK := $(call probe,-fopenmp)
+endif
+ifneq ($(NATIVE),0)
+  NATIVE_OK := $(call probe,-march=native)
+endif
+ifeq ($(OMP_OK),yes)
+  CXXFLAGS += -fopenmp
+  OMP_STATUS := ✓ OpenMP
+else
+  OMP_STATUS := ✗ OpenMP (single thread; on macOS: brew install libomp, or NO_OMP=1 to silence)
+endif
+ifeq ($(NATIVE_OK),yes)
+  CXXFLAGS += -march=native
+endif
+
+HEADER   := fbi_llm.hpp
+EXAMPLES := train_tiny sample bench_train
+TEST_SRC := $(wildcard tests/*.cpp)
+TEST_OBJ := $(TEST_SRC:tests/%.cpp=$(BUILD)/tests/%.o)
+
+.PHONY: all help deps test train-tiny bench-train data clean status
+all: deps status $(EXAMPLES:%=$(BUILD)/%)   ## build the examples (default)
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
+
+status:
+	@echo "build: $(CXX) $(OPT)  $(OMP_STATUS)  $(if $(NATIVE_OK),✓ -march=native,✗ -march=native)  (never -ffast-math)"
+
+# ---- dependencies: Eigen and doctest. Installed with apt-get when we are root on Debian/Ubuntu. ------------
+deps:  ## check (and as root on Debian/Ubuntu, install) Eigen and doctest
+	@have() { printf '#include <%s>\nint main(){}\n' "$$1" | $(CXX) -std=c++17 $(if $(EIGEN_INC),-isystem $(EIGEN_INC)) -I/usr/include/eigen3 -x c++ -fsyntax-only - 2>/dev/null; }; \
+	if have Eigen/Dense && have doctest/doctest.h; then echo "deps: ✓ Eigen ✓ doctest"; exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "deps: installing libeigen3-dev doctest-dev with apt-get ..."; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libeigen3-dev doctest-dev) >/dev/null || exit 1; \
+	  echo "deps: ✓ installed"; \
+	else \
+	  echo "deps: ✗ Eigen 3 and/or doctest are missing. Install them with:"; \
+	  echo "    Debian/Ubuntu:  sudo apt-get install -y libeigen3-dev doctest-dev"; \
+	  echo "    macOS:          brew install eigen doctest libomp"; \
+	  exit 1; \
+	fi
+# A fresh shell sees the just-installed Eigen; the variable is re-read in sub-makes.
+$(BUILD)/%: examples/%.cpp examples/common.hpp $(HEADER) | deps
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -isystem /usr/include/eigen3 $< -o $@
+
+$(BUILD)/tests/%.o: tests/%.cpp tests/testing.hpp $(HEADER) | deps
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -isystem /usr/include/eigen3 -O2 -c $< -o $@
+
+$(BUILD)/run_tests: $(TEST_OBJ)
+	$(CXX) $(CXXFLAGS) $^ -o $@
+
+# ---- tests: doctest; the last line restates doctest's summary as "N passed, N failed" ---------------------
+test: deps status $(BUILD)/run_tests  ## build and run the test suite (ARGS='-tc="F2*"' runs one check)
+	@set -o pipefail 2>/dev/null; OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} ./$(BUILD)/run_tests $(ARGS) | tee $(BUILD)/test.log; \
+	rc=$${PIPESTATUS[0]}; \
+	awk '/test cases:/ { for (i=1;i<=NF;i++) { if ($$(i+1) ~ /^passed/) p=$$i; if ($$(i+1) ~ /^failed/) f=$$i } } END { if (p!="") print "tests: " p " passed, " f " failed" }' $(BUILD)/test.log; \
+	exit $$rc
+
+# ---- data: TinyShakespeare, downloaded once or taken from TINYSHAKESPEARE=/path ----------------------------
+data:  ## fetch and verify the TinyShakespeare corpus (or check the local copy in $$TINYSHAKESPEARE)
+	@sh data/get_tinyshakespeare.sh >/dev/null
+
+# ---- training -----------------------------------------------------------------------------------------------
+train-tiny: deps status $(BUILD)/train_tiny $(BUILD)/sample  ## FP teacher then 1-bit student on TinyShakespeare (tiny config)
+	@./$(BUILD)/train_tiny --data "$$(sh data/get_tinyshakespeare.sh)" --out $(OUT) $(TRAIN_ARGS)
+
+bench-train: deps status $(BUILD)/bench_train  ## tokens/s and GFLOP/s of one training step, 1 and 2 threads
+	@./$(BUILD)/bench_train
+
+clean:  ## remove build outputs (keeps runs/ and the downloaded corpus)
+	rm -rf $(BUILD)

@@ -1,0 +1,1389 @@
+// fbi_llm.hpp — fully binarized LLMs, in one readable C++17 header.
+// =====================================================================================================
+//
+// WHAT THIS IS
+//   A LLaMA-style transformer (token ids in, logits out) with a manual forward AND backward pass for every
+//   layer, written to be read top to bottom. Its linear layers can be full precision (the teacher) or
+//   FBI-linear (FBI-LLM, Ma, Sun & Shen 2024, arXiv 2407.07093): 1-bit weights sign(W) with a learnable
+//   scale α and shift β per input column, trained from scratch with the straight-through estimator (STE)
+//   and autoregressive distillation (AD) from a frozen full-precision teacher. Also here: AdamW with warm-up
+//   + cosine schedule, deterministic batching, evaluation, KV-cache generation and atomic checkpoints.
+//
+// HOW TO USE
+//   #include "fbi_llm.hpp"                      // needs Eigen 3 (-I/usr/include/eigen3); OpenMP optional
+//   fbi::Config cfg;  cfg.V = 65;  cfg.quant = fbi::Quant::FBI;
+//   auto model = fbi::build_model<float>(cfg, /*seed=*/1337);
+//   fbi::model_forward(model, tokens, B, T);     // logits in model.acts.logits  (B×T×V)
+//   see examples/train_tiny.cpp for the whole teacher → student pipeline, tests/ for worked examples.
+//
+// NOTATION (the letters used in every comment and signature, as in llm.c)
+//   B batch, T time (context), C model width, V vocabulary, L layers, NH heads, hs = C/NH head size,
+//   F SwiGLU hidden width, N = B·T rows. A linear layer has latent weight W ∈ R^{m×n} (m out, n in; the
+//   PyTorch [out, in] layout); a row x ∈ R^n maps to y = x Wᵀ ∈ R^m. All matrices are row-major.
+//   Gradients are named d<thing> and are ALWAYS accumulated with +=; callers zero them first.
+//
+// WHAT IT LEAVES OUT (and where to go next)
+//   GPU kernels, mixed precision, BPE tokenizers (the header takes token ids; examples/ brings a char
+//   tokenizer), multi-node training, dropout. For those: PyTorch + the official FBI-LLM code, or llm.c.
+//
+// READING ORDER (the § banners below)
+//   §0 config · §1 utilities · §2 layers, forward/backward side by side · §3 quantizers (FBI-linear)
+//   §4 losses · §5 model · §6 optimizer + schedule · §7 training · §8 inference (KV cache) · §9 checkpoints
+//
+// EQUATION MAP   (SPEC = shared/SPEC.md; run one check with  make test ARGS='-tc="F2*"')
+//   SPEC eq.                              function                         test case(s)
+//   §1 RMSNorm                            rmsnorm_forward/backward         "L1 rmsnorm ..."
+//   §1 RoPE (rotate half)                 rope_forward/backward            "L2 rope ...", "L2 RoPE shift ..."
+//   §1 causal attention                   attention_forward/backward       "L3 attention ...", "M2 causality"
+//   §1 SwiGLU                             swiglu_forward/backward          "L4 swiglu ..."
+//   §1 linear y = x Wᵀ                    matmul_forward/backward          "L5 matmul ..."
+//   §1 init N(0, 0.02²)                   build_model                      "M0 init ..."
+//   §2 F1 W_b = sign(W), sign(0) = −1     sign_pm1                         "F1 ..."
+//   §2 F2 Ŵ = α·W_b + β                   fbi_forward                      "F2 ..."
+//   §2 F3 y = x Ŵᵀ (fused form)           matmul_forward / §8              "F3 ..."
+//   §2 F4 α, β initialisation             fbi_init                         "F4 ..."
+//   §2 F5 STE gradients                   fbi_backward                     "F5 ..."
+//   §2 F6 flip-flop ratio                 FlipCounter::update              "F6 ..."
+//   §3 L_CE                               cross_entropy_forward/backward   "D0 ..."
+//   §3 D1 L_AD                            distill_forward/backward         "D1 ..."
+//   §3 0.5 L_CE + 0.5 L_AD                loss_forward_backward            "D2 ..."
+//   §4 AdamW                              adamw_step                       "O1 ..."
+//   §4 grad-norm clipping                 clip_grad_norm                   "O2 ..."
+//   §4 warm-up + cosine                   lr_schedule                      "O3 ..."
+//
+// BUILD NOTES
+//   Compile with -O2/-O3 and, if you can, -fopenmp. Never -ffast-math: the loss uses exp/log of large
+//   negative numbers and the tests compare to the last bit. Everything is `inline` in namespace fbi, so the
+//   header can be included from several translation units.
+// =====================================================================================================
+#pragma once
+
+#include <Eigen/Dense>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>  // fsync, getpid: atomic checkpoint writes
+#endif
+
+namespace fbi {
+
+// =====================================================================================================
+// §0 CONFIG
+// =====================================================================================================
+
+// How the linear layers inside the blocks turn their latent parameters into the weight used in the forward
+// pass (§3). Embedding, norms and LM head are always full precision (SPEC §2).
+enum class Quant : int {
+    FP = 0,   // Ŵ = W                         (the teacher)
+    FBI = 1,  // Ŵ = α ⊙ sign(W) + β           (FBI-LLM, SPEC §2)
+};
+
+inline const char* quant_name(Quant q) {
+    switch (q) {
+        case Quant::FP: return "fp32";
+        case Quant::FBI: return "fbi";
+    }
+    return "?";
+}
+
+// SwiGLU hidden width: 8C/3 rounded to a multiple of 8 (SPEC §1). C = 128 → 344.
+inline int swiglu_width(int C) { return (8 * C / 3 + 7) / 8 * 8; }
+
+struct Config {
+    int V = 65;    // vocabulary size (token ids in [0, V))
+    int C = 128;   // model width
+    int L = 4;     // number of blocks
+    int NH = 4;    // attention heads
+    int F = 344;   // SwiGLU hidden width (use swiglu_width(C) when you change C)
+    int T = 64;    // maximum context length
+    Quant quant = Quant::FP;
+};
+
+inline bool operator==(const Config& a, const Config& b) {
+    return a.V == b.V && a.C == b.C && a.L == b.L && a.NH == b.NH && a.F == b.F && a.T == b.T &&
+           a.quant == b.quant;
+}
+inline bool operator!=(const Config& a, const Config& b) { return !(a == b); }
+
+inline std::string describe(const Config& c) {
+    return "V=" + std::to_string(c.V) + " C=" + std::to_string(c.C) + " L=" + std::to_string(c.L) +
+           " NH=" + std::to_string(c.NH) + " F=" + std::to_string(c.F) + " T=" + std::to_string(c.T) +
+           " quant=" + quant_name(c.quant);
+}
+
+inline void check_config(const Config& c) {
+    auto fail = [&](const std::string& why) {
+        throw std::invalid_argument("fbi::Config (" + describe(c) + "): " + why);
+    };
+    if (c.V < 1 || c.C < 1 || c.L < 1 || c.NH < 1 || c.F < 1 || c.T < 1) fail("every size must be >= 1");
+    if (c.C % c.NH != 0) fail("C must be divisible by NH");
+    if ((c.C / c.NH) % 2 != 0) fail("head size C/NH must be even (RoPE rotates pairs)");
+    if (c.quant != Quant::FP && c.quant != Quant::FBI) fail("unknown quantizer");
+}
+
+// =====================================================================================================
+// §1 UTILITIES: random numbers, Eigen views, threads, timing
+// =====================================================================================================
+
+// A small deterministic RNG (splitmix64). std::normal_distribution differs between standard libraries;
+// this one gives the same numbers everywhere, so seeds reproduce across machines.
+struct Rng {
+    uint64_t state;
+    explicit Rng(uint64_t seed) : state(seed) {}
+    uint64_t next_u64() {
+        uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        return z ^ (z >> 31);
+    }
+    double uniform() { return double(next_u64() >> 11) * (1.0 / 9007199254740992.0); }  // [0, 1)
+    uint64_t below(uint64_t n) { return next_u64() % n; }  // [0, n); bias < n/2^64, negligible here
+    double normal() {  // Box–Muller
+        double u1 = uniform(), u2 = uniform();
+        if (u1 < 1e-300) u1 = 1e-300;
+        return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+    }
+};
+
+// Row-major Eigen views over our flat buffers: the same idea as llm.c's named pointers into one buffer.
+template <class R> using MatR = Eigen::Matrix<R, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class R> using MapMat = Eigen::Map<MatR<R>>;
+template <class R> using ConstMapMat = Eigen::Map<const MatR<R>>;
+template <class R> using VecR = Eigen::Matrix<R, Eigen::Dynamic, 1>;
+// A T×hs block of a N×C matrix (one head of one sequence): rows are C apart.
+template <class R> using HeadView = Eigen::Map<MatR<R>, 0, Eigen::OuterStride<>>;
+template <class R> using ConstHeadView = Eigen::Map<const MatR<R>, 0, Eigen::OuterStride<>>;
+
+inline int num_threads() {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+// Printed by every program at start: "why is only one core busy?" is the first question users ask.
+inline std::string threading_summary() {
+#ifdef _OPENMP
+    return "OpenMP on, " + std::to_string(num_threads()) + " thread(s) (set OMP_NUM_THREADS to change)";
+#else
+    return "OpenMP off (built without -fopenmp): 1 thread";
+#endif
+}
+
+inline double now_seconds() {
+    using clock = std::chrono::steady_clock;
+    return std::chrono::duration<double>(clock::now().time_since_epoch()).count();
+}
+
+template <class R> void zero(std::vector<R>& v) { std::fill(v.begin(), v.end(), R(0)); }
+
+// =====================================================================================================
+// §2 LAYERS — forward and backward side by side.
+// Shapes in comments; `in`/`out` are N×(features) row-major; every d<x> is accumulated with +=.
+// =====================================================================================================
+
+// ---- linear: out = in Wᵀ ------------------------------------------------------------------------------
+// out (N×m), in (N×n), W (m×n)
+template <class R>
+void matmul_forward(R* out, const R* in, const R* W, int N, int n, int m) {
+    MapMat<R>(out, N, m).noalias() = ConstMapMat<R>(in, N, n) * ConstMapMat<R>(W, m, n).transpose();
+}
+// forward: out = in Wᵀ  ⇒  din += dout W,  dW += doutᵀ in
+template <class R>
+void matmul_backward(R* din, R* dW, const R* dout, const R* in, const R* W, int N, int n, int m) {
+    ConstMapMat<R> dout_(dout, N, m);
+    MapMat<R>(din, N, n).noalias() += dout_ * ConstMapMat<R>(W, m, n);
+    MapMat<R>(dW, m, n).noalias() += dout_.transpose() * ConstMapMat<R>(in, N, n);
+}
+
+// ---- token embedding: out[t] = E[token_t] ---------------------------------------------------------------
+// out (N×C), E (V×C)
+template <class R>
+void embedding_forward(R* out, const int* tokens, const R* E, int N, int C) {
+    for (int t = 0; t < N; t++) std::copy(E + size_t(tokens[t]) * C, E + size_t(tokens[t] + 1) * C, out + size_t(t) * C);
+}
+template <class R>
+void embedding_backward(R* dE, const R* dout, const int* tokens, int N, int C) {
+    for (int t = 0; t < N; t++)  // sequential: two rows may share a token
+        for (int c = 0; c < C; c++) dE[size_t(tokens[t]) * C + c] += dout[size_t(t) * C + c];
+}
+
+// ---- RMSNorm (SPEC §1): y = g ⊙ x · r,  r = 1/sqrt(mean(x²) + eps) ------------------------------------------
+constexpr double kNormEps = 1e-5;
+
+// out, in (N×C), rstd (N) saved for backward, g (C)
+template <class R>
+void rmsnorm_forward(R* out, R* rstd, const R* in, const R* g, int N, int C) {
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < N; t++) {
+        const R* x = in + size_t(t) * C;
+        R* y = out + size_t(t) * C;
+        R ss = 0;
+        for (int c = 0; c < C; c++) ss += x[c] * x[c];
+        R r = R(1) / std::sqrt(ss / C + R(kNormEps));
+        for (int c = 0; c < C; c++) y[c] = g[c] * x[c] * r;
+        rstd[t] = r;
+    }
+}
+// dg_c += Σ_t dy_c x_c r ;   dx = r·(g⊙dy) − (r³/C)·x·Σ_c g_c dy_c x_c
+template <class R>
+void rmsnorm_backward(R* din, R* dg, const R* dout, const R* in, const R* g, const R* rstd, int N, int C) {
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < N; t++) {
+        const R* x = in + size_t(t) * C;
+        const R* dy = dout + size_t(t) * C;
+        R* dx = din + size_t(t) * C;
+        R r = rstd[t], dot = 0;
+        for (int c = 0; c < C; c++) dot += g[c] * dy[c] * x[c];
+        R k = r * r * r * dot / C;
+        for (int c = 0; c < C; c++) dx[c] += r * g[c] * dy[c] - k * x[c];
+    }
+    for (int t = 0; t < N; t++) {  // sequential: every row adds into the same dg
+        const R* x = in + size_t(t) * C;
+        const R* dy = dout + size_t(t) * C;
+        for (int c = 0; c < C; c++) dg[c] += dy[c] * x[c] * rstd[t];
+    }
+}
+
+// ---- RoPE (SPEC §1), the "rotate half" convention -----------------------------------------------------------
+// Within each head, feature i is paired with feature i + hs/2 (i < hs/2) and the pair is rotated by the angle
+// pos · base^(−2i/hs):   x'_i = x_i cos − x_{i+hs/2} sin,   x'_{i+hs/2} = x_{i+hs/2} cos + x_i sin.
+// Rotations compose, so q(p)·k(p') depends only on p − p' (tested in "L2 RoPE shift ...").
+constexpr double kRopeBase = 10000.0;
+
+// cos/sin tables (T_max × hs/2), computed in double.
+template <class R>
+void rope_tables(std::vector<R>& cos_t, std::vector<R>& sin_t, int T_max, int hs) {
+    int half = hs / 2;
+    cos_t.resize(size_t(T_max) * half);
+    sin_t.resize(size_t(T_max) * half);
+    for (int p = 0; p < T_max; p++)
+        for (int i = 0; i < half; i++) {
+            double angle = p * std::pow(kRopeBase, -2.0 * i / hs);
+            cos_t[size_t(p) * half + i] = R(std::cos(angle));
+            sin_t[size_t(p) * half + i] = R(std::sin(angle));
+        }
+}
+// x (B×T×C) rotated in place; row (b, t) sits at position pos0 + t. sign = +1 rotates, −1 un-rotates.
+template <class R>
+void rope_rotate(R* x, const R* cos_t, const R* sin_t, int B, int T, int C, int NH, int pos0, int sign) {
+    int hs = C / NH, half = hs / 2;
+#pragma omp parallel for schedule(static)
+    for (int bt = 0; bt < B * T; bt++) {
+        const R* cs = cos_t + size_t(pos0 + bt % T) * half;
+        const R* sn = sin_t + size_t(pos0 + bt % T) * half;
+        for (int h = 0; h < NH; h++) {
+            R* v = x + size_t(bt) * C + size_t(h) * hs;
+            for (int i = 0; i < half; i++) {
+                R a = v[i], b = v[i + half], s = sign * sn[i];
+                v[i] = a * cs[i] - b * s;
+                v[i + half] = b * cs[i] + a * s;
+            }
+        }
+    }
+}
+template <class R>
+void rope_forward(R* x, const R* cos_t, const R* sin_t, int B, int T, int C, int NH, int pos0 = 0) {
+    rope_rotate(x, cos_t, sin_t, B, T, C, NH, pos0, +1);
+}
+// A rotation is orthogonal, so its backward is the inverse rotation applied to the gradient (in place).
+template <class R>
+void rope_backward(R* dx, const R* cos_t, const R* sin_t, int B, int T, int C, int NH, int pos0 = 0) {
+    rope_rotate(dx, cos_t, sin_t, B, T, C, NH, pos0, -1);
+}
+
+// ---- causal multi-head attention (SPEC §1): per head, Y = softmax(Q Kᵀ / sqrt(hs) + causal mask) V ----------
+// q, k, v, out (B×T×C: head h owns columns h·hs … h·hs+hs−1), att (B×NH×T×T) the probabilities P, saved.
+template <class R>
+void attention_forward(R* out, R* att, const R* q, const R* k, const R* v, int B, int T, int C, int NH) {
+    int hs = C / NH;
+    R scale = R(1) / std::sqrt(R(hs));
+#pragma omp parallel for schedule(static)
+    for (int bh = 0; bh < B * NH; bh++) {
+        int b = bh / NH, h = bh % NH;
+        size_t off = size_t(b) * T * C + size_t(h) * hs;
+        Eigen::OuterStride<> stride(C);
+        ConstHeadView<R> Q(q + off, T, hs, stride), K(k + off, T, hs, stride), Vv(v + off, T, hs, stride);
+        MapMat<R> P(att + size_t(bh) * T * T, T, T);
+        P.noalias() = (Q * K.transpose()) * scale;  // scores S
+        for (int i = 0; i < T; i++) {               // row-wise softmax over the allowed positions j <= i
+            R mx = P.row(i).head(i + 1).maxCoeff(), sum = 0;
+            for (int j = 0; j <= i; j++) sum += (P(i, j) = std::exp(P(i, j) - mx));
+            for (int j = 0; j <= i; j++) P(i, j) /= sum;
+            for (int j = i + 1; j < T; j++) P(i, j) = 0;  // causal mask: the future gets probability 0
+        }
+        HeadView<R>(out + off, T, hs, stride).noalias() = P * Vv;
+    }
+}
+// Y = P V ⇒ dP = dY Vᵀ, dV += Pᵀ dY;  softmax ⇒ dS = P ⊙ (dP − rowsum(P ⊙ dP));  S = Q Kᵀ·scale ⇒
+// dQ += dS K·scale, dK += dSᵀ Q·scale. Masked entries have P = 0, so their dS is 0 too.
+template <class R>
+void attention_backward(R* dq, R* dk, R* dv, const R* dout, const R* att, const R* q, const R* k, const R* v,
+                        int B, int T, int C, int NH) {
+    int hs = C / NH;
+    R scale = R(1) / std::sqrt(R(hs));
+#pragma omp parallel for schedule(static)
+    for (int bh = 0; bh < B * NH; bh++) {
+        int b = bh / NH, h = bh % NH;
+        size_t off = size_t(b) * T * C + size_t(h) * hs;
+        Eigen::OuterStride<> stride(C);
+        ConstHeadView<R> Q(q + off, T, hs, stride), K(k + off, T, hs, stride), Vv(v + off, T, hs, stride);
+        ConstHeadView<R> dY(dout + off, T, hs, stride);
+        ConstMapMat<R> P(att + size_t(bh) * T * T, T, T);
+        MatR<R> dS = dY * Vv.transpose();  // dP, turned into dS in place below
+        HeadView<R>(dv + off, T, hs, stride).noalias() += P.transpose() * dY;
+        for (int i = 0; i < T; i++) {
+            R rowdot = P.row(i).dot(dS.row(i));
+            dS.row(i) = (P.row(i).array() * (dS.row(i).array() - rowdot)).matrix();
+        }
+        HeadView<R>(dq + off, T, hs, stride).noalias() += (dS * K) * scale;
+        HeadView<R>(dk + off, T, hs, stride).noalias() += (dS.transpose() * Q) * scale;
+    }
+}
+
+// ---- SwiGLU (SPEC §1): act = silu(gate) ⊙ up,  silu(g) = g·σ(g) -----------------------------------------------
+template <class R> R sigmoid(R x) { return R(1) / (R(1) + std::exp(-x)); }
+
+template <class R>
+void swiglu_forward(R* act, const R* gate, const R* up, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < long(n); i++) act[i] = gate[i] * sigmoid(gate[i]) * up[i];
+}
+// d silu(g)/dg = σ(g)·(1 + g·(1 − σ(g)))
+template <class R>
+void swiglu_backward(R* dgate, R* dup, const R* dact, const R* gate, const R* up, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < long(n); i++) {
+        R s = sigmoid(gate[i]);
+        dgate[i] += dact[i] * up[i] * s * (R(1) + gate[i] * (R(1) - s));
+        dup[i] += dact[i] * gate[i] * s;
+    }
+}
+
+// ---- residual: out = a + b ---------------------------------------------------------------------------------------
+template <class R>
+void add_inplace(R* a, const R* b, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < long(n); i++) a[i] += b[i];
+}
+
+// =====================================================================================================
+// §3 QUANTIZERS — the one place where a block linear's latent parameters become the weight Ŵ used in
+// the forward pass, and where ∂L/∂Ŵ is sent back to those parameters.
+// =====================================================================================================
+
+// SPEC §2 F1: sign(w) = +1 for w > 0, −1 otherwise. NOTE: sign(0) = −1 here, because the packed 1-bit format
+// (§8 / SPEC §7) cannot hold a 0. The official PyTorch code uses torch.sign, which maps 0 to 0; latent weights
+// are exactly 0 with probability ~0, so the two agree in practice.
+template <class R> R sign_pm1(R w) { return w > R(0) ? R(1) : R(-1); }
+
+// SPEC §2 F4: xnor-style initialisation from the latent weights, per input column j:
+//   β_j = (1/m) Σ_i W_ij  (column mean),   α_j = (1/m) Σ_i |W_ij − β_j|  (column mean absolute deviation).
+template <class R>
+void fbi_init(R* alpha, R* beta, const R* W, int m, int n) {
+    for (int j = 0; j < n; j++) {
+        double mean = 0, mad = 0;
+        for (int i = 0; i < m; i++) mean += W[size_t(i) * n + j];
+        mean /= m;
+        for (int i = 0; i < m; i++) mad += std::fabs(W[size_t(i) * n + j] - mean);
+        beta[j] = R(mean);
+        alpha[j] = R(mad / m);
+    }
+}
+
+// SPEC §2 F2: Ŵ_ij = α_j · sign(W_ij) + β_j  (one α and one β per input column, broadcast over rows).
+template <class R>
+void fbi_forward(R* w_hat, const R* W, const R* alpha, const R* beta, int m, int n) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++)
+            w_hat[size_t(i) * n + j] = alpha[j] * sign_pm1(W[size_t(i) * n + j]) + beta[j];  // SPEC §2 F2
+}
+// SPEC §2 F5, identity straight-through estimator (no clipping). G = ∂L/∂Ŵ:
+//   ∂L/∂W_ij = α_j G_ij  (sign passes the gradient unchanged; the chain rule keeps α),
+//   ∂L/∂α_j = Σ_i G_ij sign(W_ij),   ∂L/∂β_j = Σ_i G_ij.
+template <class R>
+void fbi_backward(R* dW, R* dalpha, R* dbeta, const R* G, const R* W, const R* alpha, int m, int n) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) dW[size_t(i) * n + j] += alpha[j] * G[size_t(i) * n + j];  // SPEC §2 F5
+    for (int i = 0; i < m; i++)  // sequential over rows: every row adds into the same α, β
+        for (int j = 0; j < n; j++) {
+            R g = G[size_t(i) * n + j];
+            dalpha[j] += g * sign_pm1(W[size_t(i) * n + j]);  // SPEC §2 F5
+            dbeta[j] += g;                                     // SPEC §2 F5
+        }
+}
+
+// SPEC §2 F6, the flip-flop ratio: after each optimizer step, the fraction of latent weights (over every
+// quantized linear) whose sign differs from the previous step (sign(0) = −1, as in F1).
+struct FlipCounter {
+    std::vector<uint8_t> prev;  // 1 = positive, one byte per latent weight
+    template <class R>
+    double update(const std::vector<const R*>& weights, const std::vector<size_t>& sizes) {
+        size_t total = 0, flips = 0;
+        for (size_t s : sizes) total += s;
+        bool first = prev.size() != total;
+        if (first) prev.assign(total, 0);
+        size_t at = 0;
+        for (size_t w = 0; w < weights.size(); w++)
+            for (size_t i = 0; i < sizes[w]; i++, at++) {
+                uint8_t pos = weights[w][i] > R(0);
+                flips += pos != prev[at];
+                prev[at] = pos;
+            }
+        return first || total == 0 ? 0.0 : double(flips) / double(total);
+    }
+};
+
+// The dispatch used by the model: Ŵ from (W, α, β) and ∂L/∂Ŵ back to them.
+template <class R>
+void quantize_forward(Quant q, R* w_hat, const R* W, const R* alpha, const R* beta, int m, int n) {
+    if (q == Quant::FBI) fbi_forward(w_hat, W, alpha, beta, m, n);
+    else std::copy(W, W + size_t(m) * n, w_hat);  // full precision: Ŵ = W
+}
+template <class R>
+void quantize_backward(Quant q, R* dW, R* dalpha, R* dbeta, const R* G, const R* W, const R* alpha, int m, int n) {
+    if (q == Quant::FBI) { fbi_backward(dW, dalpha, dbeta, G, W, alpha, m, n); return; }
+    for (size_t i = 0; i < size_t(m) * n; i++) dW[i] += G[i];
+}
+
+// =====================================================================================================
+// §4 LOSSES (SPEC §3). z are logits (N×V); every loss is a mean over the N positions.
+// =====================================================================================================
+
+// Row-wise softmax, stable (subtract the max). probs may alias nothing.
+template <class R>
+void softmax_rows(R* probs, const R* logits, int N, int V) {
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < N; t++) {
+        const R* z = logits + size_t(t) * V;
+        R* p = probs + size_t(t) * V;
+        R mx = *std::max_element(z, z + V), sum = 0;
+        for (int v = 0; v < V; v++) sum += (p[v] = std::exp(z[v] - mx));
+        for (int v = 0; v < V; v++) p[v] /= sum;
+    }
+}
+// log softmax(z)[v] = z_v − max − log Σ exp(z − max), one row
+template <class R> R log_sum_exp(const R* z, int V) {
+    R mx = *std::max_element(z, z + V), sum = 0;
+    for (int v = 0; v < V; v++) sum += std::exp(z[v] - mx);
+    return mx + std::log(sum);
+}
+
+// SPEC §3: L_CE = −(1/N) Σ_t log softmax(z_t)[y_t]. Also fills probs (needed by the backward).
+template <class R>
+double cross_entropy_forward(R* probs, const R* logits, const int* targets, int N, int V) {
+    softmax_rows(probs, logits, N, V);
+    double loss = 0;
+    for (int t = 0; t < N; t++) {
+        const R* z = logits + size_t(t) * V;
+        loss -= double(z[targets[t]] - log_sum_exp(z, V));  // SPEC §3 L_CE
+    }
+    return loss / N;
+}
+// ∂L_CE/∂z_t = (softmax(z_t) − onehot(y_t)) · scale, scale = 1/N (÷ micro-batches when accumulating).
+template <class R>
+void cross_entropy_backward(R* dlogits, const R* probs, const int* targets, int N, int V, R scale) {
+    for (int t = 0; t < N; t++)
+        for (int v = 0; v < V; v++)
+            dlogits[size_t(t) * V + v] += (probs[size_t(t) * V + v] - R(v == targets[t])) * scale;
+}
+
+// SPEC §3 D1: L_AD = −(1/N) Σ_t Σ_v p^T_t(v) log softmax(z^S_t)(v),  p^T = softmax(z^T) (temperature 1).
+// Fills probs_s = softmax(z^S) and probs_t = p^T for the backward.
+template <class R>
+double distill_forward(R* probs_s, R* probs_t, const R* logits_s, const R* logits_t, int N, int V) {
+    softmax_rows(probs_s, logits_s, N, V);
+    softmax_rows(probs_t, logits_t, N, V);
+    double loss = 0;
+    for (int t = 0; t < N; t++) {
+        const R* z = logits_s + size_t(t) * V;
+        R lse = log_sum_exp(z, V);
+        for (int v = 0; v < V; v++) loss -= double(probs_t[size_t(t) * V + v] * (z[v] - lse));  // SPEC §3 D1
+    }
+    return loss / N;
+}
+// SPEC §3: ∂L_AD/∂z^S_t = (softmax(z^S_t) − p^T_t) · scale.
+template <class R>
+void distill_backward(R* dlogits, const R* probs_s, const R* probs_t, int N, int V, R scale) {
+    for (size_t i = 0; i < size_t(N) * V; i++) dlogits[i] += (probs_s[i] - probs_t[i]) * scale;
+}
+
+enum class Loss : int { CE = 0, AD = 1, Mix = 2 };  // Mix = 0.5 L_CE + 0.5 L_AD (the official code's 2nd mode)
+
+inline const char* loss_name(Loss l) { return l == Loss::CE ? "ce" : l == Loss::AD ? "ad" : "mix"; }
+
+// One place that evaluates the chosen loss and adds its gradient (× grad_scale, e.g. 1/micro-batches) into
+// dlogits. logits_t is the frozen teacher's (unused for CE). probs_s/probs_t are N×V scratch.
+template <class R>
+double loss_forward_backward(Loss kind, R* dlogits, R* probs_s, R* probs_t, const R* logits_s, const R* logits_t,
+                             const int* targets, int N, int V, double grad_scale) {
+    R scale = R(grad_scale / N);
+    if (kind == Loss::CE) {
+        double l = cross_entropy_forward(probs_s, logits_s, targets, N, V);
+        cross_entropy_backward(dlogits, probs_s, targets, N, V, scale);
+        return l;
+    }
+    double ad = distill_forward(probs_s, probs_t, logits_s, logits_t, N, V);
+    if (kind == Loss::AD) {
+        distill_backward(dlogits, probs_s, probs_t, N, V, scale);
+        return ad;
+    }
+    double ce = cross_entropy_forward(probs_s, logits_s, targets, N, V);  // SPEC §3 mixed: 0.5 CE + 0.5 AD
+    cross_entropy_backward(dlogits, probs_s, targets, N, V, R(0.5) * scale);
+    distill_backward(dlogits, probs_s, probs_t, N, V, R(0.5) * scale);
+    return 0.5 * ce + 0.5 * ad;
+}
+
+// =====================================================================================================
+// §5 MODEL (SPEC §1): embedding → L × [x + Attn(RMSNorm(x)); h + MLP(RMSNorm(h))] → RMSNorm → LM head.
+// All parameters live in ONE flat buffer (`params`), all gradients in another of the same layout (`grads`);
+// a TensorInfo says where each named tensor starts. AdamW is then one flat loop (§6).
+// =====================================================================================================
+
+struct TensorInfo {
+    std::string name;
+    size_t offset = 0;
+    int rows = 0, cols = 0;  // a vector has rows = 1
+    bool is_matrix = false;  // 2-D weight (gets weight decay under DecayOn::Matrices)
+    size_t size() const { return size_t(rows) * cols; }
+};
+
+// The 7 linears of a block, in forward order.
+enum LinearId { WQ = 0, WK, WV, WO, WGATE, WUP, WDOWN, N_LINEAR };
+inline const char* linear_name(int id) {
+    static const char* names[N_LINEAR] = {"wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down"};
+    return names[id];
+}
+
+struct LinearRef {
+    int W = -1, alpha = -1, beta = -1;  // tensor indices (alpha/beta only for FBI)
+    int m = 0, n = 0;                   // out, in
+    size_t eff = 0;                     // offset of Ŵ in ModelT::w_eff
+};
+struct BlockRef {
+    int attn_norm = -1, mlp_norm = -1;
+    std::array<LinearRef, N_LINEAR> lin;
+};
+
+// Saved activations of one block for rows N = B·T.
+template <class R> struct BlockActs {
+    std::vector<R> rstd1, ln1, q, k, v, att, atty, h, rstd2, ln2, gate, up, act;
+};
+template <class R> struct Activations {
+    int B = 0, T = 0;
+    std::vector<std::vector<R>> resid;  // L+1 residual streams, N×C: resid[l] enters block l
+    std::vector<BlockActs<R>> blocks;
+    std::vector<R> lnf, rstdf, logits;   // final norm and logits (N×V)
+    std::vector<R> probs, probs_teacher;  // softmaxes for the loss (N×V)
+    // gradient scratch (reused by every block)
+    std::vector<R> dresid, dln, dq, dk, dv, datty, dact, dgate, dup, dlogits;
+};
+
+template <class R> struct ModelT {
+    Config cfg;
+    std::vector<TensorInfo> tensors;
+    std::vector<R> params, grads;
+    int tok_emb = -1, final_norm = -1, lm_head = -1;
+    std::vector<BlockRef> blocks;
+    std::vector<R> w_eff, dw_eff;      // Ŵ of every block linear (made by §3), and ∂L/∂Ŵ
+    std::vector<R> rope_cos, rope_sin;  // T × hs/2
+    Activations<R> acts;
+
+    R* p(int t) { return params.data() + tensors[t].offset; }
+    const R* p(int t) const { return params.data() + tensors[t].offset; }
+    R* g(int t) { return grads.data() + tensors[t].offset; }
+    const R* p_or_null(int t) const { return t < 0 ? nullptr : p(t); }
+    R* g_or_null(int t) { return t < 0 ? nullptr : g(t); }
+    int find(const std::string& name) const {
+        for (size_t i = 0; i < tensors.size(); i++)
+            if (tensors[i].name == name) return int(i);
+        return -1;
+    }
+};
+using Model = ModelT<float>;
+
+// Lay out every tensor in the flat buffer. Order = the order a student meets them in the forward pass.
+template <class R>
+void layout_model(ModelT<R>& model, const Config& cfg) {
+    check_config(cfg);
+    model.cfg = cfg;
+    model.tensors.clear();
+    model.blocks.assign(cfg.L, BlockRef{});
+    size_t offset = 0, eff = 0;
+    auto add = [&](const std::string& name, int rows, int cols, bool is_matrix) {
+        model.tensors.push_back({name, offset, rows, cols, is_matrix});
+        offset += size_t(rows) * cols;
+        return int(model.tensors.size() - 1);
+    };
+    model.tok_emb = add("tok_emb", cfg.V, cfg.C, true);
+    const int out_dim[N_LINEAR] = {cfg.C, cfg.C, cfg.C, cfg.C, cfg.F, cfg.F, cfg.C};
+    const int in_dim[N_LINEAR] = {cfg.C, cfg.C, cfg.C, cfg.C, cfg.C, cfg.C, cfg.F};
+    for (int l = 0; l < cfg.L; l++) {
+        std::string pre = "block" + std::to_string(l) + ".";
+        BlockRef& blk = model.blocks[l];
+        blk.attn_norm = add(pre + "attn_norm", 1, cfg.C, false);
+        for (int id = 0; id < N_LINEAR; id++) {
+            if (id == WGATE) blk.mlp_norm = add(pre + "mlp_norm", 1, cfg.C, false);
+            LinearRef& lin = blk.lin[id];
+            lin.m = out_dim[id];
+            lin.n = in_dim[id];
+            lin.W = add(pre + linear_name(id), lin.m, lin.n, true);
+            if (cfg.quant == Quant::FBI) {  // SPEC §2: α, β ∈ R^n, one per input column
+                lin.alpha = add(pre + linear_name(id) + ".alpha", 1, lin.n, false);
+                lin.beta = add(pre + linear_name(id) + ".beta", 1, lin.n, false);
+            }
+            lin.eff = eff;
+            eff += size_t(lin.m) * lin.n;
+        }
+    }
+    model.final_norm = add("final_norm", 1, cfg.C, false);
+    model.lm_head = add("lm_head", cfg.V, cfg.C, true);
+    model.params.assign(offset, R(0));
+    model.grads.assign(offset, R(0));
+    model.w_eff.assign(eff, R(0));
+    model.dw_eff.assign(eff, R(0));
+    rope_tables(model.rope_cos, model.rope_sin, cfg.T, cfg.C / cfg.NH);
+    model.acts = Activations<R>{};
+}
+
+// SPEC §1 init: every matrix N(0, 0.02²), norm gains 1; SPEC §2 F4 for α, β (from the latent W just drawn).
+template <class R>
+ModelT<R> build_model(const Config& cfg, uint64_t seed) {
+    ModelT<R> model;
+    layout_model(model, cfg);
+    Rng rng(seed);
+    for (const TensorInfo& t : model.tensors) {
+        R* x = model.params.data() + t.offset;
+        if (t.is_matrix)
+            for (size_t i = 0; i < t.size(); i++) x[i] = R(0.02 * rng.normal());
+        else
+            std::fill(x, x + t.size(), R(1));  // norm gains (α, β are set just below)
+    }
+    if (cfg.quant == Quant::FBI)
+        for (BlockRef& blk : model.blocks)
+            for (LinearRef& lin : blk.lin) fbi_init(model.p(lin.alpha), model.p(lin.beta), model.p(lin.W), lin.m, lin.n);
+    return model;
+}
+
+// Copy every parameter that two models share by name (used to start a student from the teacher's weights);
+// α and β are then re-initialised from the copied latent W (SPEC §2 F4). Returns the number copied.
+template <class R>
+int copy_shared_params(ModelT<R>& dst, const ModelT<R>& src) {
+    int copied = 0;
+    for (const TensorInfo& t : dst.tensors) {
+        int s = src.find(t.name);
+        if (s < 0 || src.tensors[s].rows != t.rows || src.tensors[s].cols != t.cols) continue;
+        std::copy(src.p(s), src.p(s) + t.size(), dst.params.data() + t.offset);
+        copied++;
+    }
+    if (dst.cfg.quant == Quant::FBI)
+        for (BlockRef& blk : dst.blocks)
+            for (LinearRef& lin : blk.lin) fbi_init(dst.p(lin.alpha), dst.p(lin.beta), dst.p(lin.W), lin.m, lin.n);
+    return copied;
+}
+
+template <class R>
+void ensure_activations(ModelT<R>& model, int B, int T) {
+    Activations<R>& a = model.acts;
+    if (a.B == B && a.T == T) return;
+    const Config& c = model.cfg;
+    size_t N = size_t(B) * T, NC = N * c.C, NF = N * c.F, NV = N * c.V;
+    a.B = B;
+    a.T = T;
+    a.resid.assign(c.L + 1, std::vector<R>(NC));
+    a.blocks.assign(c.L, BlockActs<R>{});
+    for (BlockActs<R>& s : a.blocks) {
+        s.rstd1.resize(N); s.rstd2.resize(N);
+        for (auto* v : {&s.ln1, &s.q, &s.k, &s.v, &s.atty, &s.h, &s.ln2}) v->resize(NC);
+        for (auto* v : {&s.gate, &s.up, &s.act}) v->resize(NF);
+        s.att.resize(size_t(B) * c.NH * T * T);
+    }
+    a.lnf.resize(NC); a.rstdf.resize(N);
+    for (auto* v : {&a.logits, &a.probs, &a.probs_teacher, &a.dlogits}) v->resize(NV);
+    for (auto* v : {&a.dresid, &a.dln, &a.dq, &a.dk, &a.dv, &a.datty}) v->resize(NC);
+    for (auto* v : {&a.dact, &a.dgate, &a.dup}) v->resize(NF);
+}
+
+// Bad input must fail loudly before it indexes out of bounds.
+template <class R>
+void check_tokens(const ModelT<R>& model, const int* tokens, int B, int T) {
+    if (B < 1 || T < 1) throw std::invalid_argument("fbi: batch and sequence length must be >= 1");
+    if (T > model.cfg.T)
+        throw std::out_of_range("fbi: sequence length " + std::to_string(T) + " exceeds the model's context T=" +
+                                std::to_string(model.cfg.T));
+    for (long i = 0; i < long(B) * T; i++)
+        if (tokens[i] < 0 || tokens[i] >= model.cfg.V)
+            throw std::out_of_range("fbi: token id " + std::to_string(tokens[i]) + " at position " + std::to_string(i) +
+                                    " is outside the vocabulary [0, " + std::to_string(model.cfg.V) + ")");
+}
+
+// Make Ŵ for every block linear (§3). Called at the start of every forward.
+template <class R>
+void quantize_all(ModelT<R>& model) {
+    for (BlockRef& blk : model.blocks)
+        for (LinearRef& lin : blk.lin)
+            quantize_forward(model.cfg.quant, model.w_eff.data() + lin.eff, model.p(lin.W), model.p_or_null(lin.alpha),
+                             model.p_or_null(lin.beta), lin.m, lin.n);
+}
+
+template <class R>
+const R* weight_of(const ModelT<R>& model, const LinearRef& lin) { return model.w_eff.data() + lin.eff; }
+
+// One block, forward.  x (N×C) → out (N×C)
+template <class R>
+void block_forward(ModelT<R>& model, int l, R* out, const R* x) {
+    const Config& c = model.cfg;
+    Activations<R>& a = model.acts;
+    BlockActs<R>& s = a.blocks[l];
+    const BlockRef& blk = model.blocks[l];
+    int B = a.B, T = a.T, N = B * T, C = c.C, F = c.F;
+    auto W = [&](int id) { return weight_of(model, blk.lin[id]); };
+    // h = x + Attn(RMSNorm(x))
+    rmsnorm_forward(s.ln1.data(), s.rstd1.data(), x, model.p(blk.attn_norm), N, C);
+    matmul_forward(s.q.data(), s.ln1.data(), W(WQ), N, C, C);
+    matmul_forward(s.k.data(), s.ln1.data(), W(WK), N, C, C);
+    matmul_forward(s.v.data(), s.ln1.data(), W(WV), N, C, C);
+    rope_forward(s.q.data(), model.rope_cos.data(), model.rope_sin.data(), B, T, C, c.NH);
+    rope_forward(s.k.data(), model.rope_cos.data(), model.rope_sin.data(), B, T, C, c.NH);
+    attention_forward(s.atty.data(), s.att.data(), s.q.data(), s.k.data(), s.v.data(), B, T, C, c.NH);
+    matmul_forward(s.h.data(), s.atty.data(), W(WO), N, C, C);
+    add_inplace(s.h.data(), x, size_t(N) * C);
+    // out = h + MLP(RMSNorm(h)),  MLP(u) = down(silu(gate(u)) ⊙ up(u))
+    rmsnorm_forward(s.ln2.data(), s.rstd2.data(), s.h.data(), model.p(blk.mlp_norm), N, C);
+    matmul_forward(s.gate.data(), s.ln2.data(), W(WGATE), N, C, F);
+    matmul_forward(s.up.data(), s.ln2.data(), W(WUP), N, C, F);
+    swiglu_forward(s.act.data(), s.gate.data(), s.up.data(), size_t(N) * F);
+    matmul_forward(out, s.act.data(), W(WDOWN), N, F, C);
+    add_inplace(out, s.h.data(), size_t(N) * C);
+}
+
+// The whole model, forward: tokens (B×T) → model.acts.logits (B×T×V).
+template <class R>
+void model_forward(ModelT<R>& model, const int* tokens, int B, int T) {
+    check_tokens(model, tokens, B, T);
+    ensure_activations(model, B, T);
+    quantize_all(model);  // SPEC §2 F1–F2 (or Ŵ = W for full precision)
+    Activations<R>& a = model.acts;
+    const Config& c = model.cfg;
+    int N = B * T;
+    embedding_forward(a.resid[0].data(), tokens, model.p(model.tok_emb), N, c.C);
+    for (int l = 0; l < c.L; l++) block_forward(model, l, a.resid[l + 1].data(), a.resid[l].data());
+    rmsnorm_forward(a.lnf.data(), a.rstdf.data(), a.resid[c.L].data(), model.p(model.final_norm), N, c.C);
+    matmul_forward(a.logits.data(), a.lnf.data(), model.p(model.lm_head), N, c.C, c.V);
+}
+
+// One block, backward, in mirror order of block_forward. On entry a.dresid holds ∂L/∂out; on exit ∂L/∂x.
+template <class R>
+void block_backward(ModelT<R>& model, int l, const R* x) {
+    const Config& c = model.cfg;
+    Activations<R>& a = model.acts;
+    BlockActs<R>& s = a.blocks[l];
+    const BlockRef& blk = model.blocks[l];
+    int B = a.B, T = a.T, N = B * T, C = c.C, F = c.F;
+    size_t NC = size_t(N) * C, NF = size_t(N) * F;
+    auto W = [&](int id) { return weight_of(model, blk.lin[id]); };
+    auto dW = [&](int id) { return model.dw_eff.data() + blk.lin[id].eff; };
+    R* dres = a.dresid.data();
+    // out = h + down(act): dh = dout (already in dres), dact = dout W_down
+    zero(a.dact);
+    matmul_backward(a.dact.data(), dW(WDOWN), dres, s.act.data(), W(WDOWN), N, F, C);
+    // act = silu(gate) ⊙ up
+    zero(a.dgate);
+    zero(a.dup);
+    swiglu_backward(a.dgate.data(), a.dup.data(), a.dact.data(), s.gate.data(), s.up.data(), NF);
+    // gate = ln2 W_gateᵀ, up = ln2 W_upᵀ
+    zero(a.dln);
+    matmul_backward(a.dln.data(), dW(WGATE), a.dgate.data(), s.ln2.data(), W(WGATE), N, C, F);
+    matmul_backward(a.dln.data(), dW(WUP), a.dup.data(), s.ln2.data(), W(WUP), N, C, F);
+    // ln2 = RMSNorm(h): dh += ...
+    rmsnorm_backward(dres, model.g(blk.mlp_norm), a.dln.data(), s.h.data(), model.p(blk.mlp_norm), s.rstd2.data(), N, C);
+    // h = x + atty W_oᵀ: dx = dh (stays in dres), datty = dh W_o
+    zero(a.datty);
+    matmul_backward(a.datty.data(), dW(WO), dres, s.atty.data(), W(WO), N, C, C);
+    // atty = attention(q, k, v)
+    zero(a.dq); zero(a.dk); zero(a.dv);
+    attention_backward(a.dq.data(), a.dk.data(), a.dv.data(), a.datty.data(), s.att.data(), s.q.data(), s.k.data(),
+                       s.v.data(), B, T, C, c.NH);
+    // q, k were rotated after the projection: un-rotate their gradients
+    rope_backward(a.dq.data(), model.rope_cos.data(), model.rope_sin.data(), B, T, C, c.NH);
+    rope_backward(a.dk.data(), model.rope_cos.data(), model.rope_sin.data(), B, T, C, c.NH);
+    // q, k, v = ln1 W_{q,k,v}ᵀ
+    zero(a.dln);
+    matmul_backward(a.dln.data(), dW(WQ), a.dq.data(), s.ln1.data(), W(WQ), N, C, C);
+    matmul_backward(a.dln.data(), dW(WK), a.dk.data(), s.ln1.data(), W(WK), N, C, C);
+    matmul_backward(a.dln.data(), dW(WV), a.dv.data(), s.ln1.data(), W(WV), N, C, C);
+    // ln1 = RMSNorm(x): dx += ...
+    rmsnorm_backward(dres, model.g(blk.attn_norm), a.dln.data(), x, model.p(blk.attn_norm), s.rstd1.data(), N, C);
+    (void)NC;
+}
+
+// The whole model, backward. Needs model_forward on the same tokens and ∂L/∂logits in model.acts.dlogits.
+// Adds every parameter's gradient into model.grads (zero them first with zero_grad).
+template <class R>
+void model_backward(ModelT<R>& model, const int* tokens) {
+    Activations<R>& a = model.acts;
+    const Config& c = model.cfg;
+    int N = a.B * a.T;
+    zero(model.dw_eff);
+    zero(a.dresid);
+    zero(a.dln);
+    // logits = lnf Hᵀ ; lnf = RMSNorm(resid[L])
+    matmul_backward(a.dln.data(), model.g(model.lm_head), a.dlogits.data(), a.lnf.data(), model.p(model.lm_head), N, c.C, c.V);
+    rmsnorm_backward(a.dresid.data(), model.g(model.final_norm), a.dln.data(), a.resid[c.L].data(),
+                     model.p(model.final_norm), a.rstdf.data(), N, c.C);
+    for (int l = c.L - 1; l >= 0; l--) block_backward(model, l, a.resid[l].data());
+    embedding_backward(model.g(model.tok_emb), a.dresid.data(), tokens, N, c.C);
+    // ∂L/∂Ŵ → ∂L/∂(W, α, β): SPEC §2 F5 for FBI, identity for full precision
+    for (BlockRef& blk : model.blocks)
+        for (LinearRef& lin : blk.lin)
+            quantize_backward(c.quant, model.g(lin.W), model.g_or_null(lin.alpha), model.g_or_null(lin.beta),
+                              model.dw_eff.data() + lin.eff, model.p(lin.W), model.p_or_null(lin.alpha), lin.m, lin.n);
+}
+
+template <class R> void zero_grad(ModelT<R>& model) { zero(model.grads); }
+
+// Latent weights of every quantized linear, for the flip-flop ratio (SPEC §2 F6).
+template <class R>
+void latent_weights(const ModelT<R>& model, std::vector<const R*>& ptrs, std::vector<size_t>& sizes) {
+    ptrs.clear();
+    sizes.clear();
+    for (const BlockRef& blk : model.blocks)
+        for (const LinearRef& lin : blk.lin) {
+            ptrs.push_back(model.p(lin.W));
+            sizes.push_back(size_t(lin.m) * lin.n);
+        }
+}
+
+// =====================================================================================================
+// §6 OPTIMIZER (SPEC §4): AdamW with decoupled weight decay, global grad-norm clipping, warm-up + cosine.
+// =====================================================================================================
+
+enum class DecayOn : int { Matrices = 0, All = 1 };  // FBI-LLM decays all parameters; Matrices is common
+
+struct AdamW {
+    double beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0.1;
+    DecayOn decay_on = DecayOn::Matrices;
+    std::vector<float> m, v;  // first and second moments, same layout as params (kept in fp32)
+    long t = 0;               // number of updates done
+};
+
+// One AdamW update of every parameter. PyTorch's order: decay first (p -= lr·wd·p), then the Adam step.
+template <class R>
+void adamw_step(ModelT<R>& model, AdamW& opt, double lr) {
+    size_t n = model.params.size();
+    if (opt.m.size() != n) { opt.m.assign(n, 0.f); opt.v.assign(n, 0.f); opt.t = 0; }
+    opt.t++;
+    double bc1 = 1 - std::pow(opt.beta1, double(opt.t)), bc2 = 1 - std::pow(opt.beta2, double(opt.t));
+    for (const TensorInfo& ti : model.tensors) {
+        double wd = (opt.decay_on == DecayOn::All || ti.is_matrix) ? opt.weight_decay : 0.0;
+        R* p = model.params.data() + ti.offset;
+        const R* g = model.grads.data() + ti.offset;
+        float* m = opt.m.data() + ti.offset;
+        float* v = opt.v.data() + ti.offset;
+#pragma omp parallel for schedule(static)
+        for (long i = 0; i < long(ti.size()); i++) {
+            double gi = double(g[i]);
+            m[i] = float(opt.beta1 * m[i] + (1 - opt.beta1) * gi);
+            v[i] = float(opt.beta2 * v[i] + (1 - opt.beta2) * gi * gi);
+            double m_hat = m[i] / bc1, v_hat = v[i] / bc2;
+            double pi = double(p[i]) * (1 - lr * wd);                 // decoupled weight decay
+            p[i] = R(pi - lr * m_hat / (std::sqrt(v_hat) + opt.eps));  // Adam step
+        }
+    }
+}
+
+// Global gradient-norm clipping: if ‖g‖₂ > max_norm, scale every gradient by max_norm/‖g‖₂.
+// Returns the norm before clipping (logged; NaN/inf here means the step must not be taken).
+template <class R>
+double clip_grad_norm(std::vector<R>& grads, double max_norm) {
+    double ss = 0;
+    for (R g : grads) ss += double(g) * double(g);
+    double norm = std::sqrt(ss);
+    if (max_norm > 0 && norm > max_norm && std::isfinite(norm)) {
+        R k = R(max_norm / norm);
+        for (R& g : grads) g *= k;
+    }
+    return norm;
+}
+
+struct Schedule {
+    double peak = 1e-3, floor = 1e-4;
+    int warmup = 100, total = 2000;
+};
+
+// SPEC §4: lr(s) = peak·s/S_w for s < S_w; floor + ½(1 + cos(π (s−S_w)/(S_tot−S_w)))·(peak − floor) up to
+// S_tot; then floor. Here s counts updates from 1 (the first update uses peak/S_w, not 0).
+inline double lr_schedule(const Schedule& sc, long s) {
+    if (s < sc.warmup) return sc.peak * double(s) / sc.warmup;
+    if (s >= sc.total) return sc.floor;
+    double progress = double(s - sc.warmup) / double(std::max(1, sc.total - sc.warmup));
+    return sc.floor + 0.5 * (1 + std::cos(3.141592653589793 * progress)) * (sc.peak - sc.floor);
+}
+
+// =====================================================================================================
+// §7 TRAINING: deterministic batches, one optimizer step (with the teacher for distillation), evaluation.
+// =====================================================================================================
+
+// Batch `step` of a run is a pure function of (seed, step): B random windows of T+1 tokens. Resuming at
+// step k therefore sees exactly the batches the uninterrupted run would have seen.
+inline void get_batch(std::vector<int>& x, std::vector<int>& y, const std::vector<int>& data, int B, int T,
+                      uint64_t seed, long step) {
+    if (data.size() < size_t(T) + 1)
+        throw std::invalid_argument("fbi::get_batch: " + std::to_string(data.size()) +
+                                    " tokens is shorter than one window of T+1 = " + std::to_string(T + 1));
+    Rng rng(seed * 0x100000001B3ull ^ uint64_t(step) * 0x9E3779B97F4A7C15ull);
+    x.resize(size_t(B) * T);
+    y.resize(size_t(B) * T);
+    uint64_t starts = data.size() - T;  // start ∈ [0, n−T−1] so that y's last token exists
+    for (int b = 0; b < B; b++) {
+        size_t s = size_t(rng.below(starts));
+        for (int t = 0; t < T; t++) {
+            x[size_t(b) * T + t] = data[s + t];
+            y[size_t(b) * T + t] = data[s + t + 1];
+        }
+    }
+}
+
+struct TrainOptions {
+    int B = 12, T = 64;
+    Loss loss = Loss::CE;
+    Schedule schedule;
+    double clip = 1.0;
+    int micro_batches = 1;  // gradient accumulation: each micro-batch's loss is divided by this (SPEC §3)
+    uint64_t seed = 1337;
+};
+
+struct StepStats {
+    double loss = 0, grad_norm = 0, lr = 0, flip_ratio = 0;
+};
+
+// Training hits NaN/inf: thrown BEFORE the update, so the parameters still hold the last good values.
+struct NonFiniteError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// One optimizer step: forward (and the teacher's forward for AD/Mix), loss, backward, clip, AdamW, flips.
+// `step` is 0-based; the update it makes is number step+1 of the schedule.
+template <class R>
+StepStats train_step(ModelT<R>& model, ModelT<R>* teacher, AdamW& opt, FlipCounter& flips,
+                     const std::vector<int>& data, const TrainOptions& o, long step) {
+    if (o.loss != Loss::CE && !teacher) throw std::invalid_argument("fbi::train_step: AD/Mix losses need a teacher");
+    StepStats st;
+    std::vector<int> x, y;
+    zero_grad(model);
+    int N = o.B * o.T;
+    for (int micro = 0; micro < o.micro_batches; micro++) {
+        get_batch(x, y, data, o.B, o.T, o.seed, step * o.micro_batches + micro);
+        model_forward(model, x.data(), o.B, o.T);
+        const R* logits_t = nullptr;
+        if (teacher) {
+            model_forward(*teacher, x.data(), o.B, o.T);  // frozen: forward only, no gradient
+            logits_t = teacher->acts.logits.data();
+        }
+        Activations<R>& a = model.acts;
+        zero(a.dlogits);
+        st.loss += loss_forward_backward(o.loss, a.dlogits.data(), a.probs.data(), a.probs_teacher.data(),
+                                         a.logits.data(), logits_t, y.data(), N, model.cfg.V, 1.0 / o.micro_batches) /
+                   o.micro_batches;
+        model_backward(model, x.data());
+    }
+    st.grad_norm = clip_grad_norm(model.grads, o.clip);
+    if (!std::isfinite(st.loss) || !std::isfinite(st.grad_norm))
+        throw NonFiniteError("fbi: non-finite " + std::string(std::isfinite(st.loss) ? "gradient norm" : "loss") +
+                             " at step " + std::to_string(step + 1) + " (loss " + std::to_string(st.loss) +
+                             ", grad norm " + std::to_string(st.grad_norm) +
+                             "); the update was not applied. Try a lower learning rate.");
+    st.lr = lr_schedule(o.schedule, step + 1);
+    adamw_step(model, opt, st.lr);
+    std::vector<const R*> ptrs;
+    std::vector<size_t> sizes;
+    latent_weights(model, ptrs, sizes);
+    st.flip_ratio = flips.update(ptrs, sizes);  // SPEC §2 F6
+    return st;
+}
+
+// Mean cross-entropy over a fixed set of windows: non-overlapping windows of T+1 tokens from the start of
+// `data`, at most `max_windows` of them (0 = all), evenly spread. Deterministic: same windows every call.
+template <class R>
+double evaluate(ModelT<R>& model, const std::vector<int>& data, int B, int T, long max_windows = 0) {
+    long total = data.size() > size_t(T) ? long((data.size() - 1) / T) : 0;
+    if (total == 0) throw std::invalid_argument("fbi::evaluate: data shorter than one window");
+    long count = (max_windows > 0 && max_windows < total) ? max_windows : total;
+    std::vector<int> x, y;
+    double sum = 0;
+    long positions = 0;
+    for (long w0 = 0; w0 < count; w0 += B) {
+        int b_now = int(std::min<long>(B, count - w0));
+        x.resize(size_t(b_now) * T);
+        y.resize(size_t(b_now) * T);
+        for (int b = 0; b < b_now; b++) {
+            size_t start = size_t((w0 + b) * total / count) * T;
+            for (int t = 0; t < T; t++) {
+                x[size_t(b) * T + t] = data[start + t];
+                y[size_t(b) * T + t] = data[start + t + 1];
+            }
+        }
+        model_forward(model, x.data(), b_now, T);
+        Activations<R>& a = model.acts;
+        sum += cross_entropy_forward(a.probs.data(), a.logits.data(), y.data(), b_now * T, model.cfg.V) * b_now * T;
+        positions += long(b_now) * T;
+    }
+    return sum / positions;
+}
+
+// =====================================================================================================
+// §8 INFERENCE: one token at a time with a KV cache (GEMV-shaped work), and sampling.
+// The linears are behind a callable `linear(l, id, x, y)` (y = Ŵ x for block l, linear id), so the same
+// decoder runs the float model here and, later, the bit-packed model.
+// =====================================================================================================
+
+struct KVCache {
+    int L = 0, T = 0, C = 0, pos = 0;  // pos = number of positions already cached
+    std::vector<float> k, v;           // L × T × C
+    void reset(int L_, int T_, int C_) {
+        L = L_; T = T_; C = C_; pos = 0;
+        k.assign(size_t(L) * T * C, 0.f);
+        v.assign(size_t(L) * T * C, 0.f);
+    }
+};
+
+// The full-precision pieces a decoder needs, and per-token scratch.
+struct DecodeView {
+    Config cfg;
+    const float* tok_emb = nullptr;     // V×C
+    const float* final_norm = nullptr;  // C
+    const float* lm_head = nullptr;     // V×C
+    std::vector<const float*> attn_norm, mlp_norm;  // L × (C)
+};
+struct DecodeScratch {
+    std::vector<float> x, ln, q, k, v, atty, tmp, gate, up, scores;
+    void resize(const Config& c) {
+        for (auto* b : {&x, &ln, &q, &k, &v, &atty, &tmp}) b->assign(c.C, 0.f);
+        gate.assign(c.F, 0.f);
+        up.assign(c.F, 0.f);
+        scores.assign(c.T, 0.f);
+    }
+};
+
+inline DecodeView decode_view(const Model& model) {
+    DecodeView d;
+    d.cfg = model.cfg;
+    d.tok_emb = model.p(model.tok_emb);
+    d.final_norm = model.p(model.final_norm);
+    d.lm_head = model.p(model.lm_head);
+    for (const BlockRef& blk : model.blocks) {
+        d.attn_norm.push_back(model.p(blk.attn_norm));
+        d.mlp_norm.push_back(model.p(blk.mlp_norm));
+    }
+    return d;
+}
+
+// Feed token at position cache.pos; write logits (V). The same maths as block_forward with B = T = 1.
+template <class LinearFn>
+void decode_step(const DecodeView& d, LinearFn&& linear, KVCache& cache, DecodeScratch& s, int token,
+                 float* logits, const float* rope_cos, const float* rope_sin) {
+    const Config& c = d.cfg;
+    int pos = cache.pos, C = c.C, hs = C / c.NH;
+    if (token < 0 || token >= c.V)
+        throw std::out_of_range("fbi::decode_step: token id " + std::to_string(token) + " outside [0, " +
+                                std::to_string(c.V) + ")");
+    if (pos >= c.T) throw std::out_of_range("fbi::decode_step: KV cache full (context T=" + std::to_string(c.T) + ")");
+    float rstd;
+    std::copy(d.tok_emb + size_t(token) * C, d.tok_emb + size_t(token + 1) * C, s.x.begin());
+    for (int l = 0; l < c.L; l++) {
+        float* kc = cache.k.data() + (size_t(l) * c.T) * C;
+        float* vc = cache.v.data() + (size_t(l) * c.T) * C;
+        rmsnorm_forward(s.ln.data(), &rstd, s.x.data(), d.attn_norm[l], 1, C);
+        linear(l, WQ, s.ln.data(), s.q.data());
+        linear(l, WK, s.ln.data(), kc + size_t(pos) * C);
+        linear(l, WV, s.ln.data(), vc + size_t(pos) * C);
+        rope_forward(s.q.data(), rope_cos, rope_sin, 1, 1, C, c.NH, pos);
+        rope_forward(kc + size_t(pos) * C, rope_cos, rope_sin, 1, 1, C, c.NH, pos);
+        float scale = 1.f / std::sqrt(float(hs));
+        for (int h = 0; h < c.NH; h++) {  // attend to positions 0..pos
+            const float* qh = s.q.data() + h * hs;
+            float mx = -std::numeric_limits<float>::infinity(), sum = 0;
+            for (int j = 0; j <= pos; j++) {
+                const float* kh = kc + size_t(j) * C + h * hs;
+                float dot = 0;
+                for (int i = 0; i < hs; i++) dot += qh[i] * kh[i];
+                s.scores[j] = dot * scale;
+                mx = std::max(mx, s.scores[j]);
+            }
+            for (int j = 0; j <= pos; j++) sum += (s.scores[j] = std::exp(s.scores[j] - mx));
+            float* out = s.atty.data() + h * hs;
+            std::fill(out, out + hs, 0.f);
+            for (int j = 0; j <= pos; j++) {
+                const float* vh = vc + size_t(j) * C + h * hs;
+                for (int i = 0; i < hs; i++) out[i] += s.scores[j] / sum * vh[i];
+            }
+        }
+        linear(l, WO, s.atty.data(), s.tmp.data());
+        add_inplace(s.x.data(), s.tmp.data(), C);
+        rmsnorm_forward(s.ln.data(), &rstd, s.x.data(), d.mlp_norm[l], 1, C);
+        linear(l, WGATE, s.ln.data(), s.gate.data());
+        linear(l, WUP, s.ln.data(), s.up.data());
+        swiglu_forward(s.gate.data(), s.gate.data(), s.up.data(), size_t(c.F));
+        linear(l, WDOWN, s.gate.data(), s.tmp.data());
+        add_inplace(s.x.data(), s.tmp.data(), C);
+    }
+    rmsnorm_forward(s.ln.data(), &rstd, s.x.data(), d.final_norm, 1, C);
+    Eigen::Map<Eigen::VectorXf>(logits, c.V).noalias() =
+        ConstMapMat<float>(d.lm_head, c.V, C) * Eigen::Map<const Eigen::VectorXf>(s.ln.data(), C);
+    cache.pos++;
+}
+
+// y = Ŵ x with the float model's effective weights (call quantize_all(model) once before decoding).
+struct FloatLinear {
+    const Model* model;
+    void operator()(int l, int id, const float* x, float* y) const {
+        const LinearRef& lin = model->blocks[l].lin[id];
+        Eigen::Map<Eigen::VectorXf>(y, lin.m).noalias() =
+            ConstMapMat<float>(weight_of(*model, lin), lin.m, lin.n) * Eigen::Map<const Eigen::VectorXf>(x, lin.n);
+    }
+};
+
+// Sample from softmax(logits / temperature); temperature <= 0 means greedy (argmax).
+inline int sample_token(const float* logits, int V, double temperature, Rng& rng) {
+    if (temperature <= 0) return int(std::max_element(logits, logits + V) - logits);
+    double mx = *std::max_element(logits, logits + V), sum = 0;
+    std::vector<double> p(V);
+    for (int v = 0; v < V; v++) sum += (p[v] = std::exp((logits[v] - mx) / temperature));
+    double r = rng.uniform() * sum;
+    for (int v = 0; v < V; v++)
+        if ((r -= p[v]) < 0) return v;
+    return V - 1;
+}
+
+// Generate `n_new` tokens after `prompt`. When the context fills up, the cache is rebuilt from the last T/2
+// tokens (a sliding window), so generation can run past T.
+template <class LinearFn>
+std::vector<int> generate(const DecodeView& d, LinearFn&& linear, const float* rope_cos, const float* rope_sin,
+                          const std::vector<int>& prompt, int n_new, double temperature, uint64_t seed) {
+    const Config& c = d.cfg;
+    if (prompt.empty()) throw std::invalid_argument("fbi::generate: empty prompt (give at least one token)");
+    if (int(prompt.size()) > c.T)
+        throw std::out_of_range("fbi::generate: prompt of " + std::to_string(prompt.size()) +
+                                " tokens is longer than the context T=" + std::to_string(c.T));
+    KVCache cache;
+    cache.reset(c.L, c.T, c.C);
+    DecodeScratch s;
+    s.resize(c);
+    std::vector<float> logits(c.V);
+    std::vector<int> out = prompt;
+    Rng rng(seed);
+    for (int tok : prompt) decode_step(d, linear, cache, s, tok, logits.data(), rope_cos, rope_sin);
+    for (int i = 0; i < n_new; i++) {
+        int next = sample_token(logits.data(), c.V, temperature, rng);
+        out.push_back(next);
+        if (cache.pos == c.T) {  // slide: re-encode the most recent T/2 tokens
+            cache.reset(c.L, c.T, c.C);
+            for (size_t j = out.size() - 1 - c.T / 2; j + 1 < out.size(); j++)
+                decode_step(d, linear, cache, s, out[j], logits.data(), rope_cos, rope_sin);
+        }
+        decode_step(d, linear, cache, s, next, logits.data(), rope_cos, rope_sin);
+    }
+    return out;
+}
+
+// Convenience for the float model.
+inline std::vector<int> generate(Model& model, const std::vector<int>& prompt, int n_new, double temperature,
+                                 uint64_t seed) {
+    quantize_all(model);
+    return generate(decode_view(model), FloatLinear{&model}, model.rope_cos.data(), model.rope_sin.data(), prompt,
+                    n_new, temperature, seed);
+}
+
+// =====================================================================================================
+// §9 CHECKPOINTS: config, opaque vocabulary bytes, parameters and optimizer state, behind a magic, a
+// format version, sizes and a checksum. Written atomically: a temp file, fsync, then rename.
+//   layout (little-endian):  "FBICKPT\0" | u32 version | u32 quant,V,C,L,NH,F,T | u64 step, adam_t |
+//                            u64 vocab_bytes, n_params, n_opt | vocab | f32 params | f32 m, v (n_opt each) |
+//                            u64 FNV-1a checksum of everything before it
+// =====================================================================================================
+
+constexpr char kCheckpointMagic[8] = {'F', 'B', 'I', 'C', 'K', 'P', 'T', '\0'};
+constexpr uint32_t kCheckpointVersion = 1;
+
+struct Checkpoint {
+    Config cfg;
+    std::string vocab;     // opaque to the header (the char tokenizer stores its characters here)
+    long step = 0;         // optimizer steps done
+    std::vector<float> params;
+    AdamW opt;             // moments empty when saved without optimizer state
+};
+
+inline uint64_t fnv1a(const unsigned char* p, size_t n, uint64_t h = 1469598103934665603ull) {
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
+struct ByteWriter {
+    std::vector<unsigned char> buf;
+    void raw(const void* p, size_t n) {
+        const unsigned char* c = static_cast<const unsigned char*>(p);
+        buf.insert(buf.end(), c, c + n);
+    }
+    template <class U> void put(U x) { raw(&x, sizeof(U)); }
+};
+struct ByteReader {
+    const std::vector<unsigned char>& buf;
+    size_t at = 0;
+    std::string what;  // for error messages
+    void raw(void* p, size_t n) {
+        if (n > buf.size() - at)
+            throw std::runtime_error(what + ": truncated (needs " + std::to_string(at + n) + " bytes, file has " +
+                                     std::to_string(buf.size()) + ")");
+        std::memcpy(p, buf.data() + at, n);
+        at += n;
+    }
+    template <class U> U get() { U x; raw(&x, sizeof(U)); return x; }
+};
+
+inline std::vector<unsigned char> checkpoint_bytes(const Checkpoint& ck) {
+    ByteWriter w;
+    w.raw(kCheckpointMagic, 8);
+    w.put<uint32_t>(kCheckpointVersion);
+    const Config& c = ck.cfg;
+    for (int x : {int(c.quant), c.V, c.C, c.L, c.NH, c.F, c.T}) w.put<uint32_t>(uint32_t(x));
+    bool has_opt = !ck.opt.m.empty();
+    w.put<uint64_t>(uint64_t(ck.step));
+    w.put<uint64_t>(uint64_t(ck.opt.t));
+    w.put<uint64_t>(ck.vocab.size());
+    w.put<uint64_t>(ck.params.size());
+    w.put<uint64_t>(has_opt ? ck.params.size() : 0);
+    w.raw(ck.vocab.data(), ck.vocab.size());
+    w.raw(ck.params.data(), ck.params.size() * sizeof(float));
+    if (has_opt) {
+        w.raw(ck.opt.m.data(), ck.opt.m.size() * sizeof(float));
+        w.raw(ck.opt.v.data(), ck.opt.v.size() * sizeof(float));
+    }
+    w.put<uint64_t>(fnv1a(w.buf.data(), w.buf.size()));
+    return w.buf;
+}
+
+// Write bytes to `path` atomically: nothing at `path` changes unless the whole new file is on disk.
+inline void write_file_atomic(const std::string& path, const std::vector<unsigned char>& bytes) {
+    std::string tmp = path + ".tmp";
+#if defined(__unix__) || defined(__APPLE__)
+    tmp += "." + std::to_string(long(getpid()));
+#endif
+    FILE* f = std::fopen(tmp.c_str(), "wb");
+    if (!f) throw std::runtime_error("cannot write '" + path + "': " + std::strerror(errno));
+    bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size() && std::fflush(f) == 0;
+#if defined(__unix__) || defined(__APPLE__)
+    ok = ok && fsync(fileno(f)) == 0;
+#endif
+    int err = errno;
+    ok = (std::fclose(f) == 0) && ok;
+    if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+        if (ok) err = errno;
+        std::remove(tmp.c_str());
+        throw std::runtime_error("cannot write '" + path + "': " + std::strerror(err));
+    }
+}
+
+inline std::vector<unsigned char> read_file_bytes(const std::string& path) {
+    FILE* f = std::fopen(path.c_str(), "rb");
+    if (!f) throw std::runtime_error("cannot open '" + path + "': " + std::strerror(errno));
+    std::vector<unsigned char> bytes;
+    unsigned char chunk[1 << 16];
+    size_t n;
+    while ((n = std::fread(chunk, 1, sizeof chunk, f)) > 0) bytes.insert(bytes.end(), chunk, chunk + n);
+    bool err = std::ferror(f);
+    std::fclose(f);
+    if (err) throw std::runtime_error("error reading '" + path + "'");
+    return bytes;
+}
+
+inline void save_checkpoint(const std::string& path, const Checkpoint& ck) {
+    write_file_atomic(path, checkpoint_bytes(ck));
+}
+
+// Parse and validate. `what` names the source in error messages.
+inline Checkpoint parse_checkpoint(const std::vector<unsigned char>& bytes, const std::string& what) {
+    ByteReader r{bytes, 0, "checkpoint '" + what + "'"};
+    char magic[8];
+    r.raw(magic, 8);
+    if (std::memcmp(magic, kCheckpointMagic, 8) != 0)
+        throw std::runtime_error(r.what + ": not an fbi_llm checkpoint (bad magic)");
+    uint32_t version = r.get<uint32_t>();
+    if (version != kCheckpointVersion)
+        throw std::runtime_error(r.what + ": format version " + std::to_string(version) + ", this build reads version " +
+                                 std::to_string(kCheckpointVersion));
+    Checkpoint ck;
+    uint32_t f[7];
+    for (uint32_t& x : f) x = r.get<uint32_t>();
+    if (f[0] > 1) throw std::runtime_error(r.what + ": unknown quantizer id " + std::to_string(f[0]));
+    ck.cfg.quant = Quant(f[0]);
+    int* dims[6] = {&ck.cfg.V, &ck.cfg.C, &ck.cfg.L, &ck.cfg.NH, &ck.cfg.F, &ck.cfg.T};
+    for (int i = 0; i < 6; i++) {
+        if (f[i + 1] > (1u << 24)) throw std::runtime_error(r.what + ": implausible config size " + std::to_string(f[i + 1]));
+        *dims[i] = int(f[i + 1]);
+    }
+    try { check_config(ck.cfg); } catch (const std::exception& e) { throw std::runtime_error(r.what + ": " + e.what()); }
+    ck.step = long(r.get<uint64_t>());
+    ck.opt.t = long(r.get<uint64_t>());
+    uint64_t n_vocab = r.get<uint64_t>(), n_params = r.get<uint64_t>(), n_opt = r.get<uint64_t>();
+    ModelT<float> shape;
+    layout_model(shape, ck.cfg);
+    if (n_params != shape.params.size())
+        throw std::runtime_error(r.what + ": holds " + std::to_string(n_params) + " parameters but its config (" +
+                                 describe(ck.cfg) + ") needs " + std::to_string(shape.params.size()));
+    if (n_opt != 0 && n_opt != n_params) throw std::runtime_error(r.what + ": optimizer state size mismatch");
+    uint64_t expect = r.at + n_vocab + 4 * (n_params + 2 * n_opt) + 8;
+    if (n_vocab > bytes.size() || bytes.size() != expect)
+        throw std::runtime_error(r.what + (bytes.size() < expect ? ": truncated" : ": has trailing bytes") +
+                                 " (expected " + std::to_string(expect) + " bytes, file has " +
+                                 std::to_string(bytes.size()) + ")");
+    ck.vocab.resize(n_vocab);
+    r.raw(&ck.vocab[0], n_vocab);
+    ck.params.resize(n_params);
+    r.raw(ck.params.data(), 4 * n_params);
+    ck.opt.m.resize(n_opt);
+    ck.opt.v.resize(n_opt);
+    r.raw(ck.opt.m.data(), 4 * n_opt);
+    r.raw(ck.opt.v.data(), 4 * n_opt);
+    uint64_t sum = r.get<uint64_t>();
+    if (sum != fnv1a(bytes.data(), bytes.size() - 8)) throw std::runtime_error(r.what + ": checksum mismatch (corrupted)");
+    return ck;
+}
+
+inline Checkpoint load_checkpoint(const std::string& path) { return parse_checkpoint(read_file_bytes(path), path); }
+
+// Checkpoint <-> model.
+inline Checkpoint make_checkpoint(const Model& model, const std::string& vocab, long step, const AdamW* opt) {
+    Checkpoint ck;
+    ck.cfg = model.cfg;
+    ck.vocab = vocab;
+    ck.step = step;
+    ck.params = model.params;
+    if (opt) ck.opt = *opt;
+    return ck;
+}
+inline Model model_from_checkpoint(const Checkpoint& ck) {
+    Model model;
+    layout_model(model, ck.cfg);
+    model.params = ck.params;
+    return model;
+}
+
+}  // namespace fbi

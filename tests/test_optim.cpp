@@ -1,0 +1,75 @@
+// SPEC §4: AdamW, clipping, the learning-rate schedule; §7 deterministic batches.
+#include "testing.hpp"
+
+using namespace fbi;
+
+namespace {
+Config one_block() {
+    Config c;
+    c.V = 3; c.C = 2; c.L = 1; c.NH = 1; c.F = 2; c.T = 2;
+    return c;
+}
+}  // namespace
+
+TEST_CASE("O1 AdamW: one and two steps against a hand computation; which parameters decay") {
+    auto m = build_model<double>(one_block(), 1);
+    int emb = m.tok_emb, norm = m.blocks[0].attn_norm;
+    m.p(emb)[0] = 0.5;  m.g(emb)[0] = 0.2;   // a matrix entry
+    m.p(norm)[0] = 0.5; m.g(norm)[0] = 0.2;  // a norm gain (a vector)
+    AdamW opt;  // β1 0.9, β2 0.95, eps 1e-8, wd 0.1, decay on matrices only
+    // Tolerance 1e-7 relative: the moments m, v are stored in fp32 (rounding 2^-24 ≈ 6e-8).
+    adamw_step(m, opt, 0.1);
+    // step 1: m̂ = g, v̂ = g², update = lr·g/(|g| + eps);  decay: p·(1 − lr·wd) for the matrix only
+    double upd1 = 0.1 * 0.2 / (0.2 + 1e-8);
+    CHECK(m.p(emb)[0] == doctest::Approx(0.5 * (1 - 0.1 * 0.1) - upd1).epsilon(1e-7));
+    CHECK(m.p(norm)[0] == doctest::Approx(0.5 - upd1).epsilon(1e-7));
+    // step 2 with g = -0.1: m = 0.9·0.02 + 0.1·(-0.1) = 0.008, v = 0.95·0.002 + 0.05·0.01 = 0.0024
+    double p1 = m.p(emb)[0];
+    m.g(emb)[0] = -0.1;
+    adamw_step(m, opt, 0.1);
+    double m_hat = 0.008 / (1 - 0.81), v_hat = 0.0024 / (1 - 0.9025);
+    CHECK(m.p(emb)[0] == doctest::Approx(p1 * 0.99 - 0.1 * m_hat / (std::sqrt(v_hat) + 1e-8)).epsilon(1e-7));
+    // DecayOn::All (FBI-LLM's choice) decays the vector too
+    auto m2 = build_model<double>(one_block(), 1);
+    m2.p(norm)[0] = 0.5; m2.g(norm)[0] = 0.2;
+    AdamW all;
+    all.decay_on = DecayOn::All;
+    adamw_step(m2, all, 0.1);
+    CHECK(m2.p(norm)[0] == doctest::Approx(0.5 * 0.99 - upd1).epsilon(1e-7));
+}
+
+TEST_CASE("O2 gradient-norm clipping bounds the global norm and returns the norm before clipping") {
+    std::vector<double> g = {3, 0, 4};  // norm 5
+    CHECK(clip_grad_norm(g, 1.0) == doctest::Approx(5.0));
+    CHECK(g[0] == doctest::Approx(0.6));
+    CHECK(g[2] == doctest::Approx(0.8));
+    std::vector<double> small = {0.3, 0.4};  // norm 0.5 < 1: unchanged
+    CHECK(clip_grad_norm(small, 1.0) == doctest::Approx(0.5));
+    CHECK(small[0] == 0.3);
+}
+
+TEST_CASE("O3 warm-up + cosine schedule: values at warm-up, warm-up end, midpoint, end, and after") {
+    Schedule sc;  // peak 1e-3, floor 1e-4, warmup 100, total 2000
+    CHECK(lr_schedule(sc, 0) == 0.0);
+    CHECK(lr_schedule(sc, 50) == doctest::Approx(0.5e-3));
+    CHECK(lr_schedule(sc, 100) == doctest::Approx(1e-3));            // warm-up end: the peak
+    CHECK(lr_schedule(sc, 1050) == doctest::Approx(0.55e-3));        // midpoint of the cosine: (peak + floor)/2
+    CHECK(lr_schedule(sc, 2000) == doctest::Approx(1e-4));           // the end: the floor
+    CHECK(lr_schedule(sc, 5000) == doctest::Approx(1e-4));           // and after
+    CHECK(lr_schedule(sc, 1500) < lr_schedule(sc, 1000));            // decreasing
+}
+
+TEST_CASE("O4 batches are a pure function of (seed, step), and targets are inputs shifted by one") {
+    std::vector<int> data(1000);
+    for (int i = 0; i < 1000; i++) data[i] = i;
+    std::vector<int> x1, y1, x2, y2;
+    get_batch(x1, y1, data, 3, 8, 42, 17);
+    get_batch(x2, y2, data, 3, 8, 42, 16);
+    get_batch(x2, y2, data, 3, 8, 42, 17);
+    CHECK(x1 == x2);
+    for (size_t i = 0; i < x1.size(); i++) CHECK(y1[i] == x1[i] + 1);
+    get_batch(x2, y2, data, 3, 8, 43, 17);
+    CHECK(x1 != x2);
+    std::vector<int> too_short(8);
+    CHECK_THROWS_WITH(get_batch(x1, y1, too_short, 1, 8, 1, 0), doctest::Contains("shorter than one window"));
+}
