@@ -1,0 +1,28 @@
+// sample: generate text from a checkpoint with the KV-cache decoder.
+//   build/sample --ckpt runs/tiny/student_ad_random.ckpt --prompt "ROMEO:" --n 300 --temperature 0.8 --seed 1
+#include "common.hpp"
+
+using namespace fbi;
+using namespace example;
+
+int main(int argc, char** argv) try {
+    Args args(argc, argv, "usage: sample --ckpt PATH [--prompt TEXT] [--n 300] [--temperature 0.8] [--seed 1]");
+    std::string path = args.str("ckpt", "");
+    if (path.empty()) throw std::invalid_argument("--ckpt PATH is required");
+    Checkpoint ck = load_checkpoint(path);
+    CharTokenizer tok(ck.vocab);
+    if (tok.size() != ck.cfg.V) throw std::runtime_error("checkpoint '" + path + "': vocabulary size does not match V");
+    Model model = model_from_checkpoint(ck);
+    std::vector<int> prompt = tok.encode(args.str("prompt", "\n"));
+    double t0 = now_seconds();
+    int n = args.integer("n", 300);
+    std::vector<int> out = generate(model, prompt, n, args.num("temperature", 0.8), uint64_t(args.num("seed", 1)));
+    double dt = now_seconds() - t0;
+    std::printf("%s\n", tok.decode(out).c_str());
+    std::fprintf(stderr, "[%s, %s: %d tokens in %.2fs, %.0f tokens/s, %s]\n", path.c_str(), quant_name(ck.cfg.quant),
+                 n, dt, n / dt, threading_summary().c_str());
+    return 0;
+} catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+}

@@ -1,0 +1,253 @@
+// train_tiny: the whole FBI-LLM recipe on TinyShakespeare, small enough for a laptop.
+//   1. train a full-precision teacher (or reuse OUT/teacher.ckpt when its config, data and recipe match)
+//   2. train a 1-bit FBI student FROM RANDOM INIT with autoregressive distillation against the frozen teacher
+//   3. evaluate both on the validation split, print a side-by-side table, sample text from both,
+//      save checkpoints, a CSV log per run and a JSON summary.
+// Ablations (SPEC §2, §3; the paper's two questions):   --student-loss ce      (no teacher)
+//                                                       --student-init teacher (start from the teacher's weights)
+#include "common.hpp"
+
+using namespace fbi;
+using namespace example;
+
+static const char* kUsage =
+    "usage: train_tiny --data PATH [--out DIR] [options]\n"
+    "  --teacher-steps 2000  --student-steps 2000  --batch 12  --context 64  --seed 1337\n"
+    "  --width 128 --layers 4 --heads 4         the student (and teacher) shape\n"
+    "  --teacher-width W --teacher-layers L      a bigger teacher (default: same shape as the student)\n"
+    "  --lr 1e-3 --lr-min 1e-4 --warmup 100      schedule (SPEC §4); --teacher-lr/--teacher-lr-min override\n"
+    "  --student-loss ad|ce|mix                  AD = distillation (FBI-LLM), ce = no teacher, mix = 0.5/0.5\n"
+    "  --student-init random|teacher             from scratch (FBI-LLM) or from the teacher's weights\n"
+    "  --decay matrices|all  --wd 0.1            AdamW weight decay on 2-D weights only, or on everything\n"
+    "  --tag NAME                                names the student's files (default: <loss>_<init>)\n"
+    "  --eval-every 500 --samples 300            progress evaluation interval, sample length";
+
+struct RunSpec {
+    std::string name;  // "teacher" or "student"
+    TrainOptions opt;
+    AdamW adam;
+    int steps = 2000;
+    int eval_every = 500;
+};
+
+// Train `model` for spec.steps, printing progress lines and writing one CSV row per step.
+static void train(Model& model, Model* teacher, const std::vector<int>& train_data, const std::vector<int>& val_data,
+                  const RunSpec& spec, const std::string& csv_path) {
+    CsvLog log(csv_path);
+    AdamW adam = spec.adam;
+    FlipCounter flips;
+    std::vector<const float*> ptrs;
+    std::vector<size_t> sizes;
+    latent_weights(model, ptrs, sizes);
+    flips.update(ptrs, sizes);  // record the initial signs
+    double t0 = now_seconds(), t_last = t0;
+    long tokens_per_step = long(spec.opt.B) * spec.opt.T * spec.opt.micro_batches;
+    for (long step = 0; step < spec.steps; step++) {
+        StepStats st = train_step(model, teacher, adam, flips, train_data, spec.opt, step);
+        double now = now_seconds();
+        double tok_s = tokens_per_step / std::max(1e-9, now - t_last);
+        t_last = now;
+        double val = -1;
+        bool last = step + 1 == spec.steps;
+        if ((spec.eval_every > 0 && (step + 1) % spec.eval_every == 0) || last)
+            val = evaluate(model, val_data, spec.opt.B, spec.opt.T, 200);
+        log.row(step + 1, st, tok_s, val);
+        if ((step + 1) % 100 == 0 || step == 0 || last) {
+            double elapsed = now - t0, avg = tokens_per_step * (step + 1) / elapsed;
+            std::printf("%-7s step %5ld/%d | loss %.4f | lr %.2e | grad %.3f | flips %.5f | %6.0f tok/s | ETA %s",
+                        spec.name.c_str(), step + 1, spec.steps, st.loss, st.lr, st.grad_norm, st.flip_ratio, avg,
+                        fmt_duration(elapsed / (step + 1) * (spec.steps - step - 1)).c_str());
+            if (val >= 0) std::printf(" | val %.4f", val);
+            std::printf("\n");
+            std::fflush(stdout);
+        }
+    }
+}
+
+// The teacher is reused when this fingerprint of its recipe and data matches the one saved next to it.
+static std::string fingerprint(const Config& c, const std::string& text, const RunSpec& s) {
+    char buf[512];
+    std::snprintf(buf, sizeof buf, "%s|data=%016llx|steps=%d|B=%d|lr=%g,%g,%d|seed=%llu|wd=%g|decay=%d|v2",
+                  describe(c).c_str(), (unsigned long long)fnv1a((const unsigned char*)text.data(), text.size()),
+                  s.steps, s.opt.B, s.opt.schedule.peak, s.opt.schedule.floor, s.opt.schedule.warmup,
+                  (unsigned long long)s.opt.seed, s.adam.weight_decay, int(s.adam.decay_on));
+    return buf;
+}
+static std::string read_text(const std::string& path) {
+    std::ifstream f(path);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+}
+
+// Parameter bytes: fp32 everywhere, or 1 bit per block-linear weight + fp32 for everything else (α, β too).
+static double fp32_bytes(const Model& m) { return 4.0 * m.params.size(); }
+static double packed_bytes(const Model& m) {
+    double bits = 0;
+    for (const TensorInfo& t : m.tensors) {
+        bool latent = t.is_matrix && t.name.rfind("block", 0) == 0;
+        bits += latent ? double(t.size()) : 32.0 * t.size();
+    }
+    return bits / 8;
+}
+
+int main(int argc, char** argv) try {
+    Args args(argc, argv, kUsage);
+    std::string data_path = args.str("data", ""), out = args.str("out", "runs/tiny");
+    if (data_path.empty()) throw std::invalid_argument("--data PATH is required (make train-tiny passes it)");
+    std::printf("fbi_llm train_tiny | %s\n", threading_summary().c_str());
+    make_dirs(out);
+
+    // ---- data ----
+    int T = args.integer("context", 64), B = args.integer("batch", 12);
+    std::string text = load_corpus(data_path, 2 * (T + 1) * 10);
+    CharTokenizer tok = CharTokenizer::from_text(text);
+    std::vector<int> all = tok.encode(text), train_data, val_data;
+    split_90_10(all, train_data, val_data);
+    std::printf("data: %zu characters, vocabulary %d, train %zu / val %zu tokens\n", text.size(), tok.size(),
+                train_data.size(), val_data.size());
+
+    // ---- configs and recipes ----
+    Config student_cfg;
+    student_cfg.V = tok.size();
+    student_cfg.C = args.integer("width", 128);
+    student_cfg.L = args.integer("layers", 4);
+    student_cfg.NH = args.integer("heads", 4);
+    student_cfg.F = swiglu_width(student_cfg.C);
+    student_cfg.T = T;
+    student_cfg.quant = Quant::FBI;
+    Config teacher_cfg = student_cfg;
+    teacher_cfg.quant = Quant::FP;
+    teacher_cfg.C = args.integer("teacher-width", student_cfg.C);
+    teacher_cfg.L = args.integer("teacher-layers", student_cfg.L);
+    teacher_cfg.F = swiglu_width(teacher_cfg.C);
+    check_config(student_cfg);
+    check_config(teacher_cfg);
+
+    RunSpec base;
+    base.opt.B = B;
+    base.opt.T = T;
+    base.opt.seed = uint64_t(args.num("seed", 1337));
+    base.opt.schedule.peak = args.num("lr", 1e-3);
+    base.opt.schedule.floor = args.num("lr-min", 1e-4);
+    base.opt.schedule.warmup = args.integer("warmup", 100);
+    base.adam.weight_decay = args.num("wd", 0.1);
+    std::string decay = args.str("decay", "matrices");
+    if (decay != "matrices" && decay != "all") throw std::invalid_argument("--decay must be matrices or all");
+    base.adam.decay_on = decay == "all" ? DecayOn::All : DecayOn::Matrices;
+    base.eval_every = args.integer("eval-every", 500);
+
+    RunSpec tspec = base;
+    tspec.name = "teacher";
+    tspec.steps = args.integer("teacher-steps", 2000);
+    tspec.opt.loss = Loss::CE;
+    tspec.opt.schedule.peak = args.num("teacher-lr", base.opt.schedule.peak);
+    tspec.opt.schedule.floor = args.num("teacher-lr-min", base.opt.schedule.floor);
+    tspec.opt.schedule.total = tspec.steps;
+
+    RunSpec sspec = base;
+    sspec.name = "student";
+    sspec.steps = args.integer("student-steps", 2000);
+    sspec.opt.schedule.total = sspec.steps;
+    std::string loss = args.str("student-loss", "ad"), init = args.str("student-init", "random");
+    if (loss != "ad" && loss != "ce" && loss != "mix") throw std::invalid_argument("--student-loss must be ad, ce or mix");
+    if (init != "random" && init != "teacher") throw std::invalid_argument("--student-init must be random or teacher");
+    sspec.opt.loss = loss == "ad" ? Loss::AD : loss == "ce" ? Loss::CE : Loss::Mix;
+    std::string tag = args.str("tag", loss + "_" + init);
+    std::string tname = teacher_cfg.C == student_cfg.C && teacher_cfg.L == student_cfg.L
+                            ? "teacher" : "teacher_C" + std::to_string(teacher_cfg.C) + "_L" + std::to_string(teacher_cfg.L);
+    if (tspec.steps != 2000) tname += "_s" + std::to_string(tspec.steps);
+    double t_start = now_seconds();
+
+    // ---- 1. the teacher: reuse or train ----
+    std::string tckpt = out + "/" + tname + ".ckpt", tmeta = tckpt + ".meta";
+    std::string fp = fingerprint(teacher_cfg, text, tspec);
+    Model teacher;
+    bool reused = false;
+    if (read_text(tmeta) == fp) {
+        try {
+            Checkpoint ck = load_checkpoint(tckpt);
+            if (ck.cfg == teacher_cfg && ck.vocab == tok.chars) { teacher = model_from_checkpoint(ck); reused = true; }
+        } catch (const std::exception& e) {
+            std::printf("teacher checkpoint not reused: %s\n", e.what());
+        }
+    }
+    double t_teacher = 0;
+    if (reused) {
+        std::printf("teacher: reusing %s (same config, data and recipe)\n", tckpt.c_str());
+    } else {
+        std::printf("teacher: %s, %zu parameters, %d steps\n", describe(teacher_cfg).c_str(),
+                    build_model<float>(teacher_cfg, 0).params.size(), tspec.steps);
+        teacher = build_model<float>(teacher_cfg, tspec.opt.seed);
+        double t0 = now_seconds();
+        train(teacher, nullptr, train_data, val_data, tspec, out + "/" + tname + ".csv");
+        t_teacher = now_seconds() - t0;
+        save_checkpoint(tckpt, make_checkpoint(teacher, tok.chars, tspec.steps, nullptr));
+        write_file_atomic(tmeta, std::vector<unsigned char>(fp.begin(), fp.end()));
+    }
+
+    // ---- 2. the student: 1-bit block linears, from random init (or the teacher's weights) ----
+    Model student = build_model<float>(student_cfg, sspec.opt.seed + 1);
+    if (init == "teacher") {
+        if (teacher_cfg.C != student_cfg.C || teacher_cfg.L != student_cfg.L)
+            throw std::invalid_argument("--student-init teacher needs a teacher of the student's shape");
+        int n = copy_shared_params(student, teacher);
+        std::printf("student: initialised from the teacher (%d tensors copied; α, β from SPEC §2 F4)\n", n);
+    }
+    std::printf("student: %s, loss %s, init %s, %zu parameters, %d steps\n", describe(student_cfg).c_str(),
+                loss_name(sspec.opt.loss), init.c_str(), student.params.size(), sspec.steps);
+    double t0 = now_seconds();
+    train(student, sspec.opt.loss == Loss::CE ? nullptr : &teacher, train_data, val_data, sspec,
+          out + "/student_" + tag + ".csv");
+    double t_student = now_seconds() - t0;
+    save_checkpoint(out + "/student_" + tag + ".ckpt", make_checkpoint(student, tok.chars, sspec.steps, nullptr));
+
+    // ---- 3. evaluate on the whole validation split, compare, sample ----
+    double tv = evaluate(teacher, val_data, B, T), sv = evaluate(student, val_data, B, T);
+    std::printf("\n%-26s %12s %12s\n", "validation split", "FP teacher", "1-bit student");
+    std::printf("%-26s %12.4f %12.4f\n", "cross-entropy (nats/char)", tv, sv);
+    std::printf("%-26s %12.3f %12.3f\n", "perplexity", std::exp(tv), std::exp(sv));
+    std::printf("%-26s %12.4f %12.4f\n", "bits per character", tv / std::log(2.0), sv / std::log(2.0));
+    std::printf("%-26s %12.0f %12.0f\n", "parameter bytes", fp32_bytes(teacher), packed_bytes(student));
+    std::printf("student - teacher CE: %+.4f   train time: teacher %s, student %s\n", sv - tv,
+                reused ? "(reused)" : fmt_duration(t_teacher).c_str(), fmt_duration(t_student).c_str());
+
+    int n_sample = args.integer("samples", 300);
+    std::vector<int> prompt = tok.encode("\n");
+    std::string s_teacher = tok.decode(generate(teacher, prompt, n_sample, 0.8, 7));
+    std::string s_student = tok.decode(generate(student, prompt, n_sample, 0.8, 7));
+    std::printf("\n---- teacher sample (temperature 0.8) ----%s\n", s_teacher.c_str());
+    std::printf("\n---- student sample (temperature 0.8) ----%s\n", s_student.c_str());
+
+    // ---- 4. machine-readable summary ----
+    auto json_str = [](const std::string& s) {
+        std::string o = "\"";
+        for (unsigned char c : s) {
+            if (c == '"' || c == '\\') { o += '\\'; o += char(c); }
+            else if (c < 32) { char b[8]; std::snprintf(b, sizeof b, "\\u%04x", c); o += b; }
+            else o += char(c);
+        }
+        return o + "\"";
+    };
+    char buf[2048];
+    std::snprintf(buf, sizeof buf,
+                  "{\n  \"tag\": %s,\n  \"student_loss\": \"%s\",\n  \"student_init\": \"%s\",\n"
+                  "  \"teacher_config\": %s,\n  \"student_config\": %s,\n  \"teacher_steps\": %d,\n  \"student_steps\": %d,\n"
+                  "  \"teacher_val_ce\": %.6f,\n  \"student_val_ce\": %.6f,\n  \"teacher_ppl\": %.4f,\n  \"student_ppl\": %.4f,\n"
+                  "  \"teacher_bpc\": %.5f,\n  \"student_bpc\": %.5f,\n  \"teacher_bytes_fp32\": %.0f,\n"
+                  "  \"student_bytes_packed\": %.0f,\n  \"teacher_train_seconds\": %.1f,\n  \"student_train_seconds\": %.1f,\n"
+                  "  \"threads\": %d,\n",
+                  json_str(tag).c_str(), loss.c_str(), init.c_str(), json_str(describe(teacher_cfg)).c_str(),
+                  json_str(describe(student_cfg)).c_str(), tspec.steps, sspec.steps, tv, sv, std::exp(tv), std::exp(sv),
+                  tv / std::log(2.0), sv / std::log(2.0), fp32_bytes(teacher), packed_bytes(student), t_teacher,
+                  t_student, num_threads());
+    std::string json = buf;
+    json += "  \"teacher_sample\": " + json_str(s_teacher) + ",\n  \"student_sample\": " + json_str(s_student) + "\n}\n";
+    write_file_atomic(out + "/summary_" + tag + ".json", std::vector<unsigned char>(json.begin(), json.end()));
+    std::printf("\nwrote %s/{%s.ckpt, student_%s.ckpt, student_%s.csv, summary_%s.json}  (total %s)\n", out.c_str(),
+                tname.c_str(), tag.c_str(), tag.c_str(), tag.c_str(), fmt_duration(now_seconds() - t_start).c_str());
+    return 0;
+} catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+}
