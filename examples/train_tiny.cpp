@@ -15,10 +15,13 @@ static const char* kUsage =
     "  --teacher-steps 2000  --student-steps 2000  --batch 12  --context 64  --seed 1337\n"
     "  --width 128 --layers 4 --heads 4         the student (and teacher) shape\n"
     "  --teacher-width W --teacher-layers L      a bigger teacher (default: same shape as the student)\n"
-    "  --lr 1e-3 --lr-min 1e-4 --warmup 100      schedule (SPEC §4); --teacher-lr/--teacher-lr-min override\n"
+    "  --lr 1e-3 --lr-min 1e-4 --warmup 100      schedule (SPEC §4) of both runs; --teacher-lr, --teacher-lr-min,\n"
+    "                                            --student-lr, --student-lr-min set one run's\n"
     "  --student-loss ad|ce|mix                  AD = distillation (FBI-LLM), ce = no teacher, mix = 0.5/0.5\n"
     "  --student-init random|teacher             from scratch (FBI-LLM) or from the teacher's weights\n"
     "  --decay matrices|all  --wd 0.1            AdamW weight decay on 2-D weights only, or on everything\n"
+    "  --beta2 0.95                              AdamW β2 (SPEC §4)\n"
+    "  --student-wd W --student-decay D          the student's own weight decay settings\n"
     "  --tag NAME                                names the student's files (default: <loss>_<init>)\n"
     "  --eval-every 500 --samples 300            progress evaluation interval, sample length";
 
@@ -67,10 +70,10 @@ static void train(Model& model, Model* teacher, const std::vector<int>& train_da
 // The teacher is reused when this fingerprint of its recipe and data matches the one saved next to it.
 static std::string fingerprint(const Config& c, const std::string& text, const RunSpec& s) {
     char buf[512];
-    std::snprintf(buf, sizeof buf, "%s|data=%016llx|steps=%d|B=%d|lr=%g,%g,%d|seed=%llu|wd=%g|decay=%d|v2",
+    std::snprintf(buf, sizeof buf, "%s|data=%016llx|steps=%d|B=%d|lr=%g,%g,%d|seed=%llu|wd=%g|decay=%d|b2=%g|v2",
                   describe(c).c_str(), (unsigned long long)fnv1a((const unsigned char*)text.data(), text.size()),
                   s.steps, s.opt.B, s.opt.schedule.peak, s.opt.schedule.floor, s.opt.schedule.warmup,
-                  (unsigned long long)s.opt.seed, s.adam.weight_decay, int(s.adam.decay_on));
+                  (unsigned long long)s.opt.seed, s.adam.weight_decay, int(s.adam.decay_on), s.adam.beta2);
     return buf;
 }
 static std::string read_text(const std::string& path) {
@@ -132,6 +135,7 @@ int main(int argc, char** argv) try {
     base.opt.schedule.floor = args.num("lr-min", 1e-4);
     base.opt.schedule.warmup = args.integer("warmup", 100);
     base.adam.weight_decay = args.num("wd", 0.1);
+    base.adam.beta2 = args.num("beta2", 0.95);
     std::string decay = args.str("decay", "matrices");
     if (decay != "matrices" && decay != "all") throw std::invalid_argument("--decay must be matrices or all");
     base.adam.decay_on = decay == "all" ? DecayOn::All : DecayOn::Matrices;
@@ -149,6 +153,12 @@ int main(int argc, char** argv) try {
     sspec.name = "student";
     sspec.steps = args.integer("student-steps", 2000);
     sspec.opt.schedule.total = sspec.steps;
+    sspec.opt.schedule.peak = args.num("student-lr", base.opt.schedule.peak);
+    sspec.opt.schedule.floor = args.num("student-lr-min", base.opt.schedule.floor);
+    sspec.adam.weight_decay = args.num("student-wd", base.adam.weight_decay);
+    std::string sdecay = args.str("student-decay", decay);
+    if (sdecay != "matrices" && sdecay != "all") throw std::invalid_argument("--student-decay must be matrices or all");
+    sspec.adam.decay_on = sdecay == "all" ? DecayOn::All : DecayOn::Matrices;
     std::string loss = args.str("student-loss", "ad"), init = args.str("student-init", "random");
     if (loss != "ad" && loss != "ce" && loss != "mix") throw std::invalid_argument("--student-loss must be ad, ce or mix");
     if (init != "random" && init != "teacher") throw std::invalid_argument("--student-init must be random or teacher");

@@ -100,10 +100,11 @@ TEST_CASE("L3 attention rows are causal probability distributions") {
 TEST_CASE("L4 swiglu backward matches finite differences") {
     const size_t n = 20;
     auto gate = randn(n, 16, 2.0), up = randn(n, 17), r = randn(n, 18);
-    std::vector<double> act(n);
-    auto loss = [&] { swiglu_forward(act.data(), gate.data(), up.data(), n); return dot(act, r); };
+    std::vector<double> act(n), sig(n);
+    auto loss = [&] { swiglu_forward(act.data(), sig.data(), gate.data(), up.data(), n); return dot(act, r); };
+    loss();
     std::vector<double> dgate(n, 0.0), dup(n, 0.0);
-    swiglu_backward(dgate.data(), dup.data(), r.data(), gate.data(), up.data(), n);
+    swiglu_backward(dgate.data(), dup.data(), r.data(), sig.data(), gate.data(), up.data(), n);
     check_grad("swiglu dgate", gate, dgate, loss);
     check_grad("swiglu dup", up, dup, loss);
 }
