@@ -38,11 +38,11 @@ ifeq ($(NATIVE_OK),yes)
 endif
 
 HEADER   := fbi_llm.hpp
-EXAMPLES := train_tiny sample bench_train
+EXAMPLES := train_tiny sample bench_train bench_gemv
 TEST_SRC := $(wildcard tests/*.cpp)
 TEST_OBJ := $(TEST_SRC:tests/%.cpp=$(BUILD)/tests/%.o)
 
-.PHONY: all help deps test train-tiny bench-train data clean status
+.PHONY: all help deps test train-tiny bench-train bench data clean status
 all: deps status $(EXAMPLES:%=$(BUILD)/%)   ## build the examples (default)
 
 help:  ## list the targets
@@ -89,11 +89,52 @@ data:  ## fetch and verify the TinyShakespeare corpus (or check the local copy i
 	@sh data/get_tinyshakespeare.sh >/dev/null
 
 # ---- training -----------------------------------------------------------------------------------------------
-train-tiny: deps status $(BUILD)/train_tiny $(BUILD)/sample  ## FP teacher then 1-bit student on TinyShakespeare (tiny config)
+train-tiny: deps status $(BUILD)/train_tiny  ## FP teacher then 1-bit student on TinyShakespeare (tiny config)
 	@./$(BUILD)/train_tiny --data "$$(sh data/get_tinyshakespeare.sh)" --out $(OUT) $(TRAIN_ARGS)
 
 bench-train: deps status $(BUILD)/bench_train  ## tokens/s and GFLOP/s of one training step, 1 and 2 threads
 	@./$(BUILD)/bench_train
 
+bench: deps status $(BUILD)/bench_gemv  ## packed 1-bit GEMV kernels vs Eigen fp32 at the FBI-LLM layer shapes (CSV in build/)
+	@./$(BUILD)/bench_gemv $(BUILD)/bench_gemv.csv
+
 clean:  ## remove build outputs (keeps runs/ and the downloaded corpus)
 	rm -rf $(BUILD)
+
+# =============================================================================================================
+# ---- notebooks: notebooks/01_equations.ipynb (every SPEC equation vs numpy and PyTorch autograd) and
+# 02_training.ipynb (short teacher/student runs and plots), executed headless and saved WITH their outputs.
+# They need Debian's Python packages, which belong to /usr/bin/python3: run `make notebooks PYTHON=/usr/bin/python3`
+# when the first python3 on PATH is another interpreter. OMP_NUM_THREADS defaults to 2 here.
+NB_PKGS    := python3-numpy python3-matplotlib jupyter-nbconvert python3-nbclient python3-ipykernel python3-torch
+NOTEBOOKS  := notebooks/01_equations.ipynb notebooks/02_training.ipynb
+# A "python3" kernelspec pinned to $(PYTHON); JUPYTER_PATH is searched first, so the kernel runs the same
+# interpreter as nbconvert (a user's own python3 kernel elsewhere cannot take its place).
+NB_JUPYTER := $(BUILD)/jupyter
+
+.PHONY: notebooks notebook-deps
+notebook-deps:  ## check (and as root on Debian/Ubuntu, install) the Python packages the notebooks need
+	@have() { $(PYTHON) -c 'import numpy, matplotlib, nbconvert, nbclient, ipykernel, torch' 2>/dev/null; }; \
+	if have; then echo "notebooks: ✓ numpy matplotlib nbconvert nbclient ipykernel torch  ($(PYTHON))"; exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "notebooks: installing $(NB_PKGS) with apt-get ..."; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(NB_PKGS)) >/dev/null || exit 1; \
+	  if have; then echo "notebooks: ✓ installed"; exit 0; fi; \
+	fi; \
+	echo "notebooks: ✗ $(PYTHON) cannot import numpy, matplotlib, nbconvert, nbclient, ipykernel and torch. Install them with:"; \
+	echo "    Debian/Ubuntu:  sudo apt-get install -y $(NB_PKGS)"; \
+	echo "    and run:        make notebooks PYTHON=/usr/bin/python3   (the interpreter those packages belong to)"; \
+	exit 1
+
+notebooks: notebook-deps status $(BUILD)/equations $(BUILD)/train_tiny  ## execute the notebooks in place (PYTHON=/usr/bin/python3)
+	@mkdir -p $(NB_JUPYTER)/kernels/python3
+	@$(PYTHON) -c 'import json, sys; json.dump({"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"], "display_name": "Python 3 (ipykernel)", "language": "python"}, open(sys.argv[1], "w"), indent=1)' $(NB_JUPYTER)/kernels/python3/kernel.json
+	@export JUPYTER_PATH="$(CURDIR)/$(NB_JUPYTER)$${JUPYTER_PATH:+:$$JUPYTER_PATH}" OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} \
+	  PYDEVD_DISABLE_FILE_VALIDATION=1; \
+	$(PYTHON) -c 'from jupyter_client.kernelspec import KernelSpecManager as K; print("notebooks: kernel python3 →", K().get_kernel_spec("python3").argv[0])'; \
+	for nb in $(NOTEBOOKS); do \
+	  t0=$$(date +%s); echo "== $$nb  (OMP_NUM_THREADS=$$OMP_NUM_THREADS)"; \
+	  $(PYTHON) -m nbconvert --to notebook --execute --inplace --ExecutePreprocessor.kernel_name=python3 \
+	    --ExecutePreprocessor.timeout=1200 $$nb || { echo "notebooks: ✗ $$nb failed (see the error above)"; exit 1; }; \
+	  echo "   $$nb: ✓ executed in $$(( $$(date +%s) - t0 )) s"; \
+	done

@@ -58,6 +58,10 @@
 // =====================================================================================================
 #pragma once
 
+// The header parallelises matrix products itself (for_row_blocks, §2); Eigen's own threads stay off.
+#ifndef EIGEN_DONT_PARALLELIZE
+#define EIGEN_DONT_PARALLELIZE
+#endif
 #include <Eigen/Dense>
 
 #include <algorithm>
@@ -195,6 +199,10 @@ inline double now_seconds() {
     return std::chrono::duration<double>(clock::now().time_since_epoch()).count();
 }
 
+// Below this many scalar operations an OpenMP fork/join (a few µs) costs more than it saves: every
+// `parallel for` in the header carries `if (work >= kParallelMinWork)`. One-token decoding stays serial.
+constexpr long kParallelMinWork = 1L << 15;
+
 template <class R> void zero(std::vector<R>& v) { std::fill(v.begin(), v.end(), R(0)); }
 
 // =====================================================================================================
@@ -203,17 +211,42 @@ template <class R> void zero(std::vector<R>& v) { std::fill(v.begin(), v.end(), 
 // =====================================================================================================
 
 // ---- linear: out = in Wᵀ ------------------------------------------------------------------------------
+// Threads split the ROWS of the result into one contiguous block each, and every block is one single-threaded
+// Eigen GEMM. (Eigen's own multithreaded GEMM spin-waits between its threads: on a busy laptop, where one core
+// is taken by something else, a step then slows down 10-50×. OpenMP blocks degrade gracefully.)
+template <class F>
+void for_row_blocks(int rows, long work, F&& fn) {
+#ifdef _OPENMP
+    if (work >= 16 * kParallelMinWork && omp_get_max_threads() > 1 && !omp_in_parallel()) {
+#pragma omp parallel
+        {
+            int parts = omp_get_num_threads(), id = omp_get_thread_num();
+            fn(int(long(rows) * id / parts), int(long(rows) * (id + 1) / parts));
+        }
+        return;
+    }
+#endif
+    fn(0, rows);
+}
+
 // out (N×m), in (N×n), W (m×n)
 template <class R>
 void matmul_forward(R* out, const R* in, const R* W, int N, int n, int m) {
-    MapMat<R>(out, N, m).noalias() = ConstMapMat<R>(in, N, n) * ConstMapMat<R>(W, m, n).transpose();
+    ConstMapMat<R> W_(W, m, n);
+    for_row_blocks(N, long(N) * n * m, [&](int r0, int r1) {
+        MapMat<R>(out + size_t(r0) * m, r1 - r0, m).noalias() = ConstMapMat<R>(in + size_t(r0) * n, r1 - r0, n) * W_.transpose();
+    });
 }
 // forward: out = in Wᵀ  ⇒  din += dout W,  dW += doutᵀ in
 template <class R>
 void matmul_backward(R* din, R* dW, const R* dout, const R* in, const R* W, int N, int n, int m) {
-    ConstMapMat<R> dout_(dout, N, m);
-    MapMat<R>(din, N, n).noalias() += dout_ * ConstMapMat<R>(W, m, n);
-    MapMat<R>(dW, m, n).noalias() += dout_.transpose() * ConstMapMat<R>(in, N, n);
+    for_row_blocks(N, long(N) * n * m, [&](int r0, int r1) {  // rows of din
+        MapMat<R>(din + size_t(r0) * n, r1 - r0, n).noalias() += ConstMapMat<R>(dout + size_t(r0) * m, r1 - r0, m) * ConstMapMat<R>(W, m, n);
+    });
+    for_row_blocks(m, long(N) * n * m, [&](int r0, int r1) {  // rows of dW = columns r0..r1 of dout
+        Eigen::Map<const MatR<R>, 0, Eigen::OuterStride<>> dout_cols(dout + r0, N, r1 - r0, Eigen::OuterStride<>(m));
+        MapMat<R>(dW + size_t(r0) * n, r1 - r0, n).noalias() += dout_cols.transpose() * ConstMapMat<R>(in, N, n);
+    });
 }
 
 // ---- token embedding: out[t] = E[token_t] ---------------------------------------------------------------
@@ -234,7 +267,7 @@ constexpr double kNormEps = 1e-5;
 // out, in (N×C), rstd (N) saved for backward, g (C)
 template <class R>
 void rmsnorm_forward(R* out, R* rstd, const R* in, const R* g, int N, int C) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (long(N) * C >= kParallelMinWork)
     for (int t = 0; t < N; t++) {
         const R* x = in + size_t(t) * C;
         R* y = out + size_t(t) * C;
@@ -248,7 +281,7 @@ void rmsnorm_forward(R* out, R* rstd, const R* in, const R* g, int N, int C) {
 // dg_c += Σ_t dy_c x_c r ;   dx = r·(g⊙dy) − (r³/C)·x·Σ_c g_c dy_c x_c
 template <class R>
 void rmsnorm_backward(R* din, R* dg, const R* dout, const R* in, const R* g, const R* rstd, int N, int C) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (long(N) * C >= kParallelMinWork)
     for (int t = 0; t < N; t++) {
         const R* x = in + size_t(t) * C;
         const R* dy = dout + size_t(t) * C;
@@ -288,7 +321,7 @@ void rope_tables(std::vector<R>& cos_t, std::vector<R>& sin_t, int T_max, int hs
 template <class R>
 void rope_rotate(R* x, const R* cos_t, const R* sin_t, int B, int T, int C, int NH, int pos0, int sign) {
     int hs = C / NH, half = hs / 2;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (long(B) * T * C >= kParallelMinWork)
     for (int bt = 0; bt < B * T; bt++) {
         const R* cs = cos_t + size_t(pos0 + bt % T) * half;
         const R* sn = sin_t + size_t(pos0 + bt % T) * half;
@@ -318,7 +351,7 @@ template <class R>
 void attention_forward(R* out, R* att, const R* q, const R* k, const R* v, int B, int T, int C, int NH) {
     int hs = C / NH;
     R scale = R(1) / std::sqrt(R(hs));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (long(B) * NH * T * T * hs >= kParallelMinWork)
     for (int bh = 0; bh < B * NH; bh++) {
         int b = bh / NH, h = bh % NH;
         size_t off = size_t(b) * T * C + size_t(h) * hs;
@@ -342,7 +375,7 @@ void attention_backward(R* dq, R* dk, R* dv, const R* dout, const R* att, const 
                         int B, int T, int C, int NH) {
     int hs = C / NH;
     R scale = R(1) / std::sqrt(R(hs));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (long(B) * NH * T * T * hs >= kParallelMinWork)
     for (int bh = 0; bh < B * NH; bh++) {
         int b = bh / NH, h = bh % NH;
         size_t off = size_t(b) * T * C + size_t(h) * hs;
@@ -367,7 +400,7 @@ template <class R> R sigmoid(R x) { return R(1) / (R(1) + std::exp(-x)); }
 // act (n), sig (n) = σ(gate) saved for the backward, gate (n), up (n)
 template <class R>
 void swiglu_forward(R* act, R* sig, const R* gate, const R* up, size_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (long(n) >= kParallelMinWork)
     for (long i = 0; i < long(n); i++) {
         sig[i] = sigmoid(gate[i]);
         act[i] = gate[i] * sig[i] * up[i];
@@ -376,7 +409,7 @@ void swiglu_forward(R* act, R* sig, const R* gate, const R* up, size_t n) {
 // d silu(g)/dg = σ(g)·(1 + g·(1 − σ(g)))
 template <class R>
 void swiglu_backward(R* dgate, R* dup, const R* dact, const R* sig, const R* gate, const R* up, size_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (long(n) >= kParallelMinWork)
     for (long i = 0; i < long(n); i++) {
         R s = sig[i];
         dgate[i] += dact[i] * up[i] * s * (R(1) + gate[i] * (R(1) - s));
@@ -387,7 +420,7 @@ void swiglu_backward(R* dgate, R* dup, const R* dact, const R* sig, const R* gat
 // ---- residual: out = a + b ---------------------------------------------------------------------------------------
 template <class R>
 void add_inplace(R* a, const R* b, size_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (long(n) >= kParallelMinWork)
     for (long i = 0; i < long(n); i++) a[i] += b[i];
 }
 
@@ -418,7 +451,7 @@ void fbi_init(R* alpha, R* beta, const R* W, int m, int n) {
 // SPEC §2 F2: Ŵ_ij = α_j · sign(W_ij) + β_j  (one α and one β per input column, broadcast over rows).
 template <class R>
 void fbi_forward(R* w_hat, const R* W, const R* alpha, const R* beta, int m, int n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (long(m) * n >= kParallelMinWork)
     for (int i = 0; i < m; i++)
         for (int j = 0; j < n; j++)
             w_hat[size_t(i) * n + j] = alpha[j] * sign_pm1(W[size_t(i) * n + j]) + beta[j];  // SPEC §2 F2
@@ -428,7 +461,7 @@ void fbi_forward(R* w_hat, const R* W, const R* alpha, const R* beta, int m, int
 //   ∂L/∂α_j = Σ_i G_ij sign(W_ij),   ∂L/∂β_j = Σ_i G_ij.
 template <class R>
 void fbi_backward(R* dW, R* dalpha, R* dbeta, const R* G, const R* W, const R* alpha, int m, int n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (long(m) * n >= kParallelMinWork)
     for (int i = 0; i < m; i++)
         for (int j = 0; j < n; j++) dW[size_t(i) * n + j] += alpha[j] * G[size_t(i) * n + j];  // SPEC §2 F5
     for (int i = 0; i < m; i++)  // sequential over rows: every row adds into the same α, β
@@ -479,7 +512,7 @@ void quantize_backward(Quant q, R* dW, R* dalpha, R* dbeta, const R* G, const R*
 // Row-wise softmax, stable (subtract the max). probs may alias nothing.
 template <class R>
 void softmax_rows(R* probs, const R* logits, int N, int V) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (long(N) * V >= kParallelMinWork)
     for (int t = 0; t < N; t++) {
         const R* z = logits + size_t(t) * V;
         R* p = probs + size_t(t) * V;
@@ -906,7 +939,7 @@ void adamw_step(ModelT<R>& model, AdamW& opt, double lr) {
         const R* g = model.grads.data() + ti.offset;
         float* m = opt.m.data() + ti.offset;
         float* v = opt.v.data() + ti.offset;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (long(ti.size()) >= kParallelMinWork)
         for (long i = 0; i < long(ti.size()); i++) {
             double gi = double(g[i]);
             m[i] = float(opt.beta1 * m[i] + (1 - opt.beta1) * gi);

@@ -187,7 +187,6 @@ int main(int argc, char** argv) {
 #ifdef _OPENMP
             omp_set_num_threads(threads);
 #endif
-            Eigen::setNbThreads(threads);
             std::vector<Named> kernels = {
                 {"eigen_fp32", [&] { y_fp32.noalias() = W * u; g_sink = (int32_t)y_fp32(0); }},
                 {"reference", run_reference}};

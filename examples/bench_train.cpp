@@ -33,7 +33,6 @@ int main() {
 #else
         if (threads > 1) break;
 #endif
-        Eigen::setNbThreads(threads);
         for (int which = 0; which < 2; which++) {
             bool student = which == 1;
             Config sc = cfg;

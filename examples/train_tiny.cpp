@@ -83,17 +83,8 @@ static std::string read_text(const std::string& path) {
     return ss.str();
 }
 
-// Parameter bytes: fp32 everywhere, or 1 bit per block-linear weight + fp32 for everything else (α, β too).
+// Parameter bytes in training form: fp32 everywhere (the packed form's bytes are its file size).
 static double fp32_bytes(const Model& m) { return 4.0 * m.params.size(); }
-static double packed_bytes(const Model& m) {
-    double bits = 0;
-    for (const TensorInfo& t : m.tensors) {
-        bool latent = t.is_matrix && t.name.rfind("block", 0) == 0;
-        bits += latent ? double(t.size()) : 32.0 * t.size();
-    }
-    return bits / 8;
-}
-
 int main(int argc, char** argv) try {
     Args args(argc, argv, kUsage);
     std::string data_path = args.str("data", ""), out = args.str("out", "runs/tiny");
@@ -212,22 +203,51 @@ int main(int argc, char** argv) try {
     double t_student = now_seconds() - t0;
     save_checkpoint(out + "/student_" + tag + ".ckpt", make_checkpoint(student, tok.chars, sspec.steps, nullptr));
 
-    // ---- 3. evaluate on the whole validation split, compare, sample ----
+    // ---- 3. evaluate on the whole validation split; pack the student to 1 bit and evaluate that too ----
     double tv = evaluate(teacher, val_data, B, T), sv = evaluate(student, val_data, B, T);
-    std::printf("\n%-26s %12s %12s\n", "validation split", "FP teacher", "1-bit student");
-    std::printf("%-26s %12.4f %12.4f\n", "cross-entropy (nats/char)", tv, sv);
-    std::printf("%-26s %12.3f %12.3f\n", "perplexity", std::exp(tv), std::exp(sv));
-    std::printf("%-26s %12.4f %12.4f\n", "bits per character", tv / std::log(2.0), sv / std::log(2.0));
-    std::printf("%-26s %12.0f %12.0f\n", "parameter bytes", fp32_bytes(teacher), packed_bytes(student));
-    std::printf("student - teacher CE: %+.4f   train time: teacher %s, student %s\n", sv - tv,
-                reused ? "(reused)" : fmt_duration(t_teacher).c_str(), fmt_duration(t_student).c_str());
+    PackedModel packed = pack_model(student, tok.chars);
+    std::string ppath = out + "/student_" + tag + ".fbipack";
+    save_packed_model(ppath, packed);
+    packed = load_packed_model(ppath);  // evaluate what is on disk
+    double packed_file_bytes = double(read_file_bytes(ppath).size());
+    // the packed model decodes token by token (KV cache); so does the float student here, so that the
+    // difference between the two is only the int8 activation of SPEC §7
+    quantize_all(student);
+    double sv_dec = evaluate_decoder(decode_view(student), FloatLinear{&student}, student.rope_cos.data(),
+                                     student.rope_sin.data(), val_data, T);
+    double pv = evaluate_decoder(decode_view(packed), PackedLinearFn{&packed, Kernel::Fast}, packed.rope_cos.data(),
+                                 packed.rope_sin.data(), val_data, T);
 
     int n_sample = args.integer("samples", 300);
     std::vector<int> prompt = tok.encode("\n");
-    std::string s_teacher = tok.decode(generate(teacher, prompt, n_sample, 0.8, 7));
-    std::string s_student = tok.decode(generate(student, prompt, n_sample, 0.8, 7));
+    double tok_s[3];
+    std::string samples[3];
+    for (int which = 0; which < 3; which++) {  // teacher, float student, packed student
+        double t1 = now_seconds();
+        std::vector<int> ids = which == 0 ? generate(teacher, prompt, n_sample, 0.8, 7)
+                             : which == 1 ? generate(student, prompt, n_sample, 0.8, 7)
+                                          : generate(packed, prompt, n_sample, 0.8, 7);
+        tok_s[which] = n_sample / std::max(1e-9, now_seconds() - t1);
+        samples[which] = tok.decode(ids);
+    }
+    const std::string& s_teacher = samples[0];
+    const std::string& s_student = samples[2];
+
+    std::printf("\n%-30s %12s %12s %12s\n", "validation split (111,540 chars)", "FP teacher", "FBI student", "FBI packed");
+    std::printf("%-30s %12.4f %12.4f %12.4f\n", "cross-entropy (nats/char)", tv, sv, pv);
+    std::printf("%-30s %12.3f %12.3f %12.3f\n", "perplexity", std::exp(tv), std::exp(sv), std::exp(pv));
+    std::printf("%-30s %12.4f %12.4f %12.4f\n", "bits per character", tv / std::log(2.0), sv / std::log(2.0),
+                pv / std::log(2.0));
+    std::printf("%-30s %12.0f %12.0f %12.0f\n", "parameter bytes", fp32_bytes(teacher), fp32_bytes(student),
+                packed_file_bytes);
+    std::printf("%-30s %12s %12s %12.3f\n", "bits per binarized weight", "32", "32 (latent)",
+                packed_bits_per_weight(packed));
+    std::printf("%-30s %12.0f %12.0f %12.0f\n", "decode tokens/s (KV cache)", tok_s[0], tok_s[1], tok_s[2]);
+    std::printf("student - teacher CE: %+.4f   packed - float student CE (decoder path): %+.4f\n", sv - tv, pv - sv_dec);
+    std::printf("train time: teacher %s, student %s\n", reused ? "(reused)" : fmt_duration(t_teacher).c_str(),
+                fmt_duration(t_student).c_str());
     std::printf("\n---- teacher sample (temperature 0.8) ----%s\n", s_teacher.c_str());
-    std::printf("\n---- student sample (temperature 0.8) ----%s\n", s_student.c_str());
+    std::printf("\n---- packed 1-bit student sample (temperature 0.8) ----%s\n", s_student.c_str());
 
     // ---- 4. machine-readable summary ----
     auto json_str = [](const std::string& s) {
@@ -239,23 +259,28 @@ int main(int argc, char** argv) try {
         }
         return o + "\"";
     };
-    char buf[2048];
+    char buf[4096];
     std::snprintf(buf, sizeof buf,
                   "{\n  \"tag\": %s,\n  \"student_loss\": \"%s\",\n  \"student_init\": \"%s\",\n"
                   "  \"teacher_config\": %s,\n  \"student_config\": %s,\n  \"teacher_steps\": %d,\n  \"student_steps\": %d,\n"
                   "  \"teacher_val_ce\": %.6f,\n  \"student_val_ce\": %.6f,\n  \"teacher_ppl\": %.4f,\n  \"student_ppl\": %.4f,\n"
                   "  \"teacher_bpc\": %.5f,\n  \"student_bpc\": %.5f,\n  \"teacher_bytes_fp32\": %.0f,\n"
                   "  \"student_bytes_packed\": %.0f,\n  \"teacher_train_seconds\": %.1f,\n  \"student_train_seconds\": %.1f,\n"
+                  "  \"student_packed_val_ce\": %.6f,\n  \"student_decoder_val_ce\": %.6f,\n"
+                  "  \"packed_file_bytes\": %.0f,\n  \"packed_bits_per_weight\": %.5f,\n"
+                  "  \"decode_tokens_per_s\": {\"teacher\": %.0f, \"student_float\": %.0f, \"student_packed\": %.0f},\n"
                   "  \"threads\": %d,\n",
                   json_str(tag).c_str(), loss.c_str(), init.c_str(), json_str(describe(teacher_cfg)).c_str(),
                   json_str(describe(student_cfg)).c_str(), tspec.steps, sspec.steps, tv, sv, std::exp(tv), std::exp(sv),
-                  tv / std::log(2.0), sv / std::log(2.0), fp32_bytes(teacher), packed_bytes(student), t_teacher,
-                  t_student, num_threads());
+                  tv / std::log(2.0), sv / std::log(2.0), fp32_bytes(teacher), packed_file_bytes, t_teacher,
+                  t_student, pv, sv_dec, packed_file_bytes, packed_bits_per_weight(packed), tok_s[0], tok_s[1],
+                  tok_s[2], num_threads());
     std::string json = buf;
     json += "  \"teacher_sample\": " + json_str(s_teacher) + ",\n  \"student_sample\": " + json_str(s_student) + "\n}\n";
     write_file_atomic(out + "/summary_" + tag + ".json", std::vector<unsigned char>(json.begin(), json.end()));
-    std::printf("\nwrote %s/{%s.ckpt, student_%s.ckpt, student_%s.csv, summary_%s.json}  (total %s)\n", out.c_str(),
-                tname.c_str(), tag.c_str(), tag.c_str(), tag.c_str(), fmt_duration(now_seconds() - t_start).c_str());
+    std::printf("\nwrote %s/{%s.ckpt, student_%s.ckpt, student_%s.fbipack, student_%s.csv, summary_%s.json}  (total %s)\n",
+                out.c_str(), tname.c_str(), tag.c_str(), tag.c_str(), tag.c_str(), tag.c_str(),
+                fmt_duration(now_seconds() - t_start).c_str());
     return 0;
 } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
