@@ -14,7 +14,7 @@ PYTHON   ?= python3
 OUT      ?= runs/tiny
 BUILD    := build
 EIGEN_INC ?= $(firstword $(wildcard /usr/include/eigen3 /usr/local/include/eigen3 /opt/homebrew/include/eigen3))
-CXXFLAGS += -std=c++17 $(OPT) -Wall -Wextra -Wno-unused-parameter $(if $(EIGEN_INC),-isystem $(EIGEN_INC))
+CXXFLAGS += -std=c++17 $(OPT) -Wall -Wextra -Wno-unused-parameter -Wno-maybe-uninitialized $(if $(EIGEN_INC),-isystem $(EIGEN_INC))
 # Eigen's multithreaded GEMM is only worth it for large products; we parallelise ourselves elsewhere.
 
 # ---- probes: OpenMP and -march=native, each used only where it compiles ---------------------------------
@@ -38,7 +38,7 @@ ifeq ($(NATIVE_OK),yes)
 endif
 
 HEADER   := fbi_llm.hpp
-EXAMPLES := train_tiny sample bench_train bench_gemv
+EXAMPLES := train_tiny sample bench_train bench_gemv bench_decode
 TEST_SRC := $(wildcard tests/*.cpp)
 TEST_OBJ := $(TEST_SRC:tests/%.cpp=$(BUILD)/tests/%.o)
 
@@ -95,8 +95,9 @@ train-tiny: deps status $(BUILD)/train_tiny  ## FP teacher then 1-bit student on
 bench-train: deps status $(BUILD)/bench_train  ## tokens/s and GFLOP/s of one training step, 1 and 2 threads
 	@./$(BUILD)/bench_train
 
-bench: deps status $(BUILD)/bench_gemv  ## packed 1-bit GEMV kernels vs Eigen fp32 at the FBI-LLM layer shapes (CSV in build/)
+bench: deps status $(BUILD)/bench_gemv $(BUILD)/bench_decode  ## packed 1-bit GEMV kernels and 130M decode vs fp32 (CSVs in build/)
 	@./$(BUILD)/bench_gemv $(BUILD)/bench_gemv.csv
+	@./$(BUILD)/bench_decode $(BUILD)/bench_decode.csv
 
 clean:  ## remove build outputs (keeps runs/ and the downloaded corpus)
 	rm -rf $(BUILD)

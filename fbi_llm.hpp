@@ -1839,7 +1839,8 @@ inline DecodeView decode_view(const PackedModel& pm) {
 // The int8 rounding of u is the only approximation; the integer sum is exact in every kernel.
 struct PackedLinearFn {
     const PackedModel* pm;
-    Kernel kernel = Kernel::Fast;
+    Kernel kernel;
+    explicit PackedLinearFn(const PackedModel* model, Kernel k = Kernel::Fast) : pm(model), kernel(k) {}
     mutable std::vector<float> u, wsign;
     mutable std::vector<int8_t> q;
     mutable std::vector<int32_t> acc;

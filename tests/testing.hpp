@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "../fbi_llm.hpp"
@@ -43,7 +44,8 @@ inline void check_grad(const char* what, std::vector<double>& x, const std::vect
         double err = std::fabs(num - analytic[i]) / std::max({1e-3, std::fabs(num), std::fabs(analytic[i])});
         worst = std::max(worst, err);
     }
-    INFO(what << ": worst relative error " << worst);
+    std::string msg = std::string(what) + ": worst relative error " + std::to_string(worst);
+    INFO(msg);
     CHECK(worst < 1e-6);
 }
 
