@@ -28,7 +28,8 @@
 //
 // READING ORDER (the § banners below)
 //   §0 config · §1 utilities · §2 layers, forward/backward side by side · §3 quantizers (FBI-linear)
-//   §4 losses · §5 model · §6 optimizer + schedule · §7 training · §8 inference (KV cache) · §9 checkpoints
+//   §4 losses · §5 model · §6 optimizer + schedule · §7 training · §8 inference (KV cache)
+//   §8b packed 1-bit inference (popcount kernels) · §9 checkpoints and the packed model file
 //
 // EQUATION MAP   (SPEC = shared/SPEC.md; run one check with  make test ARGS='-tc="F2*"')
 //   SPEC eq.                              function                         test case(s)
@@ -50,6 +51,12 @@
 //   §4 AdamW                              adamw_step                       "O1 ..."
 //   §4 grad-norm clipping                 clip_grad_norm                   "O2 ..."
 //   §4 warm-up + cosine                   lr_schedule                      "O3 ..."
+//   §5 int8 absmax activation             quantize_int8_absmax             "S5 ..."
+//   §7 sign bits, padding                 pack_signs                       "S7 pack_signs ..."
+//   §7 popcount identity                  gemv_popcount (+ _avx2)          "S7 worked example ...", "S7 every kernel ..."
+//   §7 table lookup (T-MAC style)         gemv_tl (+ _avx2)                "S7 table-lookup ...", "S7 every kernel ..."
+//   §7 u = α⊙x, y = Σ b q / s + β·x        PackedLinearFn                   "P1 ...", "P2 ..."
+//   §7 packed file, bits per weight       save/load_packed_model           "P3 ...", "P4 ..."
 //
 // BUILD NOTES
 //   Compile with -O2/-O3 and, if you can, -fopenmp. Never -ffast-math: the loss uses exp/log of large
