@@ -103,12 +103,13 @@ clean:  ## remove build outputs (keeps runs/ and the downloaded corpus)
 	rm -rf $(BUILD)
 
 # =============================================================================================================
-# ---- notebooks: notebooks/01_equations.ipynb (every SPEC equation vs numpy and PyTorch autograd) and
-# 02_training.ipynb (short teacher/student runs and plots), executed headless and saved WITH their outputs.
+# ---- notebooks: notebooks/01_equations.ipynb (every SPEC equation vs numpy and PyTorch autograd),
+# 02_training.ipynb (short teacher/student runs and plots) and 03_inference.ipynb (bit packing, popcount,
+# GEMV and decode speed), executed headless and saved WITH their outputs.
 # They need Debian's Python packages, which belong to /usr/bin/python3: run `make notebooks PYTHON=/usr/bin/python3`
 # when the first python3 on PATH is another interpreter. OMP_NUM_THREADS defaults to 2 here.
 NB_PKGS    := python3-numpy python3-matplotlib jupyter-nbconvert python3-nbclient python3-ipykernel python3-torch
-NOTEBOOKS  := notebooks/01_equations.ipynb notebooks/02_training.ipynb
+NOTEBOOKS  := notebooks/01_equations.ipynb notebooks/02_training.ipynb notebooks/03_inference.ipynb
 # A "python3" kernelspec pinned to $(PYTHON); JUPYTER_PATH is searched first, so the kernel runs the same
 # interpreter as nbconvert (a user's own python3 kernel elsewhere cannot take its place).
 NB_JUPYTER := $(BUILD)/jupyter
@@ -127,7 +128,7 @@ notebook-deps:  ## check (and as root on Debian/Ubuntu, install) the Python pack
 	echo "    and run:        make notebooks PYTHON=/usr/bin/python3   (the interpreter those packages belong to)"; \
 	exit 1
 
-notebooks: notebook-deps status $(BUILD)/equations $(BUILD)/train_tiny  ## execute the notebooks in place (PYTHON=/usr/bin/python3)
+notebooks: notebook-deps status $(BUILD)/equations $(BUILD)/train_tiny $(BUILD)/packed_demo  ## execute the notebooks in place (PYTHON=/usr/bin/python3)
 	@mkdir -p $(NB_JUPYTER)/kernels/python3
 	@$(PYTHON) -c 'import json, sys; json.dump({"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"], "display_name": "Python 3 (ipykernel)", "language": "python"}, open(sys.argv[1], "w"), indent=1)' $(NB_JUPYTER)/kernels/python3/kernel.json
 	@export JUPYTER_PATH="$(CURDIR)/$(NB_JUPYTER)$${JUPYTER_PATH:+:$$JUPYTER_PATH}" OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} \

@@ -1,5 +1,6 @@
 // bench_decode.cpp — end-to-end generation speed of an FBI-LLM-130M-shaped model, fp32 vs bit-packed (SPEC §7).
-// Run:   ./bench_decode [out.csv] [max_threads]      (defaults: build/bench_decode.csv, 2; runs 1 .. max_threads)
+// Run:   ./bench_decode [out.csv] [max_threads] [quick]   (defaults: build/bench_decode.csv, 2; runs 1 .. max_threads)
+//        `quick`: 32 tokens and fewer repetitions (≈ 20 s instead of ≈ 1 min; used by notebooks/03_inference.ipynb)
 //
 // The model is randomly initialised (SPEC §1 init, F4 α/β) with the FBI-LLM-130M shape: V=32000, C=768, L=12,
 // NH=12, F=2048, T=256. Speed does not depend on what the weights are, only on their shapes and storage.
@@ -13,7 +14,7 @@
 //   * popcount and fast give bit-identical logits (the integer sums are exact in both kernels);
 //   * packed logits agree with fp32 logits within the int8-activation tolerance (max |Δ| < 5% of max |logit|,
 //     the same bound as the test "P2"): the per-token int8 rounding of α⊙x is the only approximation.
-// Timed: a prompt of 8 tokens (not timed), then 64 greedy tokens, each decode_step timed; ms/token is the
+// Timed: a prompt of 8 tokens (not timed), then 64 (quick: 32) greedy tokens, each decode_step timed; ms/token is the
 // mean over the 64 tokens of one repetition, and we report the median over the repetitions.
 // Where the packed time goes, measured separately:
 //   stub          decode_step with linears that only write zeros: embedding, norms, RoPE, attention, LM head
@@ -21,6 +22,12 @@
 //   lm_head_packed_est  the same head packed to 1 bit and run with the fast kernel (a what-if: the model keeps
 //                 its fp32 head; binarizing it would change the model) → "fast, head packed (est.)"
 //                 = fast − lm_head_fp32 + lm_head_packed_est
+//   lm_head_fp32_omp  (2+ threads) the fp32 head GEMV with its rows split over the OpenMP threads, a what-if
+//                 for decode_step, whose head GEMV is one Eigen call on one thread → "fast_head_omp_est"
+// Breakdown of the fast decoder: block linears = fast − stub, LM head = lm_head_fp32, rest = stub − lm_head_fp32.
+// In the CSV, speedup_vs_fp32 is (fp32 decoder ms/token) / (this row's ms) for every row, parts included.
+// Two-thread timings need a second idle core: with other jobs running, every OpenMP barrier (≈ 60 per token)
+// waits for a time slice and the packed decoders get many times slower than with one thread.
 // CSV (appended; header written when the file is new): model,threads,kernel,ms_per_token,tokens_per_s,speedup_vs_fp32
 #include <Eigen/Dense>
 
@@ -68,7 +75,7 @@ double median(std::vector<double> v) {
 }
 
 const std::vector<int> kPrompt = {1, 17, 4242, 31999, 7, 123, 9000, 2};  // any ids in [0, V)
-constexpr int kNewTokens = 64;
+int kNewTokens = 64;  // 32 with `quick`
 
 // Decode the prompt, then kNewTokens greedy tokens; returns ms per generated token for each repetition.
 template <class LinearFn>
@@ -126,6 +133,9 @@ volatile float g_sink;
 int main(int argc, char** argv) {
     const std::string csv_path = argc > 1 ? argv[1] : "build/bench_decode.csv";
     int max_threads = argc > 2 ? std::atoi(argv[2]) : 2;
+    const bool quick = argc > 3 && std::string(argv[3]) == "quick";
+    if (quick) kNewTokens = 32;
+    const int reps_fp32 = quick ? 1 : 3, reps_packed = quick ? 3 : 5;
 #ifndef _OPENMP
     max_threads = 1;
 #endif
@@ -241,10 +251,10 @@ int main(int argc, char** argv) {
             row(name, median(r), r);
             return median(r);
         };
-        full("fp32", fp32_fn, dv_fp, 3);
-        full("popcount", pop_fn, dv_pk, 5);
-        const double fast_ms = full("fast", fast_fn, dv_pk, 5);
-        const double stub_ms = full("stub", stub_fn, dv_pk, 5);  // everything but the block linears
+        full("fp32", fp32_fn, dv_fp, reps_fp32);
+        full("popcount", pop_fn, dv_pk, reps_packed);
+        const double fast_ms = full("fast", fast_fn, dv_pk, reps_packed);
+        const double stub_ms = full("stub", stub_fn, dv_pk, reps_packed);  // everything but the block linears
         const double head_ms = time_ms(
             [&] {
                 Eigen::Map<Eigen::VectorXf>(yh.data(), cfg.V).noalias() =
