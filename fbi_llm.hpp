@@ -1195,8 +1195,13 @@ void decode_step(const DecodeView& d, LinearFn&& linear, KVCache& cache, DecodeS
         add_inplace(s.x.data(), s.tmp.data(), C);
     }
     rmsnorm_forward(s.ln.data(), &rstd, s.x.data(), d.final_norm, 1, C);
-    Eigen::Map<Eigen::VectorXf>(logits, c.V).noalias() =
-        ConstMapMat<float>(d.lm_head, c.V, C) * Eigen::Map<const Eigen::VectorXf>(s.ln.data(), C);
+    // logits = H · ln (V×C GEMV): the largest fp32 read of a packed model's step, so its rows are split over
+    // the threads (Eigen's GEMV itself is single-threaded)
+    Eigen::Map<const Eigen::VectorXf> ln(s.ln.data(), C);
+    for_row_blocks(c.V, long(c.V) * C, [&](int r0, int r1) {
+        Eigen::Map<Eigen::VectorXf>(logits + r0, r1 - r0).noalias() =
+            ConstMapMat<float>(d.lm_head + size_t(r0) * C, r1 - r0, C) * ln;
+    });
     cache.pos++;
 }
 
