@@ -66,7 +66,7 @@ deps:  ## check (and as root on Debian/Ubuntu, install) Eigen and doctest
 	  exit 1; \
 	fi
 # A fresh shell sees the just-installed Eigen; the variable is re-read in sub-makes.
-$(BUILD)/%: examples/%.cpp examples/common.hpp $(HEADER) | deps
+$(BUILD)/%: examples/%.cpp examples/common.hpp examples/json_out.hpp $(HEADER) | deps
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -isystem /usr/include/eigen3 $< -o $@
 

@@ -15,41 +15,14 @@
 #include <vector>
 
 #include "../fbi_llm.hpp"
+#include "json_out.hpp"
 
 using namespace fbi;
 using Vec = std::vector<double>;
 
-// ---- a tiny JSON writer: objects keep insertion order, tensors are {"shape": [...], "data": [...]} -------------
-static std::string num(double x) {
-    char b[40];
-    std::snprintf(b, sizeof b, "%.17g", x);  // 17 digits: the double round-trips exactly
-    return b;
-}
-struct Obj {
-    std::vector<std::pair<std::string, std::string>> kv;
-    Obj& put(const std::string& k, const std::string& raw_json) { kv.emplace_back(k, raw_json); return *this; }
-    Obj& put(const std::string& k, double x) { return put(k, num(x)); }
-    Obj& put(const std::string& k, int x) { return put(k, std::to_string(x)); }
-    Obj& put(const std::string& k, const Obj& o) { return put(k, o.str()); }
-    Obj& tensor(const std::string& k, const Vec& v, std::vector<int> shape) {
-        std::string s = "{\"shape\": [";
-        for (size_t i = 0; i < shape.size(); i++) s += (i ? ", " : "") + std::to_string(shape[i]);
-        s += "], \"data\": [";
-        for (size_t i = 0; i < v.size(); i++) s += (i ? ", " : "") + num(v[i]);
-        return put(k, s + "]}");
-    }
-    Obj& ints(const std::string& k, const std::vector<int>& v) {
-        std::string s = "[";
-        for (size_t i = 0; i < v.size(); i++) s += (i ? ", " : "") + std::to_string(v[i]);
-        return put(k, s + "]");
-    }
-    std::string str() const {
-        std::string s = "{";
-        for (size_t i = 0; i < kv.size(); i++) s += (i ? ",\n\"" : "\n\"") + kv[i].first + "\": " + kv[i].second;
-        return s + "\n}";
-    }
-};
-static Obj section(const Obj& in, const Obj& out) { return Obj().put("in", in).put("out", out); }
+using Obj = example::JsonObj<17>;  // 17 significant digits: doubles round-trip exactly
+using example::hex64;
+using example::section;
 
 // ---- deterministic inputs ---------------------------------------------------------------------------------------
 static Rng rng(42);

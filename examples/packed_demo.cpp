@@ -17,46 +17,13 @@
 #include <vector>
 
 #include "../fbi_llm.hpp"
+#include "json_out.hpp"
 
 using namespace fbi;
 
-// ---- a tiny JSON writer (as in equations.cpp) ----------------------------------------------------------------
-static std::string num(double x) {
-    char b[40];
-    std::snprintf(b, sizeof b, "%.9g", x);  // 9 significant digits: a float32 round-trips exactly
-    return b;
-}
-static std::string hex64(uint64_t w) {
-    char b[24];
-    std::snprintf(b, sizeof b, "\"0x%016llx\"", (unsigned long long)w);
-    return b;
-}
-struct Obj {
-    std::vector<std::pair<std::string, std::string>> kv;
-    Obj& put(const std::string& k, const std::string& raw_json) { kv.emplace_back(k, raw_json); return *this; }
-    Obj& put(const std::string& k, double x) { return put(k, num(x)); }
-    Obj& put(const std::string& k, int x) { return put(k, std::to_string(x)); }
-    Obj& put(const std::string& k, const Obj& o) { return put(k, o.str()); }
-    template <class T>
-    Obj& tensor(const std::string& k, const std::vector<T>& v, std::vector<int> shape) {
-        std::string s = "{\"shape\": [";
-        for (size_t i = 0; i < shape.size(); i++) s += (i ? ", " : "") + std::to_string(shape[i]);
-        s += "], \"data\": [";
-        for (size_t i = 0; i < v.size(); i++) s += (i ? ", " : "") + num(double(v[i]));
-        return put(k, s + "]}");
-    }
-    Obj& words(const std::string& k, const std::vector<uint64_t>& v) {
-        std::string s = "[";
-        for (size_t i = 0; i < v.size(); i++) s += (i ? ", " : "") + hex64(v[i]);
-        return put(k, s + "]");
-    }
-    std::string str() const {
-        std::string s = "{";
-        for (size_t i = 0; i < kv.size(); i++) s += (i ? ",\n\"" : "\n\"") + kv[i].first + "\": " + kv[i].second;
-        return s + "\n}";
-    }
-};
-static Obj section(const Obj& in, const Obj& out) { return Obj().put("in", in).put("out", out); }
+using Obj = example::JsonObj<9>;  // 9 significant digits: float32 round-trips exactly
+using example::hex64;
+using example::section;
 
 static Rng rng(42);
 static std::vector<float> randn(size_t n, double scale) {

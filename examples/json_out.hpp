@@ -1,0 +1,64 @@
+// A tiny JSON writer for the programs that feed the notebooks (equations.cpp, packed_demo.cpp): objects keep
+// insertion order, tensors are {"shape": [...], "data": [...]}, 64-bit words are hex strings (a JSON number is a
+// double and cannot hold every 64-bit integer). Digits = significant digits of every number: 17 round-trips a
+// double exactly, 9 a float32.
+#pragma once
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace example {
+
+inline std::string hex64(uint64_t w) {
+    char b[24];
+    std::snprintf(b, sizeof b, "\"0x%016llx\"", (unsigned long long)w);
+    return b;
+}
+
+template <int Digits>
+struct JsonObj {
+    std::vector<std::pair<std::string, std::string>> kv;
+
+    static std::string num(double x) {
+        char b[40];
+        std::snprintf(b, sizeof b, "%.*g", Digits, x);
+        return b;
+    }
+    JsonObj& put(const std::string& k, const std::string& raw_json) { kv.emplace_back(k, raw_json); return *this; }
+    JsonObj& put(const std::string& k, double x) { return put(k, num(x)); }
+    JsonObj& put(const std::string& k, int x) { return put(k, std::to_string(x)); }
+    JsonObj& put(const std::string& k, const JsonObj& o) { return put(k, o.str()); }
+    template <class T>
+    JsonObj& tensor(const std::string& k, const std::vector<T>& v, std::vector<int> shape) {
+        std::string s = "{\"shape\": [";
+        for (size_t i = 0; i < shape.size(); i++) s += (i ? ", " : "") + std::to_string(shape[i]);
+        s += "], \"data\": [";
+        for (size_t i = 0; i < v.size(); i++) s += (i ? ", " : "") + num(double(v[i]));
+        return put(k, s + "]}");
+    }
+    JsonObj& ints(const std::string& k, const std::vector<int>& v) {
+        std::string s = "[";
+        for (size_t i = 0; i < v.size(); i++) s += (i ? ", " : "") + std::to_string(v[i]);
+        return put(k, s + "]");
+    }
+    JsonObj& words(const std::string& k, const std::vector<uint64_t>& v) {
+        std::string s = "[";
+        for (size_t i = 0; i < v.size(); i++) s += (i ? ", " : "") + hex64(v[i]);
+        return put(k, s + "]");
+    }
+    std::string str() const {
+        std::string s = "{";
+        for (size_t i = 0; i < kv.size(); i++) s += (i ? ",\n\"" : "\n\"") + kv[i].first + "\": " + kv[i].second;
+        return s + "\n}";
+    }
+};
+
+// {"in": ..., "out": ...}: the notebook computes only from "in" and compares with "out".
+template <int Digits>
+JsonObj<Digits> section(const JsonObj<Digits>& in, const JsonObj<Digits>& out) {
+    return JsonObj<Digits>().put("in", in).put("out", out);
+}
+
+}  // namespace example
