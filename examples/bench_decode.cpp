@@ -40,26 +40,14 @@
 #include <string>
 #include <vector>
 
-#include "../fbi_llm.hpp"
+#include "common.hpp"
 
 using namespace fbi;
+using example::cpu_model;
+using example::load_average;
 
 namespace {
 
-std::string cpu_model() {
-    std::ifstream f("/proc/cpuinfo");
-    std::string line;
-    while (std::getline(f, line))
-        if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-    return "unknown";
-}
-
-std::string load_average() {
-    std::ifstream f("/proc/loadavg");
-    std::string line;
-    std::getline(f, line);
-    return line;
-}
 
 void set_threads(int t) {
 #ifdef _OPENMP

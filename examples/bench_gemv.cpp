@@ -26,9 +26,11 @@
 #include <string>
 #include <vector>
 
-#include "../fbi_llm.hpp"
+#include "common.hpp"
 
 using namespace fbi;
+using example::cpu_model;
+using example::load_average;
 
 namespace {
 
@@ -56,23 +58,6 @@ Timing time_us(const std::function<void()>& f, double budget_s = 0.2) {
     return {times[reps / 2], times[0]};
 }
 
-std::string cpu_model() {
-    std::ifstream f("/proc/cpuinfo");
-    std::string line;
-    while (std::getline(f, line))
-        if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-    return "unknown";
-}
-
-// /proc/loadavg: other jobs on the machine skew timings, the 2-thread ones most (one core busy elsewhere
-// means the second thread waits for a time slice).
-std::string load_average() {
-    std::ifstream f("/proc/loadavg");
-    std::string line;
-    std::getline(f, line);
-    return line + "\n";
-}
-
 volatile int32_t g_sink;  // keeps results alive so the compiler cannot drop the work
 
 }  // namespace
@@ -98,7 +83,7 @@ int main(int argc, char** argv) {
                 "no"
 #endif
     );
-    std::printf("load    : %s", load_average().c_str());
+    std::printf("load    : %s\n", load_average().c_str());
     std::printf("Eigen   : %d.%d.%d, compiler g++ %s\n\n", EIGEN_WORLD_VERSION, EIGEN_MAJOR_VERSION,
                 EIGEN_MINOR_VERSION, __VERSION__);
 
@@ -211,7 +196,7 @@ int main(int argc, char** argv) {
         std::printf("\n");
     }
     std::fclose(csv);
-    std::printf("load    : %s", load_average().c_str());
+    std::printf("load    : %s\n", load_average().c_str());
     std::printf("wrote %s\n", csv_path.c_str());
     return 0;
 }

@@ -22,7 +22,8 @@ static double median(std::vector<double> v) {
 int main() {
     Config cfg;  // the tiny config; V = 65 as for TinyShakespeare
     const int B = 12, T = 64, warmup = 5, reps = 30;
-    std::printf("bench_train | %s\n", threading_summary().c_str());
+    std::printf("bench_train | %s | %s | load %s\n", example::cpu_model().c_str(), threading_summary().c_str(),
+                example::load_average().c_str());
     std::vector<int> data(100000);
     Rng rng(1);
     for (int& t : data) t = int(rng.below(uint64_t(cfg.V)));

@@ -122,6 +122,22 @@ inline void make_dirs(const std::string& path) {
     }
 }
 
+// ---- what machine a benchmark ran on (benchmarks print it with their results) --------------------------------
+inline std::string cpu_model() {
+    std::ifstream f("/proc/cpuinfo");
+    std::string line;
+    while (std::getline(f, line))
+        if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+    return "unknown";
+}
+// /proc/loadavg: other jobs skew timings, the 2-thread ones most (a busy core makes the second thread wait).
+inline std::string load_average() {
+    std::ifstream f("/proc/loadavg");
+    std::string line;
+    std::getline(f, line);
+    return line;
+}
+
 // ---- progress and logs -----------------------------------------------------------------------------------------
 inline std::string fmt_duration(double s) {
     char buf[32];
