@@ -8,6 +8,9 @@
 //   scale α and shift β per input column, trained from scratch with the straight-through estimator (STE)
 //   and autoregressive distillation (AD) from a frozen full-precision teacher. Also here: AdamW with warm-up
 //   + cosine schedule, deterministic batching, evaluation, KV-cache generation and atomic checkpoints.
+//   Two related methods share the same model and the same quantizer dispatch (§3): BitNet b1.58 (ternary
+//   weights, int8 activations; arXiv 2402.17764) and DB-LLM (dual binarization and deviation-aware
+//   distillation; arXiv 2402.11960 — our reading of it is UNCONFIRMED, see SPEC §6).
 //
 // HOW TO USE
 //   #include "fbi_llm.hpp"                      // needs Eigen 3 (-I/usr/include/eigen3); OpenMP optional
@@ -27,7 +30,7 @@
 //   tokenizer), multi-node training, dropout. For those: PyTorch + the official FBI-LLM code, or llm.c.
 //
 // READING ORDER (the § banners below)
-//   §0 config · §1 utilities · §2 layers, forward/backward side by side · §3 quantizers (FBI-linear)
+//   §0 config · §1 utilities · §2 layers, forward/backward side by side · §3 quantizers (FBI, b1.58, DB)
 //   §4 losses · §5 model · §6 optimizer + schedule · §7 training · §8 inference (KV cache)
 //   §8b packed 1-bit inference (popcount kernels) · §9 checkpoints and the packed model file
 //
@@ -51,7 +54,13 @@
 //   §4 AdamW                              adamw_step                       "O1 ..."
 //   §4 grad-norm clipping                 clip_grad_norm                   "O2 ..."
 //   §4 warm-up + cosine                   lr_schedule                      "O3 ..."
-//   §5 int8 absmax activation             quantize_int8_absmax             "S5 ..."
+//   §5 b1.58 γ, RoundClip ternary codes   ternary_forward, ternary_code    "Q1 ..."
+//   §5 int8 absmax activation             quantize_int8_absmax, act_quant_rows  "S5 ...", "Q2 ..."
+//   §5 identity STE (weights, activations) quantize_backward, linear_input  "Q3 ..."
+//   §6 FDB init (2-bit uniform, unconfirmed) fdb_init                      "Q4 ..."
+//   §6 FDB Ŵ = α1·B1 + α2·B2              fdb_codes, fdb_forward           "Q5 ..."
+//   §6 FDB STE                            fdb_backward                     "Q6 ..."
+//   §6 DAD (weighted distillation)        distill_weighted_*, dad_weights  "D3 ..."
 //   §7 sign bits, padding                 pack_signs                       "S7 pack_signs ..."
 //   §7 popcount identity                  gemv_popcount (+ _avx2)          "S7 worked example ...", "S7 every kernel ..."
 //   §7 table lookup (T-MAC style)         gemv_tl (+ _avx2)                "S7 table-lookup ...", "S7 every kernel ..."
@@ -104,17 +113,31 @@ namespace fbi {
 // How the linear layers inside the blocks turn their latent parameters into the weight used in the forward
 // pass (§3). Embedding, norms and LM head are always full precision (SPEC §2).
 enum class Quant : int {
-    FP = 0,   // Ŵ = W                         (the teacher)
-    FBI = 1,  // Ŵ = α ⊙ sign(W) + β           (FBI-LLM, SPEC §2)
+    FP = 0,    // Ŵ = W                                  (the teacher)
+    FBI = 1,   // Ŵ = α ⊙ sign(W) + β, α, β per column   (FBI-LLM, SPEC §2)
+    B158 = 2,  // Ŵ = γ · RoundClip(W/γ, −1, 1) ternary, int8 activations  (BitNet b1.58, SPEC §5)
+    DB = 3,    // Ŵ = α1·B1 + α2·B2, B ∈ {0,1}, α per row (DB-LLM FDB, SPEC §6 — UNCONFIRMED reading)
 };
 
 inline const char* quant_name(Quant q) {
     switch (q) {
         case Quant::FP: return "fp32";
         case Quant::FBI: return "fbi";
+        case Quant::B158: return "b1.58";
+        case Quant::DB: return "db";
     }
     return "?";
 }
+// Parse a quantizer name as written by quant_name (also "fp", "b158"); throws on anything else.
+inline Quant quant_from_name(const std::string& s) {
+    if (s == "fp32" || s == "fp") return Quant::FP;
+    if (s == "fbi") return Quant::FBI;
+    if (s == "b1.58" || s == "b158") return Quant::B158;
+    if (s == "db") return Quant::DB;
+    throw std::invalid_argument("unknown quantizer '" + s + "' (expected fp32, fbi, b1.58 or db)");
+}
+// BitNet b1.58 also quantizes the activations entering every block linear (SPEC §5); the others do not.
+inline bool quantizes_activations(Quant q) { return q == Quant::B158; }
 
 // SwiGLU hidden width: 8C/3 rounded to a multiple of 8 (SPEC §1). C = 128 → 344.
 inline int swiglu_width(int C) { return (8 * C / 3 + 7) / 8 * 8; }
@@ -148,7 +171,7 @@ inline void check_config(const Config& c) {
     if (c.V < 1 || c.C < 1 || c.L < 1 || c.NH < 1 || c.F < 1 || c.T < 1) fail("every size must be >= 1");
     if (c.C % c.NH != 0) fail("C must be divisible by NH");
     if ((c.C / c.NH) % 2 != 0) fail("head size C/NH must be even (RoPE rotates pairs)");
-    if (c.quant != Quant::FP && c.quant != Quant::FBI) fail("unknown quantizer");
+    if (int(c.quant) < 0 || int(c.quant) > int(Quant::DB)) fail("unknown quantizer");
 }
 
 // =====================================================================================================
@@ -500,16 +523,165 @@ struct FlipCounter {
     }
 };
 
-// The dispatch used by the model: Ŵ from (W, α, β) and ∂L/∂Ŵ back to them.
+// ---- BitNet b1.58 (SPEC §5): ternary weights per tensor, 8-bit activations per token ------------------------
+
+// SPEC §5 activations (also SPEC §7's quantizer for the packed FBI kernels): per token (one row u of n values)
+//   s = 127 / max(max_j |u_j|, 1e-5),  q_j = clamp(round(s·u_j), −128, 127);  returns s (dequantise: q / s).
+// Rounding: std::nearbyint in the default rounding mode = round half to even, the same as torch.round
+// (BitNet's reference code). The max |u| maps to ±127, so for finite input the clamp is only a safeguard;
+// −128 is never produced here but is a legal input to every kernel (the tests use it).
+// An all-zero u gives s = 127e5 and q = 0 everywhere (no division by zero, no NaN).
 template <class R>
-void quantize_forward(Quant q, R* w_hat, const R* W, const R* alpha, const R* beta, int m, int n) {
-    if (q == Quant::FBI) fbi_forward(w_hat, W, alpha, beta, m, n);
-    else std::copy(W, W + size_t(m) * n, w_hat);  // full precision: Ŵ = W
+R quantize_int8_absmax(const R* u, int n, int8_t* q) {
+    // max_j |u_j| with 8 independent running maxima: one chain of dependent max instructions would wait
+    // ~4 cycles per element; 8 chains let the compiler use one 8-wide vector max per 8 elements.
+    R lane_max[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int j8 = 0;
+    for (; j8 + 8 <= n; j8 += 8)
+        for (int l = 0; l < 8; l++) lane_max[l] = std::max(lane_max[l], R(std::fabs(u[j8 + l])));
+    R max_abs = 0;
+    for (int l = 0; l < 8; l++) max_abs = std::max(max_abs, lane_max[l]);
+    for (int j = j8; j < n; j++) max_abs = std::max(max_abs, R(std::fabs(u[j])));
+    const R s = R(127) / std::max(max_abs, R(1e-5));  // SPEC §5
+    for (int j = 0; j < n; j++) {
+        R r = std::nearbyint(s * u[j]);          // SPEC §5 round(s·x)
+        r = std::min(R(127), std::max(R(-128), r));  // SPEC §5 clamp to [−128, 127]
+        q[j] = int8_t(r);
+    }
+    return s;
+}
+
+// SPEC §5, training form: every row of x (N rows × n) replaced by its dequantized int8 value q/s. The backward
+// is the identity STE (∂L/∂x = ∂L/∂x̃), so there is no act_quant_backward: the model passes the gradient on.
+template <class R>
+void act_quant_rows(R* xq, const R* x, int N, int n) {
+#pragma omp parallel for schedule(static) if (long(N) * n >= kParallelMinWork)
+    for (int t = 0; t < N; t++) {
+        std::vector<int8_t> q(n);
+        R s = quantize_int8_absmax(x + size_t(t) * n, n, q.data());
+        for (int j = 0; j < n; j++) xq[size_t(t) * n + j] = R(q[j]) / s;  // SPEC §5 dequantized x_q / s
+    }
+}
+
+// SPEC §5 weights: γ = mean |W| over the whole tensor, code = RoundClip(W / (γ + ε), −1, 1) ∈ {−1, 0, +1}.
+constexpr double kTernaryEps = 1e-5;
+template <class R>
+R absmean(const R* W, size_t count) {
+    double sum = 0;
+    for (size_t i = 0; i < count; i++) sum += std::fabs(W[i]);
+    return R(sum / double(count));  // SPEC §5 γ
 }
 template <class R>
-void quantize_backward(Quant q, R* dW, R* dalpha, R* dbeta, const R* G, const R* W, const R* alpha, int m, int n) {
-    if (q == Quant::FBI) { fbi_backward(dW, dalpha, dbeta, G, W, alpha, m, n); return; }
-    for (size_t i = 0; i < size_t(m) * n; i++) dW[i] += G[i];
+R ternary_code(R w, R gamma) {
+    R c = std::nearbyint(w / (gamma + R(kTernaryEps)));  // SPEC §5 round (half to even, as torch.round)
+    return std::max(R(-1), std::min(R(1), c));          // SPEC §5 clip to [−1, 1]
+}
+// Ŵ = γ · code (SPEC §5). Returns γ. The backward is the identity STE: ∂L/∂W = ∂L/∂Ŵ (γ is not learned).
+template <class R>
+R ternary_forward(R* w_hat, const R* W, int m, int n) {
+    const size_t count = size_t(m) * n;
+    const R gamma = absmean(W, count);
+    for (size_t i = 0; i < count; i++) w_hat[i] = gamma * ternary_code(W[i], gamma);  // SPEC §5 dequantized γ·W_q
+    return gamma;
+}
+
+// ---- DB-LLM Flexible Dual Binarization (SPEC §6) — an UNCONFIRMED reading: the paper's method section could not
+// be read and its repository has no code. Ŵ = α1·B1 + α2·B2, B1, B2 ∈ {0, 1}, α1, α2 learnable, one per OUTPUT ROW.
+// With α1 > 0 > α2 the four levels are 0, α2, α1 + α2, α1; at initialisation (α1 = 2s, α2 = −s) they are
+// s·{−1, 0, 1, 2}, a 2-bit uniform quantizer. ------------------------------------------------------------------
+
+// SPEC §6 codes with the current scales, H(z) = 1 for z >= 0 (H(0) = 1):
+//   B1 = H(W − (α1+α2)/2)          (above the midpoint between 0 and α1 + α2)
+//   B2 = H(α1·B1 + α2/2 − W)       (then: the lower of the two remaining levels)
+template <class R>
+void fdb_codes(R w, R a1, R a2, R& b1, R& b2) {
+    b1 = w - (a1 + a2) / R(2) >= R(0) ? R(1) : R(0);      // SPEC §6 B1
+    b2 = a1 * b1 + a2 / R(2) - w >= R(0) ? R(1) : R(0);   // SPEC §6 B2
+}
+// Squared error of the 2-bit quantizer with step s on one row (its Ŵ at α1 = 2s, α2 = −s).
+template <class R>
+double fdb_init_error(const R* row, int n, R s) {
+    double err = 0;
+    for (int j = 0; j < n; j++) {
+        R b1, b2;
+        fdb_codes(row[j], R(2) * s, -s, b1, b2);
+        double d = double(row[j]) - double(R(2) * s * b1 - s * b2);
+        err += d * d;
+    }
+    return err;
+}
+// SPEC §6 initialisation, per row i: α1 = 2s, α2 = −s, with the step s chosen (our choice; SPEC leaves it open)
+// as the one among s = k/8 · mean|W_i|, k = 2 … 24, with the least squared error. For N(0, σ²) rows the choice
+// lands near s ≈ σ.
+template <class R>
+void fdb_init(R* a1, R* a2, const R* W, int m, int n) {
+    for (int i = 0; i < m; i++) {
+        const R* row = W + size_t(i) * n;
+        R mean_abs = std::max(absmean(row, size_t(n)), R(1e-12)), best_s = mean_abs;
+        double best = std::numeric_limits<double>::infinity();
+        for (int k = 2; k <= 24; k++) {
+            R s = mean_abs * R(k) / R(8);
+            double e = fdb_init_error(row, n, s);
+            if (e < best) { best = e; best_s = s; }
+        }
+        a1[i] = R(2) * best_s;  // SPEC §6 α1 = 2s
+        a2[i] = -best_s;        // SPEC §6 α2 = −s
+    }
+}
+// SPEC §6: Ŵ_ij = α1_i·B1_ij + α2_i·B2_ij.
+template <class R>
+void fdb_forward(R* w_hat, const R* W, const R* a1, const R* a2, int m, int n) {
+#pragma omp parallel for schedule(static) if (long(m) * n >= kParallelMinWork)
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            R b1, b2;
+            fdb_codes(W[size_t(i) * n + j], a1[i], a2[i], b1, b2);
+            w_hat[size_t(i) * n + j] = a1[i] * b1 + a2[i] * b2;  // SPEC §6 Ŵ = α1·B1 + α2·B2
+        }
+}
+// SPEC §6 identity STE, in our reading: the quantizer passes ∂L/∂Ŵ to W unchanged (∂L/∂W = G), and the scales
+// get their exact gradient with the codes held fixed: ∂L/∂α1_i = Σ_j G_ij B1_ij, ∂L/∂α2_i = Σ_j G_ij B2_ij.
+template <class R>
+void fdb_backward(R* dW, R* da1, R* da2, const R* G, const R* W, const R* a1, const R* a2, int m, int n) {
+#pragma omp parallel for schedule(static) if (long(m) * n >= kParallelMinWork)
+    for (int i = 0; i < m; i++)  // rows are independent: each owns its α1_i, α2_i
+        for (int j = 0; j < n; j++) {
+            R g = G[size_t(i) * n + j], b1, b2;
+            fdb_codes(W[size_t(i) * n + j], a1[i], a2[i], b1, b2);
+            dW[size_t(i) * n + j] += g;  // SPEC §6 identity STE
+            da1[i] += g * b1;            // SPEC §6 ∂L/∂α1
+            da2[i] += g * b2;            // SPEC §6 ∂L/∂α2
+        }
+}
+
+// ---- The dispatch used by the model: Ŵ from (W, a, b) and ∂L/∂Ŵ back to them ---------------------------------
+// The two scale vectors a, b mean: FBI α, β per input column (SPEC §2); DB α1, α2 per output row (SPEC §6);
+// unused (null) for FP and b1.58 (whose γ is computed from W, not learned).
+template <class R>
+void quantize_forward(Quant q, R* w_hat, const R* W, const R* a, const R* b, int m, int n) {
+    switch (q) {
+        case Quant::FBI: fbi_forward(w_hat, W, a, b, m, n); return;
+        case Quant::B158: ternary_forward(w_hat, W, m, n); return;
+        case Quant::DB: fdb_forward(w_hat, W, a, b, m, n); return;
+        case Quant::FP: std::copy(W, W + size_t(m) * n, w_hat); return;  // full precision: Ŵ = W
+    }
+}
+template <class R>
+void quantize_backward(Quant q, R* dW, R* da, R* db, const R* G, const R* W, const R* a, const R* b, int m, int n) {
+    switch (q) {
+        case Quant::FBI: fbi_backward(dW, da, db, G, W, a, m, n); return;
+        case Quant::DB: fdb_backward(dW, da, db, G, W, a, b, m, n); return;
+        case Quant::B158:  // SPEC §5 identity STE, like full precision
+        case Quant::FP:
+            for (size_t i = 0; i < size_t(m) * n; i++) dW[i] += G[i];
+            return;
+    }
+}
+// Initialise the learnable scales from the latent W (after W is drawn or copied).
+template <class R>
+void quantize_init(Quant q, R* a, R* b, const R* W, int m, int n) {
+    if (q == Quant::FBI) fbi_init(a, b, W, m, n);  // SPEC §2 F4
+    if (q == Quant::DB) fdb_init(a, b, W, m, n);   // SPEC §6
 }
 
 // =====================================================================================================
@@ -574,16 +746,92 @@ void distill_backward(R* dlogits, const R* probs_s, const R* probs_t, int N, int
     for (size_t i = 0; i < size_t(N) * V; i++) dlogits[i] += (probs_s[i] - probs_t[i]) * scale;
 }
 
-enum class Loss : int { CE = 0, AD = 1, Mix = 2 };  // Mix = 0.5 L_CE + 0.5 L_AD (the official code's 2nd mode)
+// SPEC §6 deviation-aware distillation (DAD, DB-LLM) — an UNCONFIRMED reading: a distillation loss in which
+// position t has a weight w_t ≥ 0 (how ambiguous the position is), normalised by Σ w:
+//   L_DAD = −Σ_t w_t Σ_v p^T_t(v) log softmax(z^S_t)(v) / Σ_t w_t.
+// SPEC §6 writes Σ_t w_t KL(p^T_t ‖ p^S_t) / Σ_t w_t; KL = (the cross-entropy above) − H(p^T_t), and the entropy
+// term does not depend on the student, so the gradients are identical. We report the cross-entropy form so that
+// DAD with w_t = 1 equals L_AD (D1) exactly, value and gradient, and loss curves compare directly.
+// The weights are constants in the backward (no gradient flows through w_t):
+//   ∂L_DAD/∂z^S_t = w_t (softmax(z^S_t) − p^T_t) / Σ_t w_t.
+// If every weight is 0 (e.g. a teacher certain everywhere under DadWeight::Entropy) the loss falls back to w_t = 1.
+template <class R>
+double distill_weighted_forward(R* probs_s, R* probs_t, const R* logits_s, const R* logits_t, const R* w, int N,
+                                int V) {
+    softmax_rows(probs_s, logits_s, N, V);
+    softmax_rows(probs_t, logits_t, N, V);
+    double loss = 0, wsum = 0;
+    for (int t = 0; t < N; t++) wsum += double(w[t]);
+    bool uniform = !(wsum > 0);
+    for (int t = 0; t < N; t++) {
+        const R* z = logits_s + size_t(t) * V;
+        R lse = log_sum_exp(z, V);
+        double ce = 0;
+        for (int v = 0; v < V; v++) ce -= double(probs_t[size_t(t) * V + v] * (z[v] - lse));
+        loss += (uniform ? 1.0 : double(w[t])) * ce;  // SPEC §6 Σ w_t (·)
+    }
+    return loss / (uniform ? double(N) : wsum);  // SPEC §6 / Σ w_t
+}
+template <class R>
+void distill_weighted_backward(R* dlogits, const R* probs_s, const R* probs_t, const R* w, int N, int V, R scale) {
+    double wsum = 0;  // scale = grad_scale (NOT divided by N: Σ w plays that part)
+    for (int t = 0; t < N; t++) wsum += double(w[t]);
+    bool uniform = !(wsum > 0);
+    for (int t = 0; t < N; t++) {
+        R k = uniform ? R(scale / double(N)) : R(double(w[t]) * scale / wsum);  // SPEC §6 w_t / Σ w
+        for (int v = 0; v < V; v++) dlogits[size_t(t) * V + v] += (probs_s[size_t(t) * V + v] - probs_t[size_t(t) * V + v]) * k;
+    }
+}
 
-inline const char* loss_name(Loss l) { return l == Loss::CE ? "ce" : l == Loss::AD ? "ad" : "mix"; }
+// The weight functions shipped with the header (SPEC §6 leaves w_t open; these are our choices, each in [0, 1]):
+//   Uniform       w_t = 1                                  (DAD = AD)
+//   Entropy       w_t = H(p^T_t) / log V                   (how unsure the teacher is)
+//   Disagreement  w_t = ½ Σ_v |p^T_t(v) − p^S_t(v)|        (total-variation distance teacher ↔ student)
+// To plug in another, compute w yourself and call distill_weighted_forward/backward.
+enum class DadWeight : int { Uniform = 0, Entropy = 1, Disagreement = 2 };
+inline const char* dad_weight_name(DadWeight d) {
+    return d == DadWeight::Uniform ? "uniform" : d == DadWeight::Entropy ? "entropy" : "disagreement";
+}
+template <class R>
+void dad_weights(DadWeight kind, R* w, const R* probs_t, const R* probs_s, int N, int V) {
+    for (int t = 0; t < N; t++) {
+        const R* pt = probs_t + size_t(t) * V;
+        const R* ps = probs_s + size_t(t) * V;
+        double x = 0;
+        if (kind == DadWeight::Uniform) x = 1;
+        else if (kind == DadWeight::Entropy) {
+            for (int v = 0; v < V; v++) if (pt[v] > 0) x -= double(pt[v]) * std::log(double(pt[v]));
+            x = V > 1 ? x / std::log(double(V)) : 0.0;
+        } else {
+            for (int v = 0; v < V; v++) x += 0.5 * std::fabs(double(pt[v]) - double(ps[v]));
+        }
+        w[t] = R(x);
+    }
+}
+
+enum class Loss : int { CE = 0, AD = 1, Mix = 2, DAD = 3 };  // Mix = 0.5 L_CE + 0.5 L_AD (the official code's 2nd mode)
+
+inline const char* loss_name(Loss l) {
+    return l == Loss::CE ? "ce" : l == Loss::AD ? "ad" : l == Loss::Mix ? "mix" : "dad";
+}
 
 // One place that evaluates the chosen loss and adds its gradient (× grad_scale, e.g. 1/micro-batches) into
-// dlogits. logits_t is the frozen teacher's (unused for CE). probs_s/probs_t are N×V scratch.
+// dlogits. logits_t is the frozen teacher's (unused for CE). probs_s/probs_t are N×V scratch. `dad` picks the
+// position weights of Loss::DAD.
 template <class R>
 double loss_forward_backward(Loss kind, R* dlogits, R* probs_s, R* probs_t, const R* logits_s, const R* logits_t,
-                             const int* targets, int N, int V, double grad_scale) {
+                             const int* targets, int N, int V, double grad_scale,
+                             DadWeight dad = DadWeight::Entropy) {
     R scale = R(grad_scale / N);
+    if (kind == Loss::DAD) {  // SPEC §6: weights from this step's probabilities, then the weighted loss
+        softmax_rows(probs_s, logits_s, N, V);
+        softmax_rows(probs_t, logits_t, N, V);
+        std::vector<R> w(N);
+        dad_weights(dad, w.data(), probs_t, probs_s, N, V);
+        double l = distill_weighted_forward(probs_s, probs_t, logits_s, logits_t, w.data(), N, V);
+        distill_weighted_backward(dlogits, probs_s, probs_t, w.data(), N, V, R(grad_scale));
+        return l;
+    }
     if (kind == Loss::CE) {
         double l = cross_entropy_forward(probs_s, logits_s, targets, N, V);
         cross_entropy_backward(dlogits, probs_s, targets, N, V, scale);
@@ -622,7 +870,8 @@ inline const char* linear_name(int id) {
 }
 
 struct LinearRef {
-    int W = -1, alpha = -1, beta = -1;  // tensor indices (alpha/beta only for FBI)
+    int W = -1, alpha = -1, beta = -1;  // tensor indices; alpha, beta: FBI's α, β per input column (SPEC §2)
+                                        // or DB's α1, α2 per output row (SPEC §6); −1 for FP and b1.58
     int m = 0, n = 0;                   // out, in
     size_t eff = 0;                     // offset of Ŵ in ModelT::w_eff
 };
@@ -634,6 +883,7 @@ struct BlockRef {
 // Saved activations of one block for rows N = B·T.
 template <class R> struct BlockActs {
     std::vector<R> rstd1, ln1, q, k, v, att, atty, h, rstd2, ln2, gate, up, sig, act;
+    std::vector<R> ln1q, attyq, ln2q, actq;  // b1.58 only: the int8-dequantized inputs of the linears (SPEC §5)
 };
 template <class R> struct Activations {
     int B = 0, T = 0;
@@ -659,6 +909,7 @@ template <class R> struct ModelT {
     const R* p(int t) const { return params.data() + tensors[t].offset; }
     R* g(int t) { return grads.data() + tensors[t].offset; }
     const R* p_or_null(int t) const { return t < 0 ? nullptr : p(t); }
+    R* p_or_null(int t) { return t < 0 ? nullptr : p(t); }
     R* g_or_null(int t) { return t < 0 ? nullptr : g(t); }
     int find(const std::string& name) const {
         for (size_t i = 0; i < tensors.size(); i++)
@@ -698,6 +949,10 @@ void layout_model(ModelT<R>& model, const Config& cfg) {
                 lin.alpha = add(pre + linear_name(id) + ".alpha", 1, lin.n, false);
                 lin.beta = add(pre + linear_name(id) + ".beta", 1, lin.n, false);
             }
+            if (cfg.quant == Quant::DB) {  // SPEC §6: α1, α2 ∈ R^m, one per output row
+                lin.alpha = add(pre + linear_name(id) + ".alpha1", 1, lin.m, false);
+                lin.beta = add(pre + linear_name(id) + ".alpha2", 1, lin.m, false);
+            }
             lin.eff = eff;
             eff += size_t(lin.m) * lin.n;
         }
@@ -712,7 +967,8 @@ void layout_model(ModelT<R>& model, const Config& cfg) {
     model.acts = Activations<R>{};
 }
 
-// SPEC §1 init: every matrix N(0, 0.02²), norm gains 1; SPEC §2 F4 for α, β (from the latent W just drawn).
+// SPEC §1 init: every matrix N(0, 0.02²), norm gains 1; the quantizer's scales from the latent W just drawn
+// (SPEC §2 F4 for FBI's α, β; SPEC §6 for DB's α1, α2).
 template <class R>
 ModelT<R> build_model(const Config& cfg, uint64_t seed) {
     ModelT<R> model;
@@ -725,14 +981,14 @@ ModelT<R> build_model(const Config& cfg, uint64_t seed) {
         else
             std::fill(x, x + t.size(), R(1));  // norm gains (α, β are set just below)
     }
-    if (cfg.quant == Quant::FBI)
-        for (BlockRef& blk : model.blocks)
-            for (LinearRef& lin : blk.lin) fbi_init(model.p(lin.alpha), model.p(lin.beta), model.p(lin.W), lin.m, lin.n);
+    for (BlockRef& blk : model.blocks)
+        for (LinearRef& lin : blk.lin)
+            quantize_init(cfg.quant, model.p_or_null(lin.alpha), model.p_or_null(lin.beta), model.p(lin.W), lin.m, lin.n);
     return model;
 }
 
 // Copy every parameter that two models share by name (used to start a student from the teacher's weights);
-// α and β are then re-initialised from the copied latent W (SPEC §2 F4). Returns the number copied.
+// the quantizer's scales are then re-initialised from the copied latent W (SPEC §2 F4, §6). Returns the number copied.
 template <class R>
 int copy_shared_params(ModelT<R>& dst, const ModelT<R>& src) {
     int copied = 0;
@@ -742,9 +998,9 @@ int copy_shared_params(ModelT<R>& dst, const ModelT<R>& src) {
         std::copy(src.p(s), src.p(s) + t.size(), dst.params.data() + t.offset);
         copied++;
     }
-    if (dst.cfg.quant == Quant::FBI)
-        for (BlockRef& blk : dst.blocks)
-            for (LinearRef& lin : blk.lin) fbi_init(dst.p(lin.alpha), dst.p(lin.beta), dst.p(lin.W), lin.m, lin.n);
+    for (BlockRef& blk : dst.blocks)
+        for (LinearRef& lin : blk.lin)
+            quantize_init(dst.cfg.quant, dst.p_or_null(lin.alpha), dst.p_or_null(lin.beta), dst.p(lin.W), lin.m, lin.n);
     return copied;
 }
 
@@ -763,6 +1019,10 @@ void ensure_activations(ModelT<R>& model, int B, int T) {
         for (auto* v : {&s.ln1, &s.q, &s.k, &s.v, &s.atty, &s.h, &s.ln2}) v->resize(NC);
         for (auto* v : {&s.gate, &s.up, &s.sig, &s.act}) v->resize(NF);
         s.att.resize(size_t(B) * c.NH * T * T);
+        if (quantizes_activations(c.quant)) {
+            for (auto* v : {&s.ln1q, &s.attyq, &s.ln2q}) v->resize(NC);
+            s.actq.resize(NF);
+        }
     }
     a.lnf.resize(NC); a.rstdf.resize(N);
     for (auto* v : {&a.logits, &a.probs, &a.probs_teacher, &a.dlogits}) v->resize(NV);
@@ -795,6 +1055,19 @@ void quantize_all(ModelT<R>& model) {
 template <class R>
 const R* weight_of(const ModelT<R>& model, const LinearRef& lin) { return model.w_eff.data() + lin.eff; }
 
+// What a block linear multiplies: its input x, or for b1.58 the int8-dequantized x̃ (SPEC §5). The forward makes
+// x̃ with quantize_input; the backward uses the same x̃ for ∂L/∂Ŵ = gᵀ x̃ and passes ∂L/∂x̃ to x unchanged
+// (identity STE), so only this pointer differs from a full-precision linear.
+template <class R>
+const R* linear_input(const ModelT<R>& model, const std::vector<R>& x, const std::vector<R>& xq) {
+    return quantizes_activations(model.cfg.quant) ? xq.data() : x.data();
+}
+template <class R>
+const R* quantize_input(const ModelT<R>& model, const std::vector<R>& x, std::vector<R>& xq, int N, int n) {
+    if (quantizes_activations(model.cfg.quant)) act_quant_rows(xq.data(), x.data(), N, n);  // SPEC §5
+    return linear_input(model, x, xq);
+}
+
 // One block, forward.  x (N×C) → out (N×C)
 template <class R>
 void block_forward(ModelT<R>& model, int l, R* out, const R* x) {
@@ -806,20 +1079,22 @@ void block_forward(ModelT<R>& model, int l, R* out, const R* x) {
     auto W = [&](int id) { return weight_of(model, blk.lin[id]); };
     // h = x + Attn(RMSNorm(x))
     rmsnorm_forward(s.ln1.data(), s.rstd1.data(), x, model.p(blk.attn_norm), N, C);
-    matmul_forward(s.q.data(), s.ln1.data(), W(WQ), N, C, C);
-    matmul_forward(s.k.data(), s.ln1.data(), W(WK), N, C, C);
-    matmul_forward(s.v.data(), s.ln1.data(), W(WV), N, C, C);
+    const R* ln1 = quantize_input(model, s.ln1, s.ln1q, N, C);
+    matmul_forward(s.q.data(), ln1, W(WQ), N, C, C);
+    matmul_forward(s.k.data(), ln1, W(WK), N, C, C);
+    matmul_forward(s.v.data(), ln1, W(WV), N, C, C);
     rope_forward(s.q.data(), model.rope_cos.data(), model.rope_sin.data(), B, T, C, c.NH);
     rope_forward(s.k.data(), model.rope_cos.data(), model.rope_sin.data(), B, T, C, c.NH);
     attention_forward(s.atty.data(), s.att.data(), s.q.data(), s.k.data(), s.v.data(), B, T, C, c.NH);
-    matmul_forward(s.h.data(), s.atty.data(), W(WO), N, C, C);
+    matmul_forward(s.h.data(), quantize_input(model, s.atty, s.attyq, N, C), W(WO), N, C, C);
     add_inplace(s.h.data(), x, size_t(N) * C);
     // out = h + MLP(RMSNorm(h)),  MLP(u) = down(silu(gate(u)) ⊙ up(u))
     rmsnorm_forward(s.ln2.data(), s.rstd2.data(), s.h.data(), model.p(blk.mlp_norm), N, C);
-    matmul_forward(s.gate.data(), s.ln2.data(), W(WGATE), N, C, F);
-    matmul_forward(s.up.data(), s.ln2.data(), W(WUP), N, C, F);
+    const R* ln2 = quantize_input(model, s.ln2, s.ln2q, N, C);
+    matmul_forward(s.gate.data(), ln2, W(WGATE), N, C, F);
+    matmul_forward(s.up.data(), ln2, W(WUP), N, C, F);
     swiglu_forward(s.act.data(), s.sig.data(), s.gate.data(), s.up.data(), size_t(N) * F);
-    matmul_forward(out, s.act.data(), W(WDOWN), N, F, C);
+    matmul_forward(out, quantize_input(model, s.act, s.actq, N, F), W(WDOWN), N, F, C);
     add_inplace(out, s.h.data(), size_t(N) * C);
 }
 
@@ -852,20 +1127,21 @@ void block_backward(ModelT<R>& model, int l, const R* x) {
     R* dres = a.dresid.data();
     // out = h + down(act): dh = dout (already in dres), dact = dout W_down
     zero(a.dact);
-    matmul_backward(a.dact.data(), dW(WDOWN), dres, s.act.data(), W(WDOWN), N, F, C);
+    matmul_backward(a.dact.data(), dW(WDOWN), dres, linear_input(model, s.act, s.actq), W(WDOWN), N, F, C);
     // act = silu(gate) ⊙ up
     zero(a.dgate);
     zero(a.dup);
     swiglu_backward(a.dgate.data(), a.dup.data(), a.dact.data(), s.sig.data(), s.gate.data(), s.up.data(), NF);
     // gate = ln2 W_gateᵀ, up = ln2 W_upᵀ
     zero(a.dln);
-    matmul_backward(a.dln.data(), dW(WGATE), a.dgate.data(), s.ln2.data(), W(WGATE), N, C, F);
-    matmul_backward(a.dln.data(), dW(WUP), a.dup.data(), s.ln2.data(), W(WUP), N, C, F);
+    const R* ln2 = linear_input(model, s.ln2, s.ln2q);
+    matmul_backward(a.dln.data(), dW(WGATE), a.dgate.data(), ln2, W(WGATE), N, C, F);
+    matmul_backward(a.dln.data(), dW(WUP), a.dup.data(), ln2, W(WUP), N, C, F);
     // ln2 = RMSNorm(h): dh += ...
     rmsnorm_backward(dres, model.g(blk.mlp_norm), a.dln.data(), s.h.data(), model.p(blk.mlp_norm), s.rstd2.data(), N, C);
     // h = x + atty W_oᵀ: dx = dh (stays in dres), datty = dh W_o
     zero(a.datty);
-    matmul_backward(a.datty.data(), dW(WO), dres, s.atty.data(), W(WO), N, C, C);
+    matmul_backward(a.datty.data(), dW(WO), dres, linear_input(model, s.atty, s.attyq), W(WO), N, C, C);
     // atty = attention(q, k, v)
     zero(a.dq); zero(a.dk); zero(a.dv);
     attention_backward(a.dq.data(), a.dk.data(), a.dv.data(), a.datty.data(), s.att.data(), s.q.data(), s.k.data(),
@@ -875,9 +1151,10 @@ void block_backward(ModelT<R>& model, int l, const R* x) {
     rope_backward(a.dk.data(), model.rope_cos.data(), model.rope_sin.data(), B, T, C, c.NH);
     // q, k, v = ln1 W_{q,k,v}ᵀ
     zero(a.dln);
-    matmul_backward(a.dln.data(), dW(WQ), a.dq.data(), s.ln1.data(), W(WQ), N, C, C);
-    matmul_backward(a.dln.data(), dW(WK), a.dk.data(), s.ln1.data(), W(WK), N, C, C);
-    matmul_backward(a.dln.data(), dW(WV), a.dv.data(), s.ln1.data(), W(WV), N, C, C);
+    const R* ln1 = linear_input(model, s.ln1, s.ln1q);
+    matmul_backward(a.dln.data(), dW(WQ), a.dq.data(), ln1, W(WQ), N, C, C);
+    matmul_backward(a.dln.data(), dW(WK), a.dk.data(), ln1, W(WK), N, C, C);
+    matmul_backward(a.dln.data(), dW(WV), a.dv.data(), ln1, W(WV), N, C, C);
     // ln1 = RMSNorm(x): dx += ...
     rmsnorm_backward(dres, model.g(blk.attn_norm), a.dln.data(), x, model.p(blk.attn_norm), s.rstd1.data(), N, C);
     (void)NC;
@@ -899,11 +1176,12 @@ void model_backward(ModelT<R>& model, const int* tokens) {
                      model.p(model.final_norm), a.rstdf.data(), N, c.C);
     for (int l = c.L - 1; l >= 0; l--) block_backward(model, l, a.resid[l].data());
     embedding_backward(model.g(model.tok_emb), a.dresid.data(), tokens, N, c.C);
-    // ∂L/∂Ŵ → ∂L/∂(W, α, β): SPEC §2 F5 for FBI, identity for full precision
+    // ∂L/∂Ŵ → ∂L/∂(W, scales): SPEC §2 F5 for FBI, §6 for DB, identity for full precision and b1.58 (§5)
     for (BlockRef& blk : model.blocks)
         for (LinearRef& lin : blk.lin)
             quantize_backward(c.quant, model.g(lin.W), model.g_or_null(lin.alpha), model.g_or_null(lin.beta),
-                              model.dw_eff.data() + lin.eff, model.p(lin.W), model.p_or_null(lin.alpha), lin.m, lin.n);
+                              model.dw_eff.data() + lin.eff, model.p(lin.W), model.p_or_null(lin.alpha),
+                              model.p_or_null(lin.beta), lin.m, lin.n);
 }
 
 template <class R> void zero_grad(ModelT<R>& model) { zero(model.grads); }
@@ -1013,6 +1291,7 @@ inline void get_batch(std::vector<int>& x, std::vector<int>& y, const std::vecto
 struct TrainOptions {
     int B = 12, T = 64;
     Loss loss = Loss::CE;
+    DadWeight dad = DadWeight::Entropy;  // position weights when loss = DAD (SPEC §6)
     Schedule schedule;
     double clip = 1.0;
     int micro_batches = 1;  // gradient accumulation: each micro-batch's loss is divided by this (SPEC §3)
@@ -1033,7 +1312,7 @@ struct NonFiniteError : std::runtime_error {
 template <class R>
 StepStats train_step(ModelT<R>& model, ModelT<R>* teacher, AdamW& opt, FlipCounter& flips,
                      const std::vector<int>& data, const TrainOptions& o, long step) {
-    if (o.loss != Loss::CE && !teacher) throw std::invalid_argument("fbi::train_step: AD/Mix losses need a teacher");
+    if (o.loss != Loss::CE && !teacher) throw std::invalid_argument("fbi::train_step: AD/Mix/DAD losses need a teacher");
     StepStats st;
     std::vector<int> x, y;
     zero_grad(model);
@@ -1049,7 +1328,7 @@ StepStats train_step(ModelT<R>& model, ModelT<R>* teacher, AdamW& opt, FlipCount
         Activations<R>& a = model.acts;
         zero(a.dlogits);
         st.loss += loss_forward_backward(o.loss, a.dlogits.data(), a.probs.data(), a.probs_teacher.data(),
-                                         a.logits.data(), logits_t, y.data(), N, model.cfg.V, 1.0 / o.micro_batches) /
+                                         a.logits.data(), logits_t, y.data(), N, model.cfg.V, 1.0 / o.micro_batches, o.dad) /
                    o.micro_batches;
         model_backward(model, x.data());
     }
@@ -1206,12 +1485,24 @@ void decode_step(const DecodeView& d, LinearFn&& linear, KVCache& cache, DecodeS
 }
 
 // y = Ŵ x with the float model's effective weights (call quantize_all(model) once before decoding).
+// y = W x for one row-major m×n matrix (Eigen's GEMV).
+inline void matvec(float* y, const float* W, const float* x, int m, int n) {
+    Eigen::Map<Eigen::VectorXf>(y, m).noalias() = ConstMapMat<float>(W, m, n) * Eigen::Map<const Eigen::VectorXf>(x, n);
+}
+
+// For b1.58 the input is int8-dequantized first, exactly as in block_forward (SPEC §5).
 struct FloatLinear {
     const Model* model;
+    mutable std::vector<float> xq;
+    explicit FloatLinear(const Model* m) : model(m) {}
     void operator()(int l, int id, const float* x, float* y) const {
         const LinearRef& lin = model->blocks[l].lin[id];
-        Eigen::Map<Eigen::VectorXf>(y, lin.m).noalias() =
-            ConstMapMat<float>(weight_of(*model, lin), lin.m, lin.n) * Eigen::Map<const Eigen::VectorXf>(x, lin.n);
+        if (quantizes_activations(model->cfg.quant)) {
+            xq.resize(lin.n);
+            act_quant_rows(xq.data(), x, 1, lin.n);  // SPEC §5
+            x = xq.data();
+        }
+        matvec(y, weight_of(*model, lin), x, lin.m, lin.n);
     }
 };
 
@@ -1338,30 +1629,7 @@ inline float unpacked_sign(const PackedSigns& P, int i, int j) {
 // Activation quantizer
 // ----------------------------------------------------------------------------------------------------------------
 
-// SPEC §5 (used by §7): per-token 8-bit absmax quantization of u (u_j = α_j x_j).
-//   s = 127 / max(max_j |u_j|, 1e-5),  q_j = clamp(round(s·u_j), −128, 127);  returns s (dequantise: q / s).
-// Rounding: std::nearbyint in the default rounding mode = round half to even, the same as torch.round
-// (BitNet's reference code). The max |u| maps to ±127, so for finite input the clamp is only a safeguard;
-// −128 is never produced here but is a legal input to every kernel (the tests use it).
-// An all-zero u gives s = 127e5 and q = 0 everywhere (no division by zero, no NaN).
-inline float quantize_int8_absmax(const float* u, int n, int8_t* q) {
-    // max_j |u_j| with 8 independent running maxima: one chain of dependent max instructions would wait
-    // ~4 cycles per element; 8 chains let the compiler use one 8-wide vector max per 8 elements.
-    float lane_max[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int j8 = 0;
-    for (; j8 + 8 <= n; j8 += 8)
-        for (int l = 0; l < 8; l++) lane_max[l] = std::max(lane_max[l], std::fabs(u[j8 + l]));
-    float max_abs = 0.0f;
-    for (int l = 0; l < 8; l++) max_abs = std::max(max_abs, lane_max[l]);
-    for (int j = j8; j < n; j++) max_abs = std::max(max_abs, std::fabs(u[j]));
-    const float s = 127.0f / std::max(max_abs, 1e-5f);
-    for (int j = 0; j < n; j++) {
-        float r = std::nearbyint(s * u[j]);
-        r = std::min(127.0f, std::max(-128.0f, r));
-        q[j] = (int8_t)r;
-    }
-    return s;
-}
+// quantize_int8_absmax (SPEC §5) lives in §3: BitNet b1.58 training uses the same quantizer.
 
 // ----------------------------------------------------------------------------------------------------------------
 // The plain reference kernel (the definition every other kernel is tested against)
@@ -2032,7 +2300,7 @@ inline Checkpoint parse_checkpoint(const std::vector<unsigned char>& bytes, cons
     Checkpoint ck;
     uint32_t f[7];
     for (uint32_t& x : f) x = r.get<uint32_t>();
-    if (f[0] > 1) throw std::runtime_error(r.what + ": unknown quantizer id " + std::to_string(f[0]));
+    if (f[0] > uint32_t(Quant::DB)) throw std::runtime_error(r.what + ": unknown quantizer id " + std::to_string(f[0]));
     ck.cfg.quant = Quant(f[0]);
     int* dims[6] = {&ck.cfg.V, &ck.cfg.C, &ck.cfg.L, &ck.cfg.NH, &ck.cfg.F, &ck.cfg.T};
     for (int i = 0; i < 6; i++) {

@@ -119,7 +119,7 @@ TEST_CASE("M1 whole-model backward, FBI student: α, β, norms, embedding, head 
 }
 
 TEST_CASE("M2 causality: changing token t never changes logits at positions < t") {
-    for (Quant q : {Quant::FP, Quant::FBI}) {
+    for (Quant q : {Quant::FP, Quant::FBI, Quant::B158, Quant::DB}) {
         Config c = tiny_config(q);
         auto m = build_model<float>(c, 11);
         const int T = 6;
@@ -165,9 +165,10 @@ TEST_CASE("M3 overfitting one fixed batch drives the loss down at least 10×") {
 }
 
 TEST_CASE("M4 KV-cache decoding gives the same logits as the full forward") {
-    for (Quant q : {Quant::FP, Quant::FBI}) {
+    for (Quant q : {Quant::FP, Quant::FBI, Quant::B158, Quant::DB}) {
         Config c = tiny_config(q);
         auto m = build_model<float>(c, 16);
+        for (float& p : m.params) p *= 10;  // large enough weights that every block (and b1.58's int8 rounding) matters
         auto x = random_tokens(c.T, c.V, 17);
         model_forward(m, x.data(), 1, c.T);
         KVCache cache;
