@@ -65,7 +65,9 @@
 //   §7 popcount identity                  gemv_popcount (+ _avx2)          "S7 worked example ...", "S7 every kernel ..."
 //   §7 table lookup (T-MAC style)         gemv_tl (+ _avx2)                "S7 table-lookup ...", "S7 every kernel ..."
 //   §7 u = α⊙x, y = Σ b q / s + β·x        PackedLinearFn                   "P1 ...", "P2 ..."
-//   §7 packed file, bits per weight       save/load_packed_model           "P3 ...", "P4 ..."
+//   §7 packed file, bits per weight       save/load_packed_model           "P3 ...", "P4 ...", "S8 packed file ..."
+//   §7 ternary / dual-binary masks        pack_linear, signed_gemv         "S8 ..."
+//   §5 integer b1.58 = dequantized b1.58  PackedLinearFn (B158)            "S8 b1.58: the train path ..."
 //
 // BUILD NOTES
 //   Compile with -O2/-O3 and, if you can, -fopenmp. Never -ffast-math: the loss uses exp/log of large
@@ -2047,9 +2049,15 @@ inline void gemv_tl_fast(const PackedTL& W, const ActTables& A, int32_t* y) {
 #endif
 }
 
-// ---- the packed model: a trained FBI student at 1 bit per block-linear weight ------------------------------
-// SPEC §7. Each block linear keeps sign(W) as packed bits (and the same bits re-laid out for the table-lookup
-// kernel), α and β per input column; embedding, norms and LM head stay fp32.
+// ---- the packed model: a trained student with its block-linear weights as bit masks -----------------------
+// SPEC §7. Each block linear keeps one or two bit masks (and the same bits re-laid out for the table-lookup
+// kernel) and its scales; embedding, norms and LM head stay fp32.
+//   FBI    1 mask: sign(W) (bit 1 = +1)                      α, β per input column    y = Σ b q / s + β·x
+//   b1.58  2 masks: codes = +1, codes = −1 (SPEC §7 ternary)  γ per tensor            y = γ/s · (Σ_P q − Σ_M q)
+//   DB     2 masks: B1, B2 ∈ {0, 1} (SPEC §7 dual binary)     α1, α2 per output row   y = (α1 Σ_B1 q + α2 Σ_B2 q) / s
+// Every kernel above computes the ±1 sum Σ_j (2·bit_j − 1) q_j; a {0,1} mask's sum follows from it exactly:
+//   Σ_{bit_j = 1} q_j = (Σ_j (2·bit_j − 1) q_j + Σ_j q_j) / 2          (the numerator is always even)
+// so ternary and dual-binary weights run on the same kernel family, once per mask.
 
 enum class Kernel : int { Reference = 0, Popcount = 1, Fast = 2 };
 inline const char* kernel_name(Kernel k) {
@@ -2057,11 +2065,19 @@ inline const char* kernel_name(Kernel k) {
 }
 
 struct PackedLinear {
+    Quant quant = Quant::FBI;
     int m = 0, n = 0;
-    PackedSigns signs;               // sign(W_latent): bit 1 = +1 (SPEC §2 F1, sign(0) = −1)
-    PackedTL tl;                     // the same bits for the table-lookup kernel (rebuilt at load, not stored)
-    std::vector<float> alpha, beta;  // SPEC §2 F2: one per input column
+    PackedSigns signs;               // FBI: sign(W), bit 1 = +1 (SPEC §2 F1, sign(0) = −1); b1.58: code = +1; DB: B1
+    PackedSigns signs2;              // b1.58: code = −1; DB: B2; empty for FBI
+    PackedTL tl, tl2;                // the same bits for the table-lookup kernel (rebuilt at load, not stored)
+    std::vector<float> alpha, beta;  // FBI: α, β per input column; DB: α1, α2 per output row; b1.58: alpha = {γ}
 };
+inline int mask_count(Quant q) { return q == Quant::FBI ? 1 : 2; }
+// Number of fp32 scales in alpha and beta for an m×n linear.
+inline void scale_counts(Quant q, int m, int n, int& n_alpha, int& n_beta) {
+    n_alpha = q == Quant::FBI ? n : q == Quant::DB ? m : 1;
+    n_beta = q == Quant::FBI ? n : q == Quant::DB ? m : 0;
+}
 
 struct PackedModel {
     Config cfg;
@@ -2072,8 +2088,50 @@ struct PackedModel {
     std::vector<float> rope_cos, rope_sin;
 };
 
+// Bit masks of one trained linear. Codes come from the same functions the training forward used (§3), so the
+// packed weights are exactly the trained Ŵ.
+inline void pack_linear(PackedLinear& p, Quant quant, const float* W, const float* a, const float* b, int m, int n) {
+    p.quant = quant;
+    p.m = m;
+    p.n = n;
+    size_t count = size_t(m) * n;
+    std::vector<float> mask1(count), mask2(count);  // +1 where the bit is set, −1 elsewhere (pack_signs' input)
+    if (quant == Quant::FBI) {
+        p.signs = pack_signs(W, m, n);  // SPEC §2 F1
+        p.alpha.assign(a, a + n);
+        p.beta.assign(b, b + n);
+    } else if (quant == Quant::B158) {
+        float gamma = absmean(W, count);  // SPEC §5
+        for (size_t i = 0; i < count; i++) {
+            float c = ternary_code(W[i], gamma);
+            mask1[i] = c > 0 ? 1.f : -1.f;  // SPEC §7 ternary: mask of +1 codes
+            mask2[i] = c < 0 ? 1.f : -1.f;  //                  mask of −1 codes
+        }
+        p.alpha = {gamma};
+    } else if (quant == Quant::DB) {
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++) {
+                float b1, b2;
+                fdb_codes(W[size_t(i) * n + j], a[i], b[i], b1, b2);  // SPEC §6
+                mask1[size_t(i) * n + j] = b1 > 0 ? 1.f : -1.f;
+                mask2[size_t(i) * n + j] = b2 > 0 ? 1.f : -1.f;
+            }
+        p.alpha.assign(a, a + m);
+        p.beta.assign(b, b + m);
+    } else {
+        throw std::invalid_argument("fbi::pack_model: a full-precision model has no packed form (quantize it first)");
+    }
+    if (quant != Quant::FBI) {
+        p.signs = pack_signs(mask1.data(), m, n);
+        p.signs2 = pack_signs(mask2.data(), m, n);
+        p.tl2 = pack_tl(p.signs2);
+    }
+    p.tl = pack_tl(p.signs);
+}
+
 inline PackedModel pack_model(const Model& model, const std::string& vocab) {
-    if (model.cfg.quant != Quant::FBI) throw std::invalid_argument("fbi::pack_model: only an FBI model packs to 1 bit");
+    if (model.cfg.quant == Quant::FP)
+        throw std::invalid_argument("fbi::pack_model: a full-precision model has no packed form (quantize it first)");
     PackedModel pm;
     pm.cfg = model.cfg;
     pm.vocab = vocab;
@@ -2088,13 +2146,8 @@ inline PackedModel pack_model(const Model& model, const std::string& vocab) {
         pm.mlp_norm.push_back(copy(blk.mlp_norm));
         for (int id = 0; id < N_LINEAR; id++) {
             const LinearRef& ref = blk.lin[id];
-            PackedLinear& p = pm.lin[l][id];
-            p.m = ref.m;
-            p.n = ref.n;
-            p.signs = pack_signs(model.p(ref.W), ref.m, ref.n);
-            p.tl = pack_tl(p.signs);
-            p.alpha = copy(ref.alpha);
-            p.beta = copy(ref.beta);
+            pack_linear(pm.lin[l][id], model.cfg.quant, model.p(ref.W), model.p_or_null(ref.alpha),
+                        model.p_or_null(ref.beta), ref.m, ref.n);
         }
     }
     rope_tables(pm.rope_cos, pm.rope_sin, pm.cfg.T, pm.cfg.C / pm.cfg.NH);
@@ -2114,39 +2167,75 @@ inline DecodeView decode_view(const PackedModel& pm) {
     return d;
 }
 
-// y = Ŵ x for one token through the packed weights (SPEC §7):
-//   u_j = α_j x_j  →  q = int8(u) with scale s  →  y_i = (Σ_j sign(W_ij) q_j) / s + Σ_j β_j x_j.
-// The int8 rounding of u is the only approximation; the integer sum is exact in every kernel.
+// One token's int8 activations in the form each kernel reads (built once, shared by both masks of a linear).
+struct TokenActs {
+    std::vector<int8_t> q;
+    int32_t sum_q = 0;  // Σ_j q_j
+    ActPlanes planes;   // Kernel::Popcount
+    ActTables tables;   // Kernel::Fast
+};
+inline void prepare_token_acts(TokenActs& a, Kernel kernel, int n) {
+    a.sum_q = 0;
+    for (int j = 0; j < n; j++) a.sum_q += a.q[j];
+    if (kernel == Kernel::Popcount) a.planes = make_act_planes(a.q.data(), n);
+    if (kernel == Kernel::Fast) a.tables = make_act_tables(a.q.data(), n);
+}
+// y_i = Σ_j (2·bit_ij − 1) q_j with the chosen kernel; every kernel gives the same int32 bits.
+inline void signed_gemv(Kernel kernel, const PackedSigns& P, const PackedTL& T, const TokenActs& a, int32_t* y,
+                        std::vector<float>& scratch) {
+    if (kernel == Kernel::Reference) {
+        scratch.resize(size_t(P.rows) * P.cols);
+        for (int i = 0; i < P.rows; i++)
+            for (int j = 0; j < P.cols; j++) scratch[size_t(i) * P.cols + j] = unpacked_sign(P, i, j);
+        gemv_reference(scratch.data(), P.rows, P.cols, a.q.data(), y);
+    } else if (kernel == Kernel::Popcount) {
+        gemv_popcount(P, a.planes, y);
+    } else {
+        gemv_tl_fast(T, a.tables, y);
+    }
+}
+
+// y = Ŵ x for one token through the packed weights (SPEC §7). The int8 rounding of the activation is the only
+// approximation of FBI and DB (trained in float); b1.58 was trained with the same int8 activation (SPEC §5), so
+// its packed output equals its training forward up to fp32 rounding. The integer sums are exact in every kernel.
 struct PackedLinearFn {
     const PackedModel* pm;
     Kernel kernel;
     explicit PackedLinearFn(const PackedModel* model, Kernel k = Kernel::Fast) : pm(model), kernel(k) {}
-    mutable std::vector<float> u, wsign;
-    mutable std::vector<int8_t> q;
-    mutable std::vector<int32_t> acc;
+    mutable std::vector<float> u, scratch;
+    mutable std::vector<int32_t> acc, acc2;
+    mutable TokenActs a;
 
     void operator()(int l, int id, const float* x, float* y) const {
         const PackedLinear& p = pm->lin[l][id];
-        u.resize(p.n);
-        q.resize(p.n);
+        a.q.resize(p.n);
         acc.resize(p.m);
-        float beta_x = 0;
-        for (int j = 0; j < p.n; j++) {
-            u[j] = p.alpha[j] * x[j];  // SPEC §7: fold α into the activation
-            beta_x += p.beta[j] * x[j];  // SPEC §2 F3: the β term, one scalar shared by every output
+        acc2.resize(p.m);
+        if (p.quant == Quant::FBI) {
+            u.resize(p.n);
+            float beta_x = 0;
+            for (int j = 0; j < p.n; j++) {
+                u[j] = p.alpha[j] * x[j];    // SPEC §7: fold α into the activation
+                beta_x += p.beta[j] * x[j];  // SPEC §2 F3: the β term, one scalar shared by every output
+            }
+            float s = quantize_int8_absmax(u.data(), p.n, a.q.data());  // SPEC §7: the only approximation
+            prepare_token_acts(a, kernel, p.n);
+            signed_gemv(kernel, p.signs, p.tl, a, acc.data(), scratch);
+            for (int i = 0; i < p.m; i++) y[i] = float(acc[i]) / s + beta_x;  // SPEC §7: y = Σ b q / s + β·x
+            return;
         }
-        float s = quantize_int8_absmax(u.data(), p.n, q.data());  // SPEC §7: the only approximation
-        if (kernel == Kernel::Reference) {
-            wsign.resize(size_t(p.m) * p.n);
+        float s = quantize_int8_absmax(x, p.n, a.q.data());  // SPEC §5: per-token int8 of x itself
+        prepare_token_acts(a, kernel, p.n);
+        signed_gemv(kernel, p.signs, p.tl, a, acc.data(), scratch);
+        signed_gemv(kernel, p.signs2, p.tl2, a, acc2.data(), scratch);
+        if (p.quant == Quant::B158) {
+            // Σ_j code_j q_j = Σ_P q − Σ_M q = (signed(P) − signed(M)) / 2, then one multiply by γ/s (SPEC §5)
+            float gamma_over_s = p.alpha[0] / s;
+            for (int i = 0; i < p.m; i++) y[i] = float((acc[i] - acc2[i]) / 2) * gamma_over_s;
+        } else {  // DB: Σ_{B=1} q = (signed + Σ q) / 2 per mask (SPEC §7 dual binary)
             for (int i = 0; i < p.m; i++)
-                for (int j = 0; j < p.n; j++) wsign[size_t(i) * p.n + j] = unpacked_sign(p.signs, i, j);
-            gemv_reference(wsign.data(), p.m, p.n, q.data(), acc.data());
-        } else if (kernel == Kernel::Popcount) {
-            gemv_popcount(p.signs, make_act_planes(q.data(), p.n), acc.data());
-        } else {
-            gemv_tl_fast(p.tl, make_act_tables(q.data(), p.n), acc.data());
+                y[i] = (p.alpha[i] * float((acc[i] + a.sum_q) / 2) + p.beta[i] * float((acc2[i] + a.sum_q) / 2)) / s;
         }
-        for (int i = 0; i < p.m; i++) y[i] = float(acc[i]) / s + beta_x;
     }
 };
 
@@ -2355,18 +2444,21 @@ inline Model model_from_checkpoint(const Checkpoint& ck) {
 }
 
 // ---- the packed model file ---------------------------------------------------------------------------------
-//   "FBIPACK\0" | u32 version | u32 V,C,L,NH,F,T | u64 vocab_bytes | vocab | f32 tok_emb (V×C) |
-//   per block: f32 attn_norm (C), f32 mlp_norm (C), per linear (q,k,v,o,gate,up,down): u64 sign bits (m × words),
-//   f32 α (n), f32 β (n) | f32 final_norm (C) | f32 lm_head (V×C) | u64 FNV-1a checksum of everything before it.
-// Every size follows from the config, so a truncated or padded file is caught before anything is read.
+//   "FBIPACK\0" | u32 version (2) | u32 quant | u32 V,C,L,NH,F,T | u64 vocab_bytes | vocab | f32 tok_emb (V×C) |
+//   per block: f32 attn_norm (C), f32 mlp_norm (C), per linear (q,k,v,o,gate,up,down): u64 mask bits (m × words),
+//   [b1.58, DB: u64 second mask (m × words)], f32 scales (FBI: α (n), β (n); b1.58: γ; DB: α1 (m), α2 (m)) |
+//   f32 final_norm (C) | f32 lm_head (V×C) | u64 FNV-1a checksum of everything before it.
+// Version 1 (FBI only) had no quant field; it is still read. Every size follows from the config, so a truncated
+// or padded file is caught before anything is read.
 constexpr char kPackedMagic[8] = {'F', 'B', 'I', 'P', 'A', 'C', 'K', '\0'};
-constexpr uint32_t kPackedVersion = 1;
+constexpr uint32_t kPackedVersion = 2;
 
 inline std::vector<unsigned char> packed_model_bytes(const PackedModel& pm) {
     ByteWriter w;
     w.raw(kPackedMagic, 8);
     w.put<uint32_t>(kPackedVersion);
     const Config& c = pm.cfg;
+    w.put<uint32_t>(uint32_t(c.quant));
     for (int x : {c.V, c.C, c.L, c.NH, c.F, c.T}) w.put<uint32_t>(uint32_t(x));
     w.put<uint64_t>(pm.vocab.size());
     w.raw(pm.vocab.data(), pm.vocab.size());
@@ -2377,6 +2469,7 @@ inline std::vector<unsigned char> packed_model_bytes(const PackedModel& pm) {
         floats(pm.mlp_norm[l]);
         for (const PackedLinear& p : pm.lin[l]) {
             w.raw(p.signs.bits.data(), 8 * p.signs.bits.size());
+            w.raw(p.signs2.bits.data(), 8 * p.signs2.bits.size());  // empty for FBI
             floats(p.alpha);
             floats(p.beta);
         }
@@ -2398,6 +2491,20 @@ inline void linear_shapes(const Config& c, int m[N_LINEAR], int n[N_LINEAR]) {
     for (int i = 0; i < N_LINEAR; i++) { m[i] = out_dim[i]; n[i] = in_dim[i]; }
 }
 
+// One m×n bit mask; padding bits must be 0 (the kernels rely on it).
+inline void read_mask(ByteReader& r, PackedSigns& P, int m, int n) {
+    P.rows = m;
+    P.cols = n;
+    P.words = words_for(n);
+    P.bits.resize(size_t(m) * P.words);
+    r.raw(P.bits.data(), 8 * P.bits.size());
+    int tail = n % 64;
+    if (tail)
+        for (int row = 0; row < m; row++)
+            if (P.bits[size_t(row) * P.words + P.words - 1] >> tail)
+                throw std::runtime_error(r.what + ": padding bits set in a packed row (corrupted)");
+}
+
 inline PackedModel parse_packed_model(const std::vector<unsigned char>& bytes, const std::string& what) {
     ByteReader r{bytes, 0, "packed model '" + what + "'"};
     char magic[8];
@@ -2405,12 +2512,15 @@ inline PackedModel parse_packed_model(const std::vector<unsigned char>& bytes, c
     if (std::memcmp(magic, kPackedMagic, 8) != 0)
         throw std::runtime_error(r.what + ": not an fbi_llm packed model (bad magic)");
     uint32_t version = r.get<uint32_t>();
-    if (version != kPackedVersion)
-        throw std::runtime_error(r.what + ": format version " + std::to_string(version) + ", this build reads version " +
+    if (version != 1 && version != kPackedVersion)
+        throw std::runtime_error(r.what + ": format version " + std::to_string(version) + ", this build reads versions 1 and " +
                                  std::to_string(kPackedVersion));
     PackedModel pm;
     Config& c = pm.cfg;
-    c.quant = Quant::FBI;
+    uint32_t quant = version == 1 ? uint32_t(Quant::FBI) : r.get<uint32_t>();
+    if (quant == uint32_t(Quant::FP) || quant > uint32_t(Quant::DB))
+        throw std::runtime_error(r.what + ": unknown packed quantizer id " + std::to_string(quant));
+    c.quant = Quant(quant);
     int* dims[6] = {&c.V, &c.C, &c.L, &c.NH, &c.F, &c.T};
     for (int* d : dims) {
         uint32_t x = r.get<uint32_t>();
@@ -2422,7 +2532,11 @@ inline PackedModel parse_packed_model(const std::vector<unsigned char>& bytes, c
     int m[N_LINEAR], n[N_LINEAR];
     linear_shapes(c, m, n);
     uint64_t per_block = 8ull * c.C;
-    for (int i = 0; i < N_LINEAR; i++) per_block += 8ull * m[i] * words_for(n[i]) + 8ull * n[i];
+    for (int i = 0; i < N_LINEAR; i++) {
+        int na, nb;
+        scale_counts(c.quant, m[i], n[i], na, nb);
+        per_block += 8ull * mask_count(c.quant) * m[i] * words_for(n[i]) + 4ull * (na + nb);
+    }
     uint64_t expect = r.at + n_vocab + 4ull * (2ull * c.V * c.C + c.C) + uint64_t(c.L) * per_block + 8;
     if (n_vocab > bytes.size() || bytes.size() != expect)
         throw std::runtime_error(r.what + (bytes.size() < expect ? ": truncated" : ": has trailing bytes") +
@@ -2442,21 +2556,21 @@ inline PackedModel parse_packed_model(const std::vector<unsigned char>& bytes, c
         floats(pm.mlp_norm[l], c.C);
         for (int i = 0; i < N_LINEAR; i++) {
             PackedLinear& p = pm.lin[l][i];
+            p.quant = c.quant;
             p.m = m[i];
             p.n = n[i];
-            p.signs.rows = m[i];
-            p.signs.cols = n[i];
-            p.signs.words = words_for(n[i]);
-            p.signs.bits.resize(size_t(m[i]) * p.signs.words);
-            r.raw(p.signs.bits.data(), 8 * p.signs.bits.size());
-            int tail = n[i] % 64;  // padding bits must be 0 (the kernels rely on it)
-            if (tail)
-                for (int row = 0; row < m[i]; row++)
-                    if (p.signs.bits[size_t(row) * p.signs.words + p.signs.words - 1] >> tail)
-                        throw std::runtime_error(r.what + ": padding bits set in a packed row (corrupted)");
-            floats(p.alpha, n[i]);
-            floats(p.beta, n[i]);
+            read_mask(r, p.signs, m[i], n[i]);
+            if (mask_count(c.quant) == 2) read_mask(r, p.signs2, m[i], n[i]);
+            if (c.quant == Quant::B158)  // a weight cannot be both +1 and −1
+                for (size_t w = 0; w < p.signs.bits.size(); w++)
+                    if (p.signs.bits[w] & p.signs2.bits[w])
+                        throw std::runtime_error(r.what + ": a ternary weight is marked both +1 and -1 (corrupted)");
+            int na, nb;
+            scale_counts(c.quant, m[i], n[i], na, nb);
+            floats(p.alpha, size_t(na));
+            floats(p.beta, size_t(nb));
             p.tl = pack_tl(p.signs);
+            if (mask_count(c.quant) == 2) p.tl2 = pack_tl(p.signs2);
         }
     }
     floats(pm.final_norm, c.C);
@@ -2467,13 +2581,14 @@ inline PackedModel parse_packed_model(const std::vector<unsigned char>& bytes, c
 
 inline PackedModel load_packed_model(const std::string& path) { return parse_packed_model(read_file_bytes(path), path); }
 
-// Storage of the binarized layers in bits per weight: 1 bit per weight (+ row padding) plus fp32 α, β per
-// column, over the number of binarized weights (SPEC §2 "bits per weight").
+// Storage of the quantized layers in bits per weight: the masks' bits (+ row padding) plus the fp32 scales, over
+// the number of quantized weights (SPEC §2 "bits per weight"). FBI: 1 + 64/m; b1.58 and DB: 2 bits + scales
+// (b1.58's information content is log2 3 ≈ 1.58 bits; two masks are how the kernels read it).
 inline double packed_bits_per_weight(const PackedModel& pm) {
     double bits = 0, weights = 0;
     for (const auto& block : pm.lin)
         for (const PackedLinear& p : block) {
-            bits += 64.0 * p.signs.bits.size() + 32.0 * (p.alpha.size() + p.beta.size());
+            bits += 64.0 * (p.signs.bits.size() + p.signs2.bits.size()) + 32.0 * (p.alpha.size() + p.beta.size());
             weights += double(p.m) * p.n;
         }
     return bits / weights;

@@ -105,5 +105,5 @@ TEST_CASE("P4 bits per binarized weight: 1 + 64/m for fp32 α, β per column") {
     double weights = 4.0 * 64 * 64 + 3.0 * 128 * 64;
     double extra = 4 * 64 * 64 * 64.0 / 64 + 2 * 64 * 128 * 64.0 / 128 + 64 * 128 * 64.0 / 64;  // Σ 64/m per weight
     CHECK(packed_bits_per_weight(pm) == doctest::Approx(1.0 + extra / weights));
-    CHECK_THROWS_WITH(pack_model(build_model<float>(Config{}, 1), ""), doctest::Contains("only an FBI model"));
+    CHECK_THROWS_WITH(pack_model(build_model<float>(Config{}, 1), ""), doctest::Contains("full-precision model has no packed form"));
 }
