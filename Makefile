@@ -38,11 +38,11 @@ ifeq ($(NATIVE_OK),yes)
 endif
 
 HEADER   := fbi_llm.hpp
-EXAMPLES := train_tiny sample bench_train bench_gemv bench_decode
+EXAMPLES := train_tiny sample bench_train bench_gemv bench_decode compare
 TEST_SRC := $(wildcard tests/*.cpp)
 TEST_OBJ := $(TEST_SRC:tests/%.cpp=$(BUILD)/tests/%.o)
 
-.PHONY: all help deps test train-tiny bench-train bench data clean status
+.PHONY: all help deps test train-tiny compare bench-train bench data clean status
 all: deps status $(EXAMPLES:%=$(BUILD)/%)   ## build the examples (default)
 
 help:  ## list the targets
@@ -66,7 +66,7 @@ deps:  ## check (and as root on Debian/Ubuntu, install) Eigen and doctest
 	  exit 1; \
 	fi
 # A fresh shell sees the just-installed Eigen; the variable is re-read in sub-makes.
-$(BUILD)/%: examples/%.cpp examples/common.hpp examples/json_out.hpp $(HEADER) | deps
+$(BUILD)/%: examples/%.cpp examples/common.hpp examples/json_out.hpp examples/bench_util.hpp $(HEADER) | deps
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -isystem /usr/include/eigen3 $< -o $@
 
@@ -91,6 +91,23 @@ data:  ## fetch and verify the TinyShakespeare corpus (or check the local copy i
 # ---- training -----------------------------------------------------------------------------------------------
 train-tiny: deps status $(BUILD)/train_tiny  ## FP teacher then 1-bit student on TinyShakespeare (tiny config)
 	@./$(BUILD)/train_tiny --data "$$(sh data/get_tinyshakespeare.sh)" --out $(OUT) $(TRAIN_ARGS)
+
+# ---- compare: one teacher, four students with the same budget (SPEC §2, §5, §6), then one table ------------------
+# Each student is one train_tiny run (the teacher is trained by the first and reused by the others); compare
+# reads their summaries and times GEMV and decoding in one process. Every student gets 1,500 steps (the budget),
+# evaluation uses 500 evenly spaced validation windows (32,000 characters); COMPARE_ARGS go to every run last,
+# so they can change either (e.g. COMPARE_ARGS="--student-steps 2000 --eval-windows 0").
+COMPARE_OUT  ?= runs/compare
+COMPARE_ARGS ?=
+COMPARE_RUNS := fp32:ad fbi:ad b1.58:ad db:dad
+compare: deps status $(BUILD)/train_tiny $(BUILD)/compare  ## FP, FBI, b1.58 and DB students vs one teacher: one table (≈ 13 min)
+	@data="$$(sh data/get_tinyshakespeare.sh)" || exit 1; t0=$$(date +%s); \
+	for run in $(COMPARE_RUNS); do \
+	  echo "== compare: student $${run%%:*}, loss $${run##*:}"; \
+	  ./$(BUILD)/train_tiny --data "$$data" --out $(COMPARE_OUT) --student-quant $${run%%:*} --student-loss $${run##*:} \
+	    --student-steps 1500 --eval-windows 500 --samples 120 $(COMPARE_ARGS) || exit 1; \
+	done; \
+	./$(BUILD)/compare --dir $(COMPARE_OUT) && echo "compare: total $$(( $$(date +%s) - t0 )) s"
 
 bench-train: deps status $(BUILD)/bench_train  ## tokens/s and GFLOP/s of one training step, 1 and 2 threads
 	@./$(BUILD)/bench_train

@@ -26,37 +26,16 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.hpp"
 #include "common.hpp"
 
 using namespace fbi;
 using example::cpu_model;
 using example::load_average;
+using example::time_us;
+using example::Timing;
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-// Wall time of f in microseconds: warm up, size the repetition count for ≈ budget_s seconds, time each
-// repetition separately; returns the median (robust to the odd interrupt) and the minimum (what the code
-// can do when nothing else competes for the core and the caches).
-struct Timing {
-    double median_us, min_us;
-};
-Timing time_us(const std::function<void()>& f, double budget_s = 0.2) {
-    for (int w = 0; w < 3; w++) f();
-    auto t0 = Clock::now();
-    f();
-    const double one = std::chrono::duration<double>(Clock::now() - t0).count();
-    const int reps = (int)std::clamp(budget_s / std::max(one, 1e-7), 7.0, 20000.0);
-    std::vector<double> times(reps);
-    for (int r = 0; r < reps; r++) {
-        auto a = Clock::now();
-        f();
-        times[r] = std::chrono::duration<double, std::micro>(Clock::now() - a).count();
-    }
-    std::sort(times.begin(), times.end());
-    return {times[reps / 2], times[0]};
-}
 
 volatile int32_t g_sink;  // keeps results alive so the compiler cannot drop the work
 

@@ -5,6 +5,7 @@
 //      save checkpoints, a CSV log per run and a JSON summary.
 // Ablations (SPEC §2, §3; the paper's two questions):   --student-loss ce      (no teacher)
 //                                                       --student-init teacher (start from the teacher's weights)
+// Other students (SPEC §5, §6):  --student-quant b1.58 | db | fp32,  --student-loss dad (make compare runs them all)
 #include "common.hpp"
 
 using namespace fbi;
@@ -17,13 +18,16 @@ static const char* kUsage =
     "  --teacher-width W --teacher-layers L      a bigger teacher (default: same shape as the student)\n"
     "  --lr 1e-3 --lr-min 1e-4 --warmup 100      schedule (SPEC §4) of both runs; --teacher-lr, --teacher-lr-min,\n"
     "                                            --student-lr, --student-lr-min set one run's\n"
-    "  --student-loss ad|ce|mix                  AD = distillation (FBI-LLM), ce = no teacher, mix = 0.5/0.5\n"
+    "  --student-loss ad|ce|mix|dad              AD = distillation (FBI-LLM), ce = no teacher, mix = 0.5/0.5,\n"
+    "                                            dad = DB-LLM's weighted distillation (--dad-weight entropy|disagreement|uniform)\n"
+    "  --student-quant fbi|b1.58|db|fp32         the student's block linears (SPEC §2, §5, §6; fp32 = no quantization)\n"
     "  --student-init random|teacher             from scratch (FBI-LLM) or from the teacher's weights\n"
     "  --decay matrices|all  --wd 0.1            AdamW weight decay on 2-D weights only, or on everything\n"
     "  --beta2 0.95                              AdamW β2 (SPEC §4)\n"
     "  --student-wd W --student-decay D          the student's own weight decay settings\n"
     "  --tag NAME                                names the student's files (default: <loss>_<init>)\n"
-    "  --eval-every 500 --samples 300            progress evaluation interval, sample length";
+    "  --eval-every 500 --samples 300            progress evaluation interval, sample length\n"
+    "  --eval-windows 0                          final evaluation on this many evenly spaced windows (0 = all)";
 
 struct RunSpec {
     std::string name;  // "teacher" or "student"
@@ -109,7 +113,7 @@ int main(int argc, char** argv) try {
     student_cfg.NH = args.integer("heads", 4);
     student_cfg.F = swiglu_width(student_cfg.C);
     student_cfg.T = T;
-    student_cfg.quant = Quant::FBI;
+    student_cfg.quant = quant_from_name(args.str("student-quant", "fbi"));
     Config teacher_cfg = student_cfg;
     teacher_cfg.quant = Quant::FP;
     teacher_cfg.C = args.integer("teacher-width", student_cfg.C);
@@ -151,10 +155,16 @@ int main(int argc, char** argv) try {
     if (sdecay != "matrices" && sdecay != "all") throw std::invalid_argument("--student-decay must be matrices or all");
     sspec.adam.decay_on = sdecay == "all" ? DecayOn::All : DecayOn::Matrices;
     std::string loss = args.str("student-loss", "ad"), init = args.str("student-init", "random");
-    if (loss != "ad" && loss != "ce" && loss != "mix") throw std::invalid_argument("--student-loss must be ad, ce or mix");
+    if (loss != "ad" && loss != "ce" && loss != "mix" && loss != "dad")
+        throw std::invalid_argument("--student-loss must be ad, ce, mix or dad");
     if (init != "random" && init != "teacher") throw std::invalid_argument("--student-init must be random or teacher");
-    sspec.opt.loss = loss == "ad" ? Loss::AD : loss == "ce" ? Loss::CE : Loss::Mix;
-    std::string tag = args.str("tag", loss + "_" + init);
+    sspec.opt.loss = loss == "ad" ? Loss::AD : loss == "ce" ? Loss::CE : loss == "mix" ? Loss::Mix : Loss::DAD;
+    std::string dadw = args.str("dad-weight", "entropy");
+    if (dadw != "entropy" && dadw != "disagreement" && dadw != "uniform")
+        throw std::invalid_argument("--dad-weight must be entropy, disagreement or uniform");
+    sspec.opt.dad = dadw == "entropy" ? DadWeight::Entropy : dadw == "disagreement" ? DadWeight::Disagreement : DadWeight::Uniform;
+    std::string qname = quant_name(student_cfg.quant);
+    std::string tag = args.str("tag", (student_cfg.quant == Quant::FBI ? "" : qname + "_") + loss + "_" + init);
     std::string tname = teacher_cfg.C == student_cfg.C && teacher_cfg.L == student_cfg.L
                             ? "teacher" : "teacher_C" + std::to_string(teacher_cfg.C) + "_L" + std::to_string(teacher_cfg.L);
     if (tspec.steps != 2000) tname += "_s" + std::to_string(tspec.steps);
@@ -193,10 +203,11 @@ int main(int argc, char** argv) try {
         if (teacher_cfg.C != student_cfg.C || teacher_cfg.L != student_cfg.L)
             throw std::invalid_argument("--student-init teacher needs a teacher of the student's shape");
         int n = copy_shared_params(student, teacher);
-        std::printf("student: initialised from the teacher (%d tensors copied; α, β from SPEC §2 F4)\n", n);
+        std::printf("student: initialised from the teacher (%d tensors copied; scales from SPEC §2 F4 / §6)\n", n);
     }
-    std::printf("student: %s, loss %s, init %s, %zu parameters, %d steps\n", describe(student_cfg).c_str(),
-                loss_name(sspec.opt.loss), init.c_str(), student.params.size(), sspec.steps);
+    std::printf("student: %s, loss %s%s, init %s, %zu parameters, %d steps\n", describe(student_cfg).c_str(),
+                loss_name(sspec.opt.loss), sspec.opt.loss == Loss::DAD ? (" (" + dadw + " weights)").c_str() : "",
+                init.c_str(), student.params.size(), sspec.steps);
     double t0 = now_seconds();
     train(student, sspec.opt.loss == Loss::CE ? nullptr : &teacher, train_data, val_data, sspec,
           out + "/student_" + tag + ".csv");
@@ -204,19 +215,25 @@ int main(int argc, char** argv) try {
     save_checkpoint(out + "/student_" + tag + ".ckpt", make_checkpoint(student, tok.chars, sspec.steps, nullptr));
 
     // ---- 3. evaluate on the whole validation split; pack the student to 1 bit and evaluate that too ----
-    double tv = evaluate(teacher, val_data, B, T), sv = evaluate(student, val_data, B, T);
-    PackedModel packed = pack_model(student, tok.chars);
+    long ew = args.integer("eval-windows", 0);  // 0 = every window of the validation split
+    double tv = evaluate(teacher, val_data, B, T, ew), sv = evaluate(student, val_data, B, T, ew);
+    bool packs = student_cfg.quant != Quant::FP;  // a full-precision student has no packed form
+    PackedModel packed;
     std::string ppath = out + "/student_" + tag + ".fbipack";
-    save_packed_model(ppath, packed);
-    packed = load_packed_model(ppath);  // evaluate what is on disk
-    double packed_file_bytes = double(read_file_bytes(ppath).size());
+    double packed_file_bytes = fp32_bytes(student);
+    if (packs) {
+        save_packed_model(ppath, pack_model(student, tok.chars));
+        packed = load_packed_model(ppath);  // evaluate what is on disk
+        packed_file_bytes = double(read_file_bytes(ppath).size());
+    }
     // the packed model decodes token by token (KV cache); so does the float student here, so that the
     // difference between the two is only the int8 activation of SPEC §7
     quantize_all(student);
     double sv_dec = evaluate_decoder(decode_view(student), FloatLinear{&student}, student.rope_cos.data(),
-                                     student.rope_sin.data(), val_data, T);
-    double pv = evaluate_decoder(decode_view(packed), PackedLinearFn{&packed, Kernel::Fast}, packed.rope_cos.data(),
-                                 packed.rope_sin.data(), val_data, T);
+                                     student.rope_sin.data(), val_data, T, ew);
+    double pv = !packs ? sv_dec
+                       : evaluate_decoder(decode_view(packed), PackedLinearFn{&packed, Kernel::Fast},
+                                          packed.rope_cos.data(), packed.rope_sin.data(), val_data, T, ew);
 
     int n_sample = args.integer("samples", 300);
     std::vector<int> prompt = tok.encode("\n");
@@ -226,28 +243,33 @@ int main(int argc, char** argv) try {
         double t1 = now_seconds();
         std::vector<int> ids = which == 0 ? generate(teacher, prompt, n_sample, 0.8, 7)
                              : which == 1 ? generate(student, prompt, n_sample, 0.8, 7)
-                                          : generate(packed, prompt, n_sample, 0.8, 7);
+                             : packs      ? generate(packed, prompt, n_sample, 0.8, 7)
+                                          : generate(student, prompt, n_sample, 0.8, 7);
         tok_s[which] = n_sample / std::max(1e-9, now_seconds() - t1);
         samples[which] = tok.decode(ids);
     }
     const std::string& s_teacher = samples[0];
     const std::string& s_student = samples[2];
 
-    std::printf("\n%-30s %12s %12s %12s\n", "validation split (111,540 chars)", "FP teacher", "FBI student", "FBI packed");
+    std::string q_label = student_cfg.quant == Quant::FBI ? "FBI" : qname;
+    std::string val_label = ew > 0 ? "validation (" + std::to_string(ew) + " windows)" : "validation split (all windows)";
+    std::printf("\n%-30s %12s %12s %12s\n", val_label.c_str(), "FP teacher",
+                (q_label + " student").c_str(), packs ? (q_label + " packed").c_str() : "(no packing)");
     std::printf("%-30s %12.4f %12.4f %12.4f\n", "cross-entropy (nats/char)", tv, sv, pv);
     std::printf("%-30s %12.3f %12.3f %12.3f\n", "perplexity", std::exp(tv), std::exp(sv), std::exp(pv));
     std::printf("%-30s %12.4f %12.4f %12.4f\n", "bits per character", tv / std::log(2.0), sv / std::log(2.0),
                 pv / std::log(2.0));
     std::printf("%-30s %12.0f %12.0f %12.0f\n", "parameter bytes", fp32_bytes(teacher), fp32_bytes(student),
                 packed_file_bytes);
-    std::printf("%-30s %12s %12s %12.3f\n", "bits per binarized weight", "32", "32 (latent)",
-                packed_bits_per_weight(packed));
+    std::printf("%-30s %12s %12s %12.3f\n", "bits per quantized weight", "32", "32 (latent)",
+                packs ? packed_bits_per_weight(packed) : 32.0);
     std::printf("%-30s %12.0f %12.0f %12.0f\n", "decode tokens/s (KV cache)", tok_s[0], tok_s[1], tok_s[2]);
     std::printf("student - teacher CE: %+.4f   packed - float student CE (decoder path): %+.4f\n", sv - tv, pv - sv_dec);
     std::printf("train time: teacher %s, student %s\n", reused ? "(reused)" : fmt_duration(t_teacher).c_str(),
                 fmt_duration(t_student).c_str());
     std::printf("\n---- teacher sample (temperature 0.8) ----%s\n", s_teacher.c_str());
-    std::printf("\n---- packed 1-bit student sample (temperature 0.8) ----%s\n", s_student.c_str());
+    std::printf("\n---- %s student sample (temperature 0.8) ----%s\n", packs ? ("packed " + q_label).c_str() : "fp32",
+                s_student.c_str());
 
     // ---- 4. machine-readable summary ----
     auto json_str = [](const std::string& s) {
@@ -261,7 +283,7 @@ int main(int argc, char** argv) try {
     };
     char buf[4096];
     std::snprintf(buf, sizeof buf,
-                  "{\n  \"tag\": %s,\n  \"student_loss\": \"%s\",\n  \"student_init\": \"%s\",\n"
+                  "{\n  \"tag\": %s,\n  \"student_quant\": \"%s\",\n  \"student_loss\": \"%s\",\n  \"student_init\": \"%s\",\n"
                   "  \"teacher_config\": %s,\n  \"student_config\": %s,\n  \"teacher_steps\": %d,\n  \"student_steps\": %d,\n"
                   "  \"teacher_val_ce\": %.6f,\n  \"student_val_ce\": %.6f,\n  \"teacher_ppl\": %.4f,\n  \"student_ppl\": %.4f,\n"
                   "  \"teacher_bpc\": %.5f,\n  \"student_bpc\": %.5f,\n  \"teacher_bytes_fp32\": %.0f,\n"
@@ -270,12 +292,14 @@ int main(int argc, char** argv) try {
                   "  \"packed_file_bytes\": %.0f,\n  \"packed_bits_per_weight\": %.5f,\n"
                   "  \"decode_tokens_per_s\": {\"teacher\": %.0f, \"student_float\": %.0f, \"student_packed\": %.0f},\n"
                   "  \"threads\": %d,\n",
-                  json_str(tag).c_str(), loss.c_str(), init.c_str(), json_str(describe(teacher_cfg)).c_str(),
+                  json_str(tag).c_str(), qname.c_str(), loss.c_str(), init.c_str(), json_str(describe(teacher_cfg)).c_str(),
                   json_str(describe(student_cfg)).c_str(), tspec.steps, sspec.steps, tv, sv, std::exp(tv), std::exp(sv),
                   tv / std::log(2.0), sv / std::log(2.0), fp32_bytes(teacher), packed_file_bytes, t_teacher,
-                  t_student, pv, sv_dec, packed_file_bytes, packed_bits_per_weight(packed), tok_s[0], tok_s[1],
+                  t_student, pv, sv_dec, packed_file_bytes, packs ? packed_bits_per_weight(packed) : 32.0, tok_s[0], tok_s[1],
                   tok_s[2], num_threads());
     std::string json = buf;
+    json += "  \"teacher_checkpoint\": " + json_str(tckpt) + ",\n  \"student_checkpoint\": " +
+            json_str(out + "/student_" + tag + ".ckpt") + ",\n  \"packed_file\": " + json_str(packs ? ppath : "") + ",\n";
     json += "  \"teacher_sample\": " + json_str(s_teacher) + ",\n  \"student_sample\": " + json_str(s_student) + "\n}\n";
     write_file_atomic(out + "/summary_" + tag + ".json", std::vector<unsigned char>(json.begin(), json.end()));
     std::printf("\nwrote %s/{%s.ckpt, student_%s.ckpt, student_%s.fbipack, student_%s.csv, summary_%s.json}  (total %s)\n",
