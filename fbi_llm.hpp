@@ -753,7 +753,8 @@ void distill_backward(R* dlogits, const R* probs_s, const R* probs_t, int N, int
 //   L_DAD = −Σ_t w_t Σ_v p^T_t(v) log softmax(z^S_t)(v) / Σ_t w_t.
 // SPEC §6 writes Σ_t w_t KL(p^T_t ‖ p^S_t) / Σ_t w_t; KL = (the cross-entropy above) − H(p^T_t), and the entropy
 // term does not depend on the student, so the gradients are identical. We report the cross-entropy form so that
-// DAD with w_t = 1 equals L_AD (D1) exactly, value and gradient, and loss curves compare directly.
+// DAD with w_t = 1 equals L_AD (D1) — the same gradient, the same value up to summation order — and loss curves
+// compare directly.
 // The weights are constants in the backward (no gradient flows through w_t):
 //   ∂L_DAD/∂z^S_t = w_t (softmax(z^S_t) − p^T_t) / Σ_t w_t.
 // If every weight is 0 (e.g. a teacher certain everywhere under DadWeight::Entropy) the loss falls back to w_t = 1.

@@ -7,7 +7,10 @@
 // significant digits, so the notebook uses exactly the same doubles;  "out" — what the header computed.
 // The notebook must only ever read "in" to compute its own values, and compare them with "out".
 // Everything runs in double (fbi::ModelT<double>), so the notebook can compare at ~1e-12.
-// A few inputs are set to exactly 0 on purpose: sign(0) = −1 (SPEC §2 F1) must show in the outputs.
+// A few inputs are set to exactly 0 on purpose: sign(0) = −1 (SPEC §2 F1) must show in the outputs. Others sit
+// exactly on rounding ties (SPEC §5) or on FDB's decision points (SPEC §6), where the tie rule shows.
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -233,6 +236,122 @@ int main(int argc, char** argv) {
                                       .put("tensors", "[{\"name\": \"w\", \"offset\": 0, \"size\": 6, \"decay\": true}, "
                                                       "{\"name\": \"g\", \"offset\": 6, \"size\": 3, \"decay\": false}]"),
                                   Obj().tensor("p1", p1, {9}).tensor("p2", p2, {9})));
+    }
+
+    // ---- §5 BitNet b1.58 weights: γ = mean|W|, code = RoundClip(W/(γ+ε), −1, 1), Ŵ = γ·code, identity STE ----
+    // W has 32 = 2^5 entries, each a multiple of u = 2^-48 with Σ|W| < 32: every partial sum is exact, so γ is the
+    // same double in any summation order (numpy's, torch's). Two entries ±t sit exactly on the rounding tie
+    // W/(γ+ε) = ±0.5, where round-half-to-even gives code 0 (round-half-away-from-zero would give ±1).
+    {
+        const int m = 4, n = 8, a = 5, b = 21;  // a, b: the two tie entries
+        const double u = std::ldexp(1.0, -48);
+        Vec W = randn(m * n), G = randn(m * n);
+        const double to_07 = 0.7 / absmean(W.data(), W.size());  // mean|W| ≈ 0.7 keeps γ inside [0.5, 1)
+        for (double& w : W) w = std::nearbyint(w * to_07 / u) * u;
+        W[3] = 0.0; W[12] = -0.0; W[a] = W[b] = 0.0;  // exact zeros (code 0); a, b are set below
+        // For γ on the 2^-53 grid in [0.5, 1), fl(γ + ε) = γ + e·2^-53. The tie 2t = fl(γ + ε) with γ = (S0 + 2t)/32
+        // (S0 = Σ|W| without ±t) gives t/u = (S0/u + e)/62: nudge W[0] by single u until that is an integer.
+        const double e = std::ldexp((0.5 + kTernaryEps) - 0.5, 53);
+        double S0 = 0;
+        for (double w : W) S0 += std::fabs(w) / u;
+        while (std::fmod(S0 + e, 62.0) != 0.0) { W[0] += W[0] > 0 ? u : -u; S0 += 1; }
+        W[a] = (S0 + e) / 62 * u; W[b] = -W[a];
+        Vec w_hat(m * n), code(m * n), dW(m * n, 0.0);
+        const double gamma = ternary_forward(w_hat.data(), W.data(), m, n);
+        for (int i = 0; i < m * n; i++) code[i] = ternary_code(W[i], gamma);
+        quantize_backward<double>(Quant::B158, dW.data(), nullptr, nullptr, G.data(), W.data(), nullptr, nullptr, m, n);
+        if (W[a] / (gamma + kTernaryEps) != 0.5) { std::fprintf(stderr, "equations: b1.58 tie not exact\n"); return 1; }
+        // a larger N(0, 1) draw for the proportions of the three codes
+        const int M = 64, K = 256;
+        Vec Wbig = randn(M * K), code_big(M * K);
+        const double gamma_big = absmean(Wbig.data(), Wbig.size());
+        for (int i = 0; i < M * K; i++) code_big[i] = ternary_code(Wbig[i], gamma_big);
+        root.put("ternary", section(Obj().put("eps", kTernaryEps).tensor("W", W, {m, n}).tensor("G", G, {m, n})
+                                        .tensor("W_big", Wbig, {M, K}),
+                                    Obj().put("gamma", gamma).tensor("code", code, {m, n}).tensor("W_hat", w_hat, {m, n})
+                                        .tensor("dW", dW, {m, n}).put("gamma_big", gamma_big).tensor("code_big", code_big, {M, K})));
+    }
+
+    // ---- §5 BitNet b1.58 activations, per token: s = 127/max(max|x|, 1e-5), q = clamp(round(s·x)), x̃ = q/s ----
+    // Rows: random; max |x| = 127 (so s = 1 exactly) with values on .5 ties; all zero; every |x| below 1e-5.
+    {
+        const int N = 4, n = 8;
+        Vec x = randn(N * n);
+        const Vec ties = {127.0, 2.5, 3.5, -0.5, -1.5, 0.5, 126.5, -4.25};
+        std::copy(ties.begin(), ties.end(), x.begin() + n);
+        std::fill(x.begin() + 2 * n, x.begin() + 3 * n, 0.0);
+        for (int j = 0; j < n; j++) x[3 * n + j] *= 1e-6;
+        Vec s(N), xq(N * n);
+        std::vector<int> q;
+        std::vector<int8_t> q8(n);
+        for (int t = 0; t < N; t++) {
+            s[t] = quantize_int8_absmax(x.data() + t * n, n, q8.data());
+            q.insert(q.end(), q8.begin(), q8.end());
+        }
+        act_quant_rows(xq.data(), x.data(), N, n);
+        root.put("act_quant", section(Obj().tensor("x", x, {N, n}),
+                                      Obj().tensor("s", s, {N}).ints("q", q).tensor("x_q", xq, {N, n})));
+    }
+
+    // ---- §6 DB-LLM FDB (UNCONFIRMED reading): init, codes B1 B2, Ŵ = α1·B1 + α2·B2, STE backward ----
+    {
+        const int m = 4, n = 16;
+        Vec W = randn(m * n, 0.02), G = randn(m * n);
+        for (int i = 0; i < m * n; i++) W[i] *= 1 + i / n;  // rows of different spread: each row its own step s
+        Vec a1(m), a2(m), w_hat0(m * n);
+        fdb_init(a1.data(), a2.data(), W.data(), m, n);
+        fdb_forward(w_hat0.data(), W.data(), a1.data(), a2.data(), m, n);
+        // scales moved away from their init (as during training); codes, Ŵ and the backward with them
+        Vec c1 = a1, c2 = a2, B1(m * n), B2(m * n), w_hat(m * n), dW(m * n, 0.0), da1(m, 0.0), da2(m, 0.0);
+        for (int i = 0; i < m; i++) { c1[i] *= 0.8 + 0.4 * rng.uniform(); c2[i] *= 0.8 + 0.4 * rng.uniform(); }
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++) fdb_codes(W[i * n + j], c1[i], c2[i], B1[i * n + j], B2[i * n + j]);
+        fdb_forward(w_hat.data(), W.data(), c1.data(), c2.data(), m, n);
+        fdb_backward(dW.data(), da1.data(), da2.data(), G.data(), W.data(), c1.data(), c2.data(), m, n);
+        // the decision points themselves, at s = 1 (α1 = 2, α2 = −1): which level H(0) = 1 picks on a tie
+        const Vec wt = {-2, -1.5, -1, -0.5, -0.25, 0, 0.25, 0.5, 1, 1.5, 2, 2.5, 3};
+        const int nt = int(wt.size());
+        Vec t1(nt), t2(nt);
+        for (int k = 0; k < nt; k++) fdb_codes(wt[k], 2.0, -1.0, t1[k], t2[k]);
+        root.put("fdb", section(Obj().tensor("W", W, {m, n}).tensor("G", G, {m, n}).tensor("alpha1", c1, {m})
+                                    .tensor("alpha2", c2, {m}).tensor("w_ties", wt, {nt}),
+                                Obj().tensor("alpha1_init", a1, {m}).tensor("alpha2_init", a2, {m})
+                                    .tensor("W_hat_init", w_hat0, {m, n}).tensor("B1", B1, {m, n}).tensor("B2", B2, {m, n})
+                                    .tensor("W_hat", w_hat, {m, n}).tensor("dW", dW, {m, n}).tensor("dalpha1", da1, {m})
+                                    .tensor("dalpha2", da2, {m}).tensor("B1_ties", t1, {nt}).tensor("B2_ties", t2, {nt})));
+    }
+
+    // ---- §6 DAD (UNCONFIRMED reading): position weights w_t, L = Σ w_t CE(p^T_t, p^S_t) / Σ w_t, its gradient ----
+    // Position 1: a certain teacher (entropy weight 0). Position 3: student = teacher (disagreement weight 0).
+    {
+        const int N = 5, V = 6;
+        Vec zs = randn(N * V, 1.5), zt = randn(N * V, 1.5);
+        for (int v = 0; v < V; v++) zt[1 * V + v] = v == 2 ? 1000.0 : 0.0;  // exp(−1000) = 0: p^T one-hot
+        for (int v = 0; v < V; v++) zs[3 * V + v] = zt[3 * V + v];
+        Vec ps(N * V), pt(N * V);
+        softmax_rows(ps.data(), zs.data(), N, V);
+        softmax_rows(pt.data(), zt.data(), N, V);
+        Obj out;
+        for (DadWeight d : {DadWeight::Uniform, DadWeight::Entropy, DadWeight::Disagreement}) {
+            Vec w(N), dz(N * V, 0.0);
+            dad_weights(d, w.data(), pt.data(), ps.data(), N, V);
+            double L = distill_weighted_forward(ps.data(), pt.data(), zs.data(), zt.data(), w.data(), N, V);
+            distill_weighted_backward(dz.data(), ps.data(), pt.data(), w.data(), N, V, 1.0);
+            const std::string k = dad_weight_name(d);
+            out.tensor("w_" + k, w, {N}).put("loss_" + k, L).tensor("dz_" + k, dz, {N, V});
+        }
+        // AD (§3 D1) on the same logits; all-zero weights (falls back to w_t = 1); the Loss::DAD dispatch
+        Vec d_ad(N * V, 0.0), w0(N, 0.0), d_zero(N * V, 0.0), d_disp(N * V, 0.0);
+        std::vector<int> unused_targets(N, 0);
+        double ad = distill_forward(ps.data(), pt.data(), zs.data(), zt.data(), N, V);
+        distill_backward(d_ad.data(), ps.data(), pt.data(), N, V, 1.0 / N);
+        double l0 = distill_weighted_forward(ps.data(), pt.data(), zs.data(), zt.data(), w0.data(), N, V);
+        distill_weighted_backward(d_zero.data(), ps.data(), pt.data(), w0.data(), N, V, 1.0);
+        double ld = loss_forward_backward(Loss::DAD, d_disp.data(), ps.data(), pt.data(), zs.data(), zt.data(),
+                                          unused_targets.data(), N, V, 1.0, DadWeight::Disagreement);
+        out.put("ad", ad).tensor("dz_ad", d_ad, {N, V}).put("loss_zero_weights", l0).tensor("dz_zero_weights", d_zero, {N, V})
+            .put("loss_dispatch_disagreement", ld).tensor("dz_dispatch_disagreement", d_disp, {N, V});
+        root.put("dad", section(Obj().tensor("z_s", zs, {N, V}).tensor("z_t", zt, {N, V}), out));
     }
 
     // ---- the whole tiny model (1-bit, FBI): AD loss against given teacher logits, gradient of every parameter ----
