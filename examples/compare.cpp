@@ -15,7 +15,8 @@ using namespace example;
 
 static const char* kUsage =
     "usage: compare [--dir runs/compare] [--gemv 4096]\n"
-    "  reads DIR/summary_{fp32_ad_random, ad_random, b1.58_ad_random, db_dad_random}.json (from train_tiny)";
+    "  reads DIR/summary_{fp32_ad_random, ad_random, b1.58_ad_random, db_dad_random}.json (from train_tiny),\n"
+    "  and DIR/summary_db_ad_random.json when it is there (an ablation row: DB with plain AD)";
 
 // ---- reading our own JSON summaries: "key": number or "key": "string" on one line ------------------------------
 static std::string json_raw(const std::string& json, const std::string& key, const std::string& file) {
@@ -76,16 +77,19 @@ int main(int argc, char** argv) try {
     std::printf("fbi_llm compare | %s | %s | load %s\n", cpu_model().c_str(), threading_summary().c_str(),
                 load_average().c_str());
 
-    struct Run { const char* tag; const char* method; };
-    const Run runs[] = {{"fp32_ad_random", "fp32 student"},
-                        {"ad_random", "FBI (1-bit)"},
-                        {"b1.58_ad_random", "BitNet b1.58"},
-                        {"db_dad_random", "DB-LLM FDB (unconfirmed)"}};
+    struct Run { const char* tag; const char* method; bool optional; };
+    const Run runs[] = {{"fp32_ad_random", "fp32 student", false},
+                        {"ad_random", "FBI (1-bit)", false},
+                        {"b1.58_ad_random", "BitNet b1.58", false},
+                        {"db_dad_random", "DB-LLM FDB + DAD (unconfirmed)", false},
+                        // an ablation row when its run is there: train_tiny --student-quant db --student-loss ad
+                        {"db_ad_random", "DB-LLM FDB + AD (ablation)", true}};
     std::vector<Row> rows;
     std::vector<int> prompt = {0};  // the first character of the vocabulary ('\n' for TinyShakespeare)
     Row teacher_row;
     for (const Run& run : runs) {
         std::string file = dir + "/summary_" + run.tag + ".json";
+        if (run.optional && !std::ifstream(file)) continue;
         std::vector<unsigned char> raw = read_file_bytes(file);
         std::string json(raw.begin(), raw.end());
         if (rows.empty()) {  // the teacher, once (every run used the same one)
@@ -135,11 +139,11 @@ int main(int argc, char** argv) try {
                      "GEMV " + std::to_string(n) + "² speed-up vs fp32 | decode tok/s |\n"
                      "|---|---|---|---:|---:|---:|---:|---:|---:|\n";
     std::string csv = "method,quant,loss,bits_per_weight,bytes,val_ce_float,val_ce_packed,gemv_speedup,decode_tok_s\n";
-    std::printf("\n%-26s %-6s %-4s %8s %10s %9s %9s %9s %9s\n", "method", "quant", "loss", "bits/w", "bytes",
+    std::printf("\n%-31s %-6s %-4s %8s %10s %9s %9s %9s %9s\n", "method", "quant", "loss", "bits/w", "bytes",
                 "CE float", "CE packed", "GEMV x", "tok/s");
     for (const Row& r : rows) {
         std::string packed = r.ce_packed < 0 ? "—" : (std::snprintf(line, sizeof line, "%.4f", r.ce_packed), line);
-        std::printf("%-26s %-6s %-4s %8.3f %10.0f %9.4f %9s %8.1fx %9.0f\n", r.method.c_str(), r.quant.c_str(),
+        std::printf("%-31s %-6s %-4s %8.3f %10.0f %9.4f %9s %8.1fx %9.0f\n", r.method.c_str(), r.quant.c_str(),
                     r.loss.c_str(), r.bits, r.bytes, r.ce_float, packed.c_str(), r.gemv_speedup, r.tok_s);
         std::snprintf(line, sizeof line, "| %s | %s | %s | %.3f | %.0f | %.4f | %s | %.1f× | %.0f |\n", r.method.c_str(),
                       r.quant.c_str(), r.loss.c_str(), r.bits, r.bytes, r.ce_float, packed.c_str(), r.gemv_speedup, r.tok_s);

@@ -302,8 +302,9 @@ int main(int argc, char** argv) try {
             json_str(out + "/student_" + tag + ".ckpt") + ",\n  \"packed_file\": " + json_str(packs ? ppath : "") + ",\n";
     json += "  \"teacher_sample\": " + json_str(s_teacher) + ",\n  \"student_sample\": " + json_str(s_student) + "\n}\n";
     write_file_atomic(out + "/summary_" + tag + ".json", std::vector<unsigned char>(json.begin(), json.end()));
-    std::printf("\nwrote %s/{%s.ckpt, student_%s.ckpt, student_%s.fbipack, student_%s.csv, summary_%s.json}  (total %s)\n",
-                out.c_str(), tname.c_str(), tag.c_str(), tag.c_str(), tag.c_str(), tag.c_str(),
+    std::printf("\nwrote %s/{%s.ckpt, student_%s.ckpt, %sstudent_%s.csv, summary_%s.json}  (total %s)\n",
+                out.c_str(), tname.c_str(), tag.c_str(), packs ? ("student_" + tag + ".fbipack, ").c_str() : "",
+                tag.c_str(), tag.c_str(),
                 fmt_duration(now_seconds() - t_start).c_str());
     return 0;
 } catch (const std::exception& e) {
