@@ -2310,7 +2310,7 @@ struct ByteReader {
         if (n > buf.size() - at)
             throw std::runtime_error(what + ": truncated (needs " + std::to_string(at + n) + " bytes, file has " +
                                      std::to_string(buf.size()) + ")");
-        std::memcpy(p, buf.data() + at, n);
+        if (n) std::memcpy(p, buf.data() + at, n);  // n = 0 may come with p = nullptr (an empty vector)
         at += n;
     }
     template <class U> U get() { U x; raw(&x, sizeof(U)); return x; }
@@ -2543,7 +2543,9 @@ inline PackedModel parse_packed_model(const std::vector<unsigned char>& bytes, c
         throw std::runtime_error(r.what + (bytes.size() < expect ? ": truncated" : ": has trailing bytes") +
                                  " (expected " + std::to_string(expect) + " bytes for " + describe(c) +
                                  ", file has " + std::to_string(bytes.size()) + ")");
-    if (fnv1a(bytes.data(), bytes.size() - 8) != *reinterpret_cast<const uint64_t*>(bytes.data() + bytes.size() - 8))
+    uint64_t stored_sum;  // memcpy: the checksum's offset is not 8-byte aligned (the vocabulary has any length)
+    std::memcpy(&stored_sum, bytes.data() + bytes.size() - 8, 8);
+    if (fnv1a(bytes.data(), bytes.size() - 8) != stored_sum)
         throw std::runtime_error(r.what + ": checksum mismatch (corrupted)");
     pm.vocab.resize(n_vocab);
     r.raw(&pm.vocab[0], n_vocab);
