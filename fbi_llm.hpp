@@ -2281,6 +2281,15 @@ double evaluate_decoder(const DecodeView& d, LinearFn&& linear, const float* rop
 constexpr char kCheckpointMagic[8] = {'F', 'B', 'I', 'C', 'K', 'P', 'T', '\0'};
 constexpr uint32_t kCheckpointVersion = 1;
 
+// Nothing in a file grows with the context length T, yet loading one builds RoPE tables of T·C/NH floats (and
+// decoding, a KV cache of 2·L·T·C): the loaders refuse a T above this, and the writers refuse to write one.
+constexpr int kMaxFileContext = 1 << 16;
+inline void check_file_context(const Config& c, const std::string& what) {
+    if (c.T > kMaxFileContext)
+        throw std::runtime_error(what + ": context length T=" + std::to_string(c.T) + " is above the " +
+                                 std::to_string(kMaxFileContext) + " that checkpoint and packed files allow");
+}
+
 struct Checkpoint {
     Config cfg;
     std::string vocab;     // opaque to the header (the char tokenizer stores its characters here)
@@ -2317,6 +2326,7 @@ struct ByteReader {
 };
 
 inline std::vector<unsigned char> checkpoint_bytes(const Checkpoint& ck) {
+    check_file_context(ck.cfg, "fbi::checkpoint_bytes");
     ByteWriter w;
     w.raw(kCheckpointMagic, 8);
     w.put<uint32_t>(kCheckpointVersion);
@@ -2376,6 +2386,18 @@ inline void save_checkpoint(const std::string& path, const Checkpoint& ck) {
     write_file_atomic(path, checkpoint_bytes(ck));
 }
 
+// A lower bound on the parameters of a config, computed without allocating anything: what a full-precision
+// model has (every quantizer only adds scales to it). The loader checks a file's sizes against it before
+// layout_model allocates what the config claims. Saturates at UINT64_MAX instead of wrapping around, since the
+// config may come from a damaged file (every size is at most 2^24 there, so one block's count fits easily).
+inline uint64_t min_param_count(const Config& c) {
+    uint64_t C = uint64_t(c.C), F = uint64_t(c.F);
+    uint64_t per_block = 2 * C + 4 * C * C + 3 * C * F;  // 2 norms, q k v o (C×C), gate up (F×C), down (C×F)
+    uint64_t rest = 2 * uint64_t(c.V) * C + C;           // tok_emb, lm_head, final_norm
+    if (per_block != 0 && uint64_t(c.L) > (UINT64_MAX - rest) / per_block) return UINT64_MAX;
+    return rest + uint64_t(c.L) * per_block;
+}
+
 // Parse and validate. `what` names the source in error messages.
 inline Checkpoint parse_checkpoint(const std::vector<unsigned char>& bytes, const std::string& what) {
     ByteReader r{bytes, 0, "checkpoint '" + what + "'"};
@@ -2398,9 +2420,20 @@ inline Checkpoint parse_checkpoint(const std::vector<unsigned char>& bytes, cons
         *dims[i] = int(f[i + 1]);
     }
     try { check_config(ck.cfg); } catch (const std::exception& e) { throw std::runtime_error(r.what + ": " + e.what()); }
+    check_file_context(ck.cfg, r.what);
     ck.step = long(r.get<uint64_t>());
     ck.opt.t = long(r.get<uint64_t>());
     uint64_t n_vocab = r.get<uint64_t>(), n_params = r.get<uint64_t>(), n_opt = r.get<uint64_t>();
+    // Sizes from the file are bounded before anything is allocated: layout_model allocates what the config
+    // claims, so the config must first be shown to fit the parameter count, and that count to fit the file.
+    uint64_t at_least = min_param_count(ck.cfg);
+    if (n_params < at_least)
+        throw std::runtime_error(r.what + ": holds " + std::to_string(n_params) + " parameters but its config (" +
+                                 describe(ck.cfg) + ") needs at least " + std::to_string(at_least));
+    if (n_vocab > bytes.size() || n_params > bytes.size())  // also so that `expect` below cannot wrap around
+        throw std::runtime_error(r.what + ": truncated (its header promises " + std::to_string(n_vocab) +
+                                 " vocabulary bytes and " + std::to_string(n_params) + " parameters, file has " +
+                                 std::to_string(bytes.size()) + " bytes)");
     ModelT<float> shape;
     layout_model(shape, ck.cfg);
     if (n_params != shape.params.size())
@@ -2408,7 +2441,7 @@ inline Checkpoint parse_checkpoint(const std::vector<unsigned char>& bytes, cons
                                  describe(ck.cfg) + ") needs " + std::to_string(shape.params.size()));
     if (n_opt != 0 && n_opt != n_params) throw std::runtime_error(r.what + ": optimizer state size mismatch");
     uint64_t expect = r.at + n_vocab + 4 * (n_params + 2 * n_opt) + 8;
-    if (n_vocab > bytes.size() || bytes.size() != expect)
+    if (bytes.size() != expect)
         throw std::runtime_error(r.what + (bytes.size() < expect ? ": truncated" : ": has trailing bytes") +
                                  " (expected " + std::to_string(expect) + " bytes, file has " +
                                  std::to_string(bytes.size()) + ")");
@@ -2455,6 +2488,7 @@ constexpr char kPackedMagic[8] = {'F', 'B', 'I', 'P', 'A', 'C', 'K', '\0'};
 constexpr uint32_t kPackedVersion = 2;
 
 inline std::vector<unsigned char> packed_model_bytes(const PackedModel& pm) {
+    check_file_context(pm.cfg, "fbi::packed_model_bytes");
     ByteWriter w;
     w.raw(kPackedMagic, 8);
     w.put<uint32_t>(kPackedVersion);
@@ -2529,6 +2563,7 @@ inline PackedModel parse_packed_model(const std::vector<unsigned char>& bytes, c
         *d = int(x);
     }
     try { check_config(c); } catch (const std::exception& e) { throw std::runtime_error(r.what + ": " + e.what()); }
+    check_file_context(c, r.what);
     uint64_t n_vocab = r.get<uint64_t>();
     int m[N_LINEAR], n[N_LINEAR];
     linear_shapes(c, m, n);
@@ -2538,8 +2573,12 @@ inline PackedModel parse_packed_model(const std::vector<unsigned char>& bytes, c
         scale_counts(c.quant, m[i], n[i], na, nb);
         per_block += 8ull * mask_count(c.quant) * m[i] * words_for(n[i]) + 4ull * (na + nb);
     }
+    if (n_vocab > bytes.size() || uint64_t(c.L) > bytes.size() / per_block)  // first: `expect` cannot wrap around
+        throw std::runtime_error(r.what + ": truncated (" + describe(c) + " with " + std::to_string(n_vocab) +
+                                 " vocabulary bytes needs more than the file's " + std::to_string(bytes.size()) +
+                                 " bytes)");
     uint64_t expect = r.at + n_vocab + 4ull * (2ull * c.V * c.C + c.C) + uint64_t(c.L) * per_block + 8;
-    if (n_vocab > bytes.size() || bytes.size() != expect)
+    if (bytes.size() != expect)
         throw std::runtime_error(r.what + (bytes.size() < expect ? ": truncated" : ": has trailing bytes") +
                                  " (expected " + std::to_string(expect) + " bytes for " + describe(c) +
                                  ", file has " + std::to_string(bytes.size()) + ")");

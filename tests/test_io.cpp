@@ -94,3 +94,162 @@ TEST_CASE("C4 writes are atomic: a failed write leaves the old file intact and n
     CHECK(read_file_bytes(path).size() == before.size());
     std::remove(path.c_str());
 }
+
+// ---- malformed files: every prefix, every corrupted byte, and headers that claim absurd sizes ----------------
+namespace {
+// Small enough that every prefix and every byte can be tried; F = 70 gives packed rows with padding bits.
+Config tiny(Quant q) {
+    Config c;
+    c.V = 3; c.C = 4; c.L = 1; c.NH = 1; c.F = 70; c.T = 4; c.quant = q;
+    return c;
+}
+std::vector<unsigned char> tiny_checkpoint_bytes() {
+    Model m = build_model<float>(tiny(Quant::FBI), 11);
+    AdamW opt;
+    for (float& g : m.grads) g = 0.01f;
+    adamw_step(m, opt, 1e-3);  // with optimizer state: every section of the format is present
+    return checkpoint_bytes(make_checkpoint(m, "ab\n", 1, &opt));
+}
+std::vector<unsigned char> tiny_packed_bytes() {
+    return packed_model_bytes(pack_model(build_model<float>(tiny(Quant::FBI), 12), "ab\n"));
+}
+// A file header as the writers lay it out, for sizes no real model could have.
+struct Header {
+    ByteWriter w;
+    Header(const char magic[8], const Config& c, bool checkpoint) {
+        w.raw(magic, 8);
+        w.put<uint32_t>(1);
+        if (checkpoint) w.put<uint32_t>(uint32_t(c.quant));
+        for (int x : {c.V, c.C, c.L, c.NH, c.F, c.T}) w.put<uint32_t>(uint32_t(x));
+    }
+    std::vector<unsigned char> with_checksum() {  // a correct checksum: the size checks must catch it, not the sum
+        std::vector<unsigned char> b = w.buf;
+        uint64_t sum = fnv1a(b.data(), b.size());
+        const unsigned char* p = reinterpret_cast<const unsigned char*>(&sum);
+        b.insert(b.end(), p, p + 8);
+        return b;
+    }
+};
+Config big(int V, int C, int L, int NH, int F, int T, Quant q = Quant::FP) {
+    Config c;
+    c.V = V; c.C = C; c.L = L; c.NH = NH; c.F = F; c.T = T; c.quant = q;
+    return c;
+}
+}  // namespace
+
+TEST_CASE("C5 a checkpoint or packed file cut at ANY byte is a clear 'truncated' error") {
+    auto ck = tiny_checkpoint_bytes();
+    CHECK(parse_checkpoint(ck, "tiny.ckpt").step == 1);  // the whole file loads
+    size_t failures = 0;
+    for (size_t cut = 0; cut < ck.size(); cut++) {
+        std::vector<unsigned char> prefix(ck.begin(), ck.begin() + cut);
+        try {
+            parse_checkpoint(prefix, "tiny.ckpt");
+            failures++;  // a prefix was accepted
+        } catch (const std::runtime_error& e) {
+            if (!std::strstr(e.what(), "checkpoint 'tiny.ckpt': truncated")) { failures++; INFO(cut << ": " << e.what()); CHECK(false); }
+        }
+    }
+    INFO("checkpoint of " << ck.size() << " bytes");
+    CHECK(failures == 0);
+    auto pk = tiny_packed_bytes();
+    CHECK(parse_packed_model(pk, "tiny.fbipack").vocab == "ab\n");
+    for (size_t cut = 0; cut < pk.size(); cut++) {
+        std::vector<unsigned char> prefix(pk.begin(), pk.begin() + cut);
+        try {
+            parse_packed_model(prefix, "tiny.fbipack");
+            failures++;
+        } catch (const std::runtime_error& e) {
+            if (!std::strstr(e.what(), "packed model 'tiny.fbipack': truncated")) { failures++; INFO(cut << ": " << e.what()); CHECK(false); }
+        }
+    }
+    INFO("packed file of " << pk.size() << " bytes");
+    CHECK(failures == 0);
+}
+
+TEST_CASE("C6 a checkpoint or packed file with ANY one byte changed is refused with an error naming the file") {
+    for (int kind = 0; kind < 2; kind++) {
+        auto bytes = kind == 0 ? tiny_checkpoint_bytes() : tiny_packed_bytes();
+        size_t accepted = 0, unnamed = 0;
+        for (size_t i = 0; i < bytes.size(); i++)
+            for (unsigned char flip : {0x01, 0x80, 0xff}) {
+                auto bad = bytes;
+                bad[i] ^= flip;
+                try {
+                    if (kind == 0) parse_checkpoint(bad, "f"); else parse_packed_model(bad, "f");
+                    accepted++;
+                } catch (const std::runtime_error& e) {
+                    if (!std::strstr(e.what(), kind == 0 ? "checkpoint 'f': " : "packed model 'f': ")) unnamed++;
+                }
+            }
+        INFO((kind == 0 ? "checkpoint" : "packed file") << " of " << bytes.size() << " bytes");
+        CHECK(accepted == 0);
+        CHECK(unnamed == 0);
+    }
+}
+
+TEST_CASE("C7 min_param_count: exactly what layout_model lays out for FP, a lower bound for every quantizer") {
+    for (Config c : {small(), tiny(Quant::FP), Config{}, big(7, 12, 3, 3, 20, 5)})
+        for (int q = 0; q < 8; q++) {  // every quantizer this build knows (check_config refuses the rest)
+            c.quant = Quant(q);
+            Model m;
+            try { layout_model(m, c); } catch (const std::invalid_argument&) { continue; }
+            if (c.quant == Quant::FP) CHECK(min_param_count(c) == m.params.size());
+            else CHECK(min_param_count(c) <= m.params.size());
+        }
+    CHECK(min_param_count(big(1 << 24, 1 << 24, 1 << 24, 1, 1 << 24, 1)) == UINT64_MAX);  // saturates
+}
+
+// Found by `make fuzz` (an input whose header said C=20996 made parse_checkpoint call layout_model, which
+// allocated 7 GB before looking at the file's length). Here C = 2^20, so that code would ask for terabytes
+// and fail at once with std::bad_alloc instead of exhausting the machine's memory.
+TEST_CASE("C8 fuzz finding: a checkpoint header claiming a huge model is refused before anything is allocated") {
+    Header h(kCheckpointMagic, big(3, 1 << 20, 1, 1, 8, 4), true);
+    for (uint64_t x : {uint64_t(0), uint64_t(0), uint64_t(0), uint64_t(196), uint64_t(196)}) h.w.put<uint64_t>(x);
+    h.w.buf.resize(h.w.buf.size() + 196 * 12, 0);
+    CHECK_THROWS_WITH(parse_checkpoint(h.with_checksum(), "huge.ckpt"),
+                      doctest::Contains("checkpoint 'huge.ckpt': holds 196 parameters but its config (V=3 C=1048576"));
+    CHECK_THROWS_WITH(parse_checkpoint(h.with_checksum(), "huge.ckpt"), doctest::Contains("needs at least"));
+}
+
+// Found by review while fixing C8: sizes multiplied before they were bounded by the file's length could wrap
+// around 2^64 and match a tiny file. This config needs exactly 2^62 parameters, so 4·n_params wraps to 0 and an
+// 88-byte file "had the right size"; the next resize asked for 2^62 floats (std::length_error).
+TEST_CASE("C9 a checkpoint whose byte count wraps around 2^64 is 'truncated', not a giant allocation") {
+    Config c = big(8388615, 8192, 16777213, 2, 11173889, 1);
+    REQUIRE(min_param_count(c) == (uint64_t(1) << 62));
+    Header h(kCheckpointMagic, c, true);
+    for (uint64_t x : {uint64_t(0), uint64_t(0), uint64_t(0), min_param_count(c), uint64_t(0)}) h.w.put<uint64_t>(x);
+    CHECK_THROWS_WITH(parse_checkpoint(h.with_checksum(), "wrap.ckpt"), doctest::Contains("checkpoint 'wrap.ckpt': truncated"));
+}
+
+// The same for the packed file: L × (bytes per block) wrapped around 2^64 to make this 52-byte file "the
+// right size", and the loader then allocated V×C = 5.4·10^12 floats for the embedding.
+TEST_CASE("P5 a packed file whose byte count wraps around 2^64 is 'truncated', not a giant allocation") {
+    Header h(kPackedMagic, big(5134573, 1 << 20, 16759744, 1, 1400832, 1), false);
+    h.w.put<uint64_t>(0);  // no vocabulary bytes
+    CHECK_THROWS_WITH(parse_packed_model(h.with_checksum(), "wrap.fbipack"),
+                      doctest::Contains("packed model 'wrap.fbipack': truncated"));
+}
+
+// Found by `make fuzz` (a packed file with T = 2^24 took over 10 s to load: RoPE tables of T·C/NH floats,
+// although nothing in the file grows with T). The loaders refuse T above 65536; the writers refuse to write it.
+TEST_CASE("C10 fuzz finding: a context length no file may have is refused by the loaders and the writers") {
+    Header hc(kCheckpointMagic, big(3, 4, 1, 1, 8, 1 << 24), true);
+    CHECK_THROWS_WITH(parse_checkpoint(hc.with_checksum(), "longT.ckpt"),
+                      doctest::Contains("checkpoint 'longT.ckpt': context length T=16777216 is above the 65536"));
+    Header hp(kPackedMagic, big(3, 4, 1, 1, 8, 1 << 24), false);
+    CHECK_THROWS_WITH(parse_packed_model(hp.with_checksum(), "longT.fbipack"),
+                      doctest::Contains("packed model 'longT.fbipack': context length T=16777216"));
+    Config c = tiny(Quant::FBI);
+    c.T = kMaxFileContext + 1;
+    Model m = build_model<float>(c, 1);
+    std::string path = temp_path("longT.ckpt");
+    CHECK_THROWS_WITH(save_checkpoint(path, make_checkpoint(m, "abc", 0, nullptr)), doctest::Contains("context length T=65537"));
+    CHECK_THROWS_WITH(save_packed_model(path, pack_model(m, "abc")), doctest::Contains("context length T=65537"));
+    std::ifstream gone(path);
+    CHECK(!gone.good());  // nothing was written
+    c.T = kMaxFileContext;  // the limit itself is fine
+    Model ok = build_model<float>(c, 1);
+    CHECK(parse_checkpoint(checkpoint_bytes(make_checkpoint(ok, "abc", 0, nullptr)), "T.ckpt").cfg.T == kMaxFileContext);
+}
