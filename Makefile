@@ -111,6 +111,50 @@ sanitize: deps status $(SAN_BUILD)/run_tests  ## the test suite under ASan + UBS
 	if [ $$rc -ne 0 ]; then echo "sanitize: ✗ the test suite failed (exit $$rc)"; exit $$rc; fi; \
 	echo "sanitize: ✓ ASan + UBSan clean, every test passed ($$(( $$(date +%s) - t0 )) s)"
 
+# ---- fuzz: libFuzzer on the checkpoint and packed-model loaders (tests/fuzz/fuzz_loaders.cpp) -------------
+# clang with -fsanitize=fuzzer,address,undefined; installed as root on Debian/Ubuntu (clang libclang-rt-dev)
+# when missing. Seeds: small real files written by tests/fuzz/make_seeds.cpp; the corpus grows in
+# build/fuzz/corpus and is kept between runs. A finding stops the run and leaves build/fuzz/crash-* etc.
+FUZZ_CXX     ?= clang++
+FUZZ_SECONDS ?= 60
+FUZZ_DIR     := $(BUILD)/fuzz
+FUZZ_FLAGS   := -std=c++17 -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+                $(if $(NATIVE_OK),-march=native) $(if $(EIGEN_INC),-isystem $(EIGEN_INC))
+FUZZ_PROBE   := printf 'extern "C" int LLVMFuzzerTestOneInput(const unsigned char*, unsigned long) { return 0; }\n' | \
+                $(FUZZ_CXX) -fsanitize=fuzzer -x c++ - -o /dev/null >/dev/null 2>&1
+
+.PHONY: fuzz fuzz-deps
+fuzz-deps:  ## check (and as root on Debian/Ubuntu, install) clang with libFuzzer
+	@if $(FUZZ_PROBE); then echo "fuzz: ✓ $(FUZZ_CXX) -fsanitize=fuzzer"; exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "fuzz: installing clang libclang-rt-dev with apt-get ..."; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang libclang-rt-dev) >/dev/null || exit 1; \
+	  if $(FUZZ_PROBE); then echo "fuzz: ✓ installed"; exit 0; fi; \
+	  echo "fuzz: ✗ $(FUZZ_CXX) still cannot build with -fsanitize=fuzzer (set FUZZ_CXX=clang++-NN)"; exit 1; \
+	else \
+	  echo "fuzz: ✗ clang++ with libFuzzer (-fsanitize=fuzzer) is missing. Install it with:"; \
+	  echo "    Debian/Ubuntu:  sudo apt-get install -y clang libclang-rt-dev   (or set FUZZ_CXX=clang++-NN)"; \
+	  exit 1; \
+	fi
+
+$(FUZZ_DIR)/fuzz_loaders: tests/fuzz/fuzz_loaders.cpp $(HEADER) | deps fuzz-deps
+	@mkdir -p $(dir $@)
+	$(FUZZ_CXX) $(FUZZ_FLAGS) $< -o $@
+
+$(FUZZ_DIR)/make_seeds: tests/fuzz/make_seeds.cpp $(HEADER) | deps
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -isystem /usr/include/eigen3 $< -o $@
+
+fuzz: deps fuzz-deps $(FUZZ_DIR)/fuzz_loaders $(FUZZ_DIR)/make_seeds  ## fuzz the checkpoint and packed-model loaders for FUZZ_SECONDS (60)
+	@mkdir -p $(FUZZ_DIR)/seeds $(FUZZ_DIR)/corpus
+	@./$(FUZZ_DIR)/make_seeds $(FUZZ_DIR)/seeds
+	@cd $(FUZZ_DIR) && UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ./fuzz_loaders corpus seeds \
+	  -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 \
+	  -print_final_stats=1 -artifact_prefix=./ 2>&1 | tee fuzz.log | grep -E --line-buffered 'INITED|DONE|pulse|ERROR|FINDING|runtime error|Test unit written|stat::|Done'; \
+	rc=$${PIPESTATUS[0]}; \
+	if [ $$rc -ne 0 ]; then echo "fuzz: ✗ finding (exit $$rc); input and log in $(FUZZ_DIR)/ (crash-*, oom-*, timeout-*, fuzz.log)"; exit $$rc; fi; \
+	echo "fuzz: ✓ no findings in $(FUZZ_SECONDS) s; corpus $$(ls corpus | wc -l) files in $(FUZZ_DIR)/corpus"
+
 # ---- data: TinyShakespeare, downloaded once or taken from TINYSHAKESPEARE=/path ----------------------------
 data:  ## fetch and verify the TinyShakespeare corpus (or check the local copy in $$TINYSHAKESPEARE)
 	@sh data/get_tinyshakespeare.sh >/dev/null

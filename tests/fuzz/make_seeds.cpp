@@ -1,0 +1,44 @@
+// Writes the seed corpus for fuzz_loaders: small real checkpoints and packed models, so the fuzzer starts
+// from valid files and mutates every field of both formats.   usage: make_seeds DIR
+#include <cstdio>
+#include <string>
+
+#include "../../fbi_llm.hpp"
+
+using namespace fbi;
+
+static Config tiny(Quant q, int V, int C, int L, int NH, int F, int T) {
+    Config c;
+    c.V = V; c.C = C; c.L = L; c.NH = NH; c.F = F; c.T = T; c.quant = q;
+    return c;
+}
+
+int main(int argc, char** argv) try {
+    if (argc != 2) { std::fprintf(stderr, "usage: make_seeds DIR\n"); return 2; }
+    std::string dir = argv[1];
+    int written = 0;
+    auto checkpoint = [&](const std::string& name, const Config& c, const std::string& vocab, bool with_opt) {
+        Model m = build_model<float>(c, 1);
+        AdamW opt;
+        if (with_opt) {  // one update, so the moments are non-zero
+            for (float& g : m.grads) g = 0.01f;
+            adamw_step(m, opt, 1e-3);
+        }
+        save_checkpoint(dir + "/" + name, make_checkpoint(m, vocab, with_opt ? 1 : 0, with_opt ? &opt : nullptr));
+        written++;
+    };
+    auto packed = [&](const std::string& name, const Config& c, const std::string& vocab) {
+        save_packed_model(dir + "/" + name, pack_model(build_model<float>(c, 2), vocab));
+        written++;
+    };
+    checkpoint("fp_opt.ckpt", tiny(Quant::FP, 3, 4, 1, 1, 8, 4), "ab\n", true);
+    checkpoint("fbi.ckpt", tiny(Quant::FBI, 5, 4, 1, 2, 8, 3), "abcde", false);
+    checkpoint("fbi_opt_L2.ckpt", tiny(Quant::FBI, 2, 4, 2, 1, 4, 2), "", true);
+    packed("V3.fbipack", tiny(Quant::FBI, 3, 4, 1, 1, 8, 4), "xyz");
+    packed("L2.fbipack", tiny(Quant::FBI, 5, 4, 2, 2, 12, 3), "\n !ab");
+    std::printf("make_seeds: wrote %d seed files to %s\n", written, dir.c_str());
+    return 0;
+} catch (const std::exception& e) {
+    std::fprintf(stderr, "make_seeds: %s\n", e.what());
+    return 1;
+}
