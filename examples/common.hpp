@@ -2,7 +2,9 @@
 // progress lines and CSV logs. The header (fbi_llm.hpp) knows nothing of text; all of that lives here.
 #pragma once
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -15,6 +17,35 @@
 #include "../fbi_llm.hpp"
 
 namespace example {
+
+// ---- UTF-8: how a corpus is recognised as text, and how a character is shown in an error --------------------
+// Length of the well-formed UTF-8 sequence starting at text[i] (1..4), or 0 if there is none (RFC 3629:
+// no overlong forms, no surrogates, nothing above U+10FFFF).
+inline size_t utf8_length(const std::string& text, size_t i) {
+    auto at = [&](size_t k) { return k < text.size() ? (unsigned char)text[k] : 0u; };
+    unsigned c = at(i);
+    auto cont = [&](size_t k, unsigned lo = 0x80, unsigned hi = 0xBF) { return at(k) >= lo && at(k) <= hi; };
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) return cont(i + 1) ? 2 : 0;
+    if (c >= 0xE0 && c <= 0xEF) {
+        unsigned lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+        return cont(i + 1, lo, hi) && cont(i + 2) ? 3 : 0;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        unsigned lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+        return cont(i + 1, lo, hi) && cont(i + 2) && cont(i + 3) ? 4 : 0;
+    }
+    return 0;
+}
+inline std::string hex_bytes(const std::string& s) {
+    std::string out;
+    for (unsigned char c : s) {
+        char b[4];
+        std::snprintf(b, sizeof b, "%s%02x", out.empty() ? "" : " ", c);
+        out += b;
+    }
+    return out;
+}
 
 // ---- character tokenizer: the sorted set of characters of the corpus (TinyShakespeare: 65 of them) ---------
 struct CharTokenizer {
@@ -41,9 +72,14 @@ struct CharTokenizer {
         for (size_t i = 0; i < text.size(); i++) {
             int id = id_of[(unsigned char)text[i]];
             if (id < 0) {
-                char shown[16];
                 unsigned char c = (unsigned char)text[i];
-                std::snprintf(shown, sizeof shown, c >= 32 && c < 127 ? "'%c'" : "byte 0x%02x", c);
+                char shown[64];
+                size_t n = c >= 0x80 ? utf8_length(text, i) : 0;
+                if (c >= 32 && c < 127) std::snprintf(shown, sizeof shown, "'%c'", c);
+                else if (n > 1)  // a multi-byte UTF-8 character: the tokenizer sees its bytes one by one
+                    std::snprintf(shown, sizeof shown, "'%s' (UTF-8 bytes %s)", text.substr(i, n).c_str(),
+                                  hex_bytes(text.substr(i, n)).c_str());
+                else std::snprintf(shown, sizeof shown, "byte 0x%02x", c);
                 throw std::invalid_argument(std::string("character ") + shown + " at position " + std::to_string(i) +
                                             " is not in the model's vocabulary of " + std::to_string(size()) +
                                             " characters");
@@ -60,20 +96,48 @@ struct CharTokenizer {
 };
 
 // ---- the corpus ---------------------------------------------------------------------------------------------
-// Reads a text file; refuses a missing, empty, binary or too-short one with a message that says which.
-inline std::string load_corpus(const std::string& path, int min_length) {
+// Reads a text file; refuses a missing, unreadable, empty, binary or too-short one with a message that says
+// which, and where. Text means UTF-8 without NUL bytes (ASCII is UTF-8). `min_length` characters are needed;
+// `context` (T), when given, lets the message say when the file is shorter than even one window of T+1.
+inline std::string load_corpus(const std::string& path, int min_length, int context = 0) {
+    const std::string name = "corpus '" + path + "'";
+    struct stat st;
+    if (stat(path.c_str(), &st) != 0) {
+        int err = errno;
+        throw std::runtime_error(name + (err == ENOENT ? " not found" : std::string(": ") + std::strerror(err)) +
+                                 " (run `make data`, or set TINYSHAKESPEARE=/path)");
+    }
+    if (S_ISDIR(st.st_mode)) throw std::runtime_error(name + " is a directory, not a text file");
     std::ifstream f(path, std::ios::binary);
-    if (!f) throw std::runtime_error("corpus '" + path + "' not found (run `make data`, or set TINYSHAKESPEARE=/path)");
+    if (!f) throw std::runtime_error("cannot open " + name + ": " + std::strerror(errno));
     std::stringstream ss;
     ss << f.rdbuf();
     std::string text = ss.str();
-    if (text.empty()) throw std::runtime_error("corpus '" + path + "' is empty");
-    if (text.find('\0') != std::string::npos)
-        throw std::runtime_error("corpus '" + path + "' is not text (it contains NUL bytes)");
-    if (int(text.size()) < min_length)
-        throw std::runtime_error("corpus '" + path + "' has " + std::to_string(text.size()) +
-                                 " characters, fewer than the " + std::to_string(min_length) +
-                                 " needed (one context window for training and one for validation)");
+    if (text.empty()) throw std::runtime_error(name + " is empty");
+    // where a byte sits, for the messages below: "byte 1234 (line 56)"
+    auto where = [&](size_t i) {
+        return "byte " + std::to_string(i) + " (line " +
+               std::to_string(1 + std::count(text.begin(), text.begin() + long(i), '\n')) + ")";
+    };
+    size_t nul = text.find('\0');
+    if (nul != std::string::npos)
+        throw std::runtime_error(name + " is not text: it contains NUL bytes (the first at " + where(nul) + ")");
+    for (size_t i = 0; i < text.size();) {
+        size_t n = utf8_length(text, i);
+        if (n == 0)
+            throw std::runtime_error(name + " is not UTF-8 text: invalid byte 0x" + hex_bytes(text.substr(i, 1)) +
+                                     " at " + where(i) + " (convert it, e.g. iconv -f latin1 -t utf-8)");
+        i += n;
+    }
+    if (context > 0 && text.size() < size_t(context) + 1)
+        throw std::runtime_error(name + " has " + std::to_string(text.size()) +
+                                 " characters, shorter than one context window (T+1 = " + std::to_string(context + 1) +
+                                 " characters for --context " + std::to_string(context) + ")");
+    if (text.size() < size_t(min_length))
+        throw std::runtime_error(name + " has " + std::to_string(text.size()) + " characters, fewer than the " +
+                                 std::to_string(min_length) + " needed" +
+                                 (context > 0 ? " for --context " + std::to_string(context) : std::string()) +
+                                 " (the last 10% is the validation split; both splits must hold whole windows)");
     return text;
 }
 
@@ -120,6 +184,16 @@ inline void make_dirs(const std::string& path) {
             throw std::runtime_error("cannot create output directory '" + part + "': " + std::strerror(errno));
         }
     }
+}
+
+// Before a long run: can files be created in `dir`? (A directory can exist and still refuse them: /sys, a
+// read-only mount, no permission.) Creates and removes one empty probe file; a clear error otherwise.
+inline void check_writable_dir(const std::string& dir) {
+    std::string probe = dir + "/.fbi_write_test." + std::to_string(long(getpid()));
+    FILE* f = std::fopen(probe.c_str(), "wb");
+    if (!f) throw std::runtime_error("output directory '" + dir + "' is not writable: " + std::strerror(errno));
+    std::fclose(f);
+    std::remove(probe.c_str());
 }
 
 // ---- what machine a benchmark ran on (benchmarks print it with their results) --------------------------------

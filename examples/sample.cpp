@@ -13,14 +13,28 @@ int main(int argc, char** argv) try {
     CharTokenizer tok(ck.vocab);
     if (tok.size() != ck.cfg.V) throw std::runtime_error("checkpoint '" + path + "': vocabulary size does not match V");
     Model model = model_from_checkpoint(ck);
-    std::vector<int> prompt = tok.encode(args.str("prompt", "\n"));
+    // The prompt must fit the context: the decoder conditions on it whole (generation itself slides its window
+    // past T, re-encoding the last T/2 tokens, but a prompt is never cut silently).
+    std::string prompt_text = args.str("prompt", "\n");
+    std::vector<int> prompt;
+    try {
+        prompt = tok.encode(prompt_text);
+    } catch (const std::invalid_argument& e) {
+        throw std::invalid_argument("--prompt: " + std::string(e.what()) + " (checkpoint '" + path + "')");
+    }
+    if (prompt.empty()) throw std::invalid_argument("--prompt is empty: give at least one character");
+    if (int(prompt.size()) > ck.cfg.T)
+        throw std::invalid_argument("--prompt has " + std::to_string(prompt.size()) +
+                                    " characters, more than the model's context of T=" + std::to_string(ck.cfg.T) +
+                                    " (checkpoint '" + path + "'); give at most " + std::to_string(ck.cfg.T));
     double t0 = now_seconds();
     int n = args.integer("n", 300);
+    if (n < 0) throw std::invalid_argument("--n must be 0 or more");
     std::vector<int> out = generate(model, prompt, n, args.num("temperature", 0.8), uint64_t(args.num("seed", 1)));
     double dt = now_seconds() - t0;
     std::printf("%s\n", tok.decode(out).c_str());
-    std::fprintf(stderr, "[%s, %s: %d tokens in %.2fs, %.0f tokens/s, %s]\n", path.c_str(), quant_name(ck.cfg.quant),
-                 n, dt, n / dt, threading_summary().c_str());
+    std::fprintf(stderr, "[%s, %s, step %ld: %d tokens in %.2fs, %.0f tokens/s, %s]\n", path.c_str(),
+                 quant_name(ck.cfg.quant), ck.step, n, dt, n / dt, threading_summary().c_str());
     return 0;
 } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

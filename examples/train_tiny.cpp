@@ -27,7 +27,11 @@ static const char* kUsage =
     "  --student-wd W --student-decay D          the student's own weight decay settings\n"
     "  --tag NAME                                names the student's files (default: <loss>_<init>)\n"
     "  --eval-every 500 --samples 300            progress evaluation interval, sample length\n"
-    "  --eval-windows 0                          final evaluation on this many evenly spaced windows (0 = all)";
+    "  --eval-windows 0                          final evaluation on this many evenly spaced windows (0 = all)\n"
+    "  --ckpt-every N                            save each run's checkpoint (with optimizer state) every N steps,\n"
+    "                                            atomically; default: --eval-every. 0 = only at the end\n"
+    "  --inject-nan-at RUN:STEP                  TEST HOOK: make RUN (teacher or student) hit a NaN loss at STEP,\n"
+    "                                            to check that training stops and keeps the last good checkpoint";
 
 struct RunSpec {
     std::string name;  // "teacher" or "student"
@@ -35,11 +39,18 @@ struct RunSpec {
     AdamW adam;
     int steps = 2000;
     int eval_every = 500;
+    int ckpt_every = 500;  // 0: the checkpoint is written only at the end (by main)
+    long nan_at = 0;       // test hook (--inject-nan-at): poison a parameter before this 1-based step
 };
 
-// Train `model` for spec.steps, printing progress lines and writing one CSV row per step.
+// Train `model` for spec.steps, printing progress lines and writing one CSV row per step. Every
+// spec.ckpt_every steps the checkpoint at ckpt_path is replaced atomically (parameters and optimizer state).
+// `stale_on_save` (teacher.ckpt.meta) describes the checkpoint there before; it is removed just before that
+// checkpoint is first replaced. NaN/inf in the loss or gradients (fbi::NonFiniteError, thrown before the
+// update) stops the run with a message that names the step and the last good checkpoint, left as it was.
 static void train(Model& model, Model* teacher, const std::vector<int>& train_data, const std::vector<int>& val_data,
-                  const RunSpec& spec, const std::string& csv_path) {
+                  const RunSpec& spec, const std::string& csv_path, const std::string& ckpt_path,
+                  const std::string& vocab, const std::string& stale_on_save = "") {
     CsvLog log(csv_path);
     AdamW adam = spec.adam;
     FlipCounter flips;
@@ -49,8 +60,24 @@ static void train(Model& model, Model* teacher, const std::vector<int>& train_da
     flips.update(ptrs, sizes);  // record the initial signs
     double t0 = now_seconds(), t_last = t0;
     long tokens_per_step = long(spec.opt.B) * spec.opt.T * spec.opt.micro_batches;
+    long saved = 0;  // the step of the last checkpoint this run wrote (0: none yet)
     for (long step = 0; step < spec.steps; step++) {
-        StepStats st = train_step(model, teacher, adam, flips, train_data, spec.opt, step);
+        if (step + 1 == spec.nan_at) model.p(model.lm_head)[0] = std::numeric_limits<float>::quiet_NaN();
+        StepStats st;
+        try {
+            st = train_step(model, teacher, adam, flips, train_data, spec.opt, step);
+        } catch (const NonFiniteError& e) {
+            std::string kept =
+                saved > 0 ? "last good checkpoint: " + ckpt_path + " (after step " + std::to_string(saved) +
+                                "; parameters and optimizer state), left as it was"
+                : spec.ckpt_every > 0 ? "no checkpoint of this run was written: the first was due after step " +
+                                            std::to_string(spec.ckpt_every) + " (--ckpt-every); " + ckpt_path +
+                                            " was not touched"
+                                      : "no checkpoint was written (--ckpt-every 0: only at the end); " + ckpt_path +
+                                            " was not touched";
+            throw std::runtime_error(spec.name + " stopped at step " + std::to_string(step + 1) + "/" +
+                                     std::to_string(spec.steps) + ": " + e.what() + "\n       " + kept);
+        }
         double now = now_seconds();
         double tok_s = tokens_per_step / std::max(1e-9, now - t_last);
         t_last = now;
@@ -59,6 +86,11 @@ static void train(Model& model, Model* teacher, const std::vector<int>& train_da
         if ((spec.eval_every > 0 && (step + 1) % spec.eval_every == 0) || last)
             val = evaluate(model, val_data, spec.opt.B, spec.opt.T, 200);
         log.row(step + 1, st, tok_s, val);
+        if (spec.ckpt_every > 0 && (step + 1) % spec.ckpt_every == 0 && !last) {  // the last one: main saves it
+            if (saved == 0 && !stale_on_save.empty()) std::remove(stale_on_save.c_str());
+            save_checkpoint(ckpt_path, make_checkpoint(model, vocab, step + 1, &adam));
+            saved = step + 1;
+        }
         if ((step + 1) % 100 == 0 || step == 0 || last) {
             double elapsed = now - t0, avg = tokens_per_step * (step + 1) / elapsed;
             std::printf("%-7s step %5ld/%d | loss %.4f | lr %.2e | grad %.3f | flips %.5f | %6.0f tok/s | ETA %s",
@@ -94,11 +126,11 @@ int main(int argc, char** argv) try {
     std::string data_path = args.str("data", ""), out = args.str("out", "runs/tiny");
     if (data_path.empty()) throw std::invalid_argument("--data PATH is required (make train-tiny passes it)");
     std::printf("fbi_llm train_tiny | %s\n", threading_summary().c_str());
-    make_dirs(out);
 
-    // ---- data ----
+    // ---- data ----  (checked before anything is created on disk)
     int T = args.integer("context", 64), B = args.integer("batch", 12);
-    std::string text = load_corpus(data_path, 2 * (T + 1) * 10);
+    if (T < 1 || B < 1) throw std::invalid_argument("--context and --batch must be at least 1");
+    std::string text = load_corpus(data_path, 2 * (T + 1) * 10, T);
     CharTokenizer tok = CharTokenizer::from_text(text);
     std::vector<int> all = tok.encode(text), train_data, val_data;
     split_90_10(all, train_data, val_data);
@@ -135,6 +167,8 @@ int main(int argc, char** argv) try {
     if (decay != "matrices" && decay != "all") throw std::invalid_argument("--decay must be matrices or all");
     base.adam.decay_on = decay == "all" ? DecayOn::All : DecayOn::Matrices;
     base.eval_every = args.integer("eval-every", 500);
+    base.ckpt_every = args.integer("ckpt-every", base.eval_every);
+    if (base.ckpt_every < 0) throw std::invalid_argument("--ckpt-every must be 0 (only at the end) or more");
 
     RunSpec tspec = base;
     tspec.name = "teacher";
@@ -168,6 +202,20 @@ int main(int argc, char** argv) try {
     std::string tname = teacher_cfg.C == student_cfg.C && teacher_cfg.L == student_cfg.L
                             ? "teacher" : "teacher_C" + std::to_string(teacher_cfg.C) + "_L" + std::to_string(teacher_cfg.L);
     if (tspec.steps != 2000) tname += "_s" + std::to_string(tspec.steps);
+    std::string nan_at = args.str("inject-nan-at", "");  // test hook: RUN:STEP
+    if (!nan_at.empty()) {
+        size_t colon = nan_at.find(':');
+        std::string run = nan_at.substr(0, colon);
+        long at = colon == std::string::npos ? 0 : std::atol(nan_at.c_str() + colon + 1);
+        if ((run != "teacher" && run != "student") || at < 1)
+            throw std::invalid_argument("--inject-nan-at expects teacher:STEP or student:STEP, got '" + nan_at + "'");
+        (run == "teacher" ? tspec : sspec).nan_at = at;
+    }
+
+    // ---- output: created only now that the arguments and data are known to be good; checked for writability
+    // before any training, so that a bad --out costs seconds, not the run ----
+    make_dirs(out);
+    check_writable_dir(out);
     double t_start = now_seconds();
 
     // ---- 1. the teacher: reuse or train ----
@@ -190,8 +238,9 @@ int main(int argc, char** argv) try {
         std::printf("teacher: %s, %zu parameters, %d steps\n", describe(teacher_cfg).c_str(),
                     build_model<float>(teacher_cfg, 0).params.size(), tspec.steps);
         teacher = build_model<float>(teacher_cfg, tspec.opt.seed);
-        double t0 = now_seconds();
-        train(teacher, nullptr, train_data, val_data, tspec, out + "/" + tname + ".csv");
+        double t0 = now_seconds();  // .meta goes when teacher.ckpt is first replaced; only a finished run rewrites it
+        train(teacher, nullptr, train_data, val_data, tspec, out + "/" + tname + ".csv", tckpt, tok.chars, tmeta);
+        std::remove(tmeta.c_str());  // (also with --ckpt-every 0) before the final checkpoint replaces the old one
         t_teacher = now_seconds() - t0;
         save_checkpoint(tckpt, make_checkpoint(teacher, tok.chars, tspec.steps, nullptr));
         write_file_atomic(tmeta, std::vector<unsigned char>(fp.begin(), fp.end()));
@@ -209,10 +258,11 @@ int main(int argc, char** argv) try {
                 loss_name(sspec.opt.loss), sspec.opt.loss == Loss::DAD ? (" (" + dadw + " weights)").c_str() : "",
                 init.c_str(), student.params.size(), sspec.steps);
     double t0 = now_seconds();
+    std::string sckpt = out + "/student_" + tag + ".ckpt";
     train(student, sspec.opt.loss == Loss::CE ? nullptr : &teacher, train_data, val_data, sspec,
-          out + "/student_" + tag + ".csv");
+          out + "/student_" + tag + ".csv", sckpt, tok.chars);
     double t_student = now_seconds() - t0;
-    save_checkpoint(out + "/student_" + tag + ".ckpt", make_checkpoint(student, tok.chars, sspec.steps, nullptr));
+    save_checkpoint(sckpt, make_checkpoint(student, tok.chars, sspec.steps, nullptr));
 
     // ---- 3. evaluate on the whole validation split; pack the student to 1 bit and evaluate that too ----
     long ew = args.integer("eval-windows", 0);  // 0 = every window of the validation split
