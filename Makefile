@@ -78,11 +78,17 @@ $(BUILD)/run_tests: $(TEST_OBJ)
 	$(CXX) $(CXXFLAGS) $^ -o $@
 
 # ---- tests: doctest; the last line restates doctest's summary as "N passed, N failed" ---------------------
-test: deps status $(BUILD)/run_tests  ## build and run the test suite (ARGS='-tc="F2*"' runs one check)
+test: deps status $(BUILD)/run_tests $(BUILD)/train_tiny $(BUILD)/sample  ## build and run the test suite (ARGS='-tc="F2*"' runs one check), then test-examples
 	@set -o pipefail 2>/dev/null; OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} ./$(BUILD)/run_tests $(ARGS) | tee $(BUILD)/test.log; \
 	rc=$${PIPESTATUS[0]}; \
 	awk '/test cases:/ { for (i=1;i<=NF;i++) { if ($$(i+1) ~ /^passed/) p=$$i; if ($$(i+1) ~ /^failed/) f=$$i } } END { if (p!="") print "tests: " p " passed, " f " failed" }' $(BUILD)/test.log; \
 	exit $$rc
+	@$(MAKE) --no-print-directory test-examples
+
+# ---- bad inputs through the examples: clear errors, nothing on disk damaged (tests/examples_bad_input.sh) -----
+.PHONY: test-examples
+test-examples: deps $(BUILD)/train_tiny $(BUILD)/sample  ## bad corpus/prompt/output/NaN through train_tiny and sample (~3 s)
+	@bash tests/examples_bad_input.sh $(BUILD)
 
 # ---- sanitize: the whole doctest suite under AddressSanitizer + UndefinedBehaviorSanitizer ------------------
 # A separate build tree (build/san), so the normal build is not touched. Any report stops the run with a

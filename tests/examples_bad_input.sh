@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# Bad inputs through the examples (build/train_tiny, build/sample): each case checks the exit status, that the
+# error message names the problem, and that nothing on disk was damaged (the files of an earlier good run are
+# byte-identical afterwards, and no directory or file appeared that should not have).
+#   usage: tests/examples_bad_input.sh [BUILD_DIR]     (make test-examples; make test runs it too)
+# Prints one line per check, "ok - ..." or "FAIL - ...", and exits nonzero if any failed. Tiny models: ~5 s.
+set -u
+BUILD=${1:-build}
+TRAIN=$PWD/$BUILD/train_tiny
+SAMPLE=$PWD/$BUILD/sample
+for b in "$TRAIN" "$SAMPLE"; do [ -x "$b" ] || { echo "FAIL - $b is not built (make $BUILD/${b##*/})"; exit 1; }; done
+export OMP_NUM_THREADS=1
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/fbi_bad_input.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+cd "$TMP"
+mkdir logs
+passed=0
+failed=0
+ok() { echo "ok - $1"; passed=$((passed + 1)); }
+fail() { echo "FAIL - $1"; [ -n "${2:-}" ] && printf '    %s\n' "$2"; failed=$((failed + 1)); }
+
+# A small corpus of our own (≈6 KB of dialogue built from a few words; no '~', '#', 'é' or digits in it).
+words=(the king and queen of a small town went down to the river where old men sat told long stories
+       about war weather price bread)
+{
+  for i in $(seq 1 160); do
+    w1=${words[$((i * 7 % 25))]} w2=${words[$((i * 11 % 25))]} w3=${words[$((i * 13 % 25))]}
+    w4=${words[$((i * 17 % 25))]}
+    case $((i % 3)) in 0) echo "KING:" ;; 1) echo "QUEEN:" ;; 2) echo "OLD MAN:" ;; esac
+    echo "The $w1 $w2, $w3 and $w4."
+  done
+} > corpus.txt
+TINY=(--teacher-steps 4 --student-steps 4 --width 32 --layers 1 --heads 2 --context 16 --batch 2
+      --eval-every 2 --samples 20)
+
+# snapshot DIR: every file under DIR (recursively) with its sha256, sorted; compared before/after each case
+snapshot() { (cd "$1" 2>/dev/null && find . -type f -print0 | sort -z | xargs -0 -r sha256sum) ; }
+
+# run NAME EXPECTED_MESSAGE CMD...: the command must fail (exit != 0) and print EXPECTED_MESSAGE on stderr,
+# and the good run in good/ plus everything else listed in $WATCH must be byte-identical afterwards.
+WATCH=()
+run() {
+  local name=$1 expect=$2
+  shift 2
+  local before after rc
+  before=$(snapshot good; for f in "${WATCH[@]}"; do [ -e "$f" ] && sha256sum "$f"; done; ls -A)
+  "$@" > logs/out.log 2> logs/err.log
+  rc=$?
+  after=$(snapshot good; for f in "${WATCH[@]}"; do [ -e "$f" ] && sha256sum "$f"; done; ls -A)
+  if [ $rc -eq 0 ]; then fail "$name: exited 0" "$(tail -3 logs/err.log)"; return; fi
+  if ! grep -qF -- "$expect" logs/err.log; then fail "$name: message does not say '$expect'" "$(cat logs/err.log)"; return; fi
+  if [ "$before" != "$after" ]; then fail "$name: files on disk changed" "$(diff <(echo "$before") <(echo "$after") | head -5)"; return; fi
+  ok "$name: exit $rc, \"$(grep -m1 -F -- "$expect" logs/err.log | sed 's/^error: //' | cut -c1-110)\""
+}
+
+# ---- a good run first: its outputs must survive every bad input below ----
+if "$TRAIN" --data corpus.txt --out good "${TINY[@]}" > good.log 2>&1 && [ -s good/student_ad_random.ckpt ]; then
+  ok "a good tiny run writes its checkpoints ($(ls good | wc -l) files in good/)"
+else
+  fail "the good tiny run failed" "$(tail -5 good.log)"
+  echo "# $passed ok, $failed failed"
+  exit 1
+fi
+CKPT=good/student_ad_random.ckpt
+
+# ---- the corpus: missing, a directory, empty, shorter than one window, too short, not text ----
+run "corpus missing" "corpus 'nope.txt' not found" "$TRAIN" --data nope.txt --out good "${TINY[@]}"
+run "corpus missing, --out not created" "not found" "$TRAIN" --data nope.txt --out fresh/run "${TINY[@]}"
+[ ! -e fresh ] && ok "corpus missing: the --out directory fresh/run was not created" || fail "fresh/run was created"
+mkdir -p adir
+run "corpus is a directory" "corpus 'adir' is a directory, not a text file" "$TRAIN" --data adir --out good "${TINY[@]}"
+: > empty.txt
+run "corpus empty" "corpus 'empty.txt' is empty" "$TRAIN" --data empty.txt --out good "${TINY[@]}"
+printf 'KING:\nThe end.\n' > ten.txt  # 15 characters < T+1 = 17
+run "corpus shorter than one context window" \
+    "corpus 'ten.txt' has 15 characters, shorter than one context window (T+1 = 17 characters for --context 16)" \
+    "$TRAIN" --data ten.txt --out good "${TINY[@]}"
+head -c 200 corpus.txt > short.txt  # > one window, < the 340 needed for a validation window too
+run "corpus shorter than the training + validation windows" \
+    "corpus 'short.txt' has 200 characters, fewer than the 340 needed for --context 16" \
+    "$TRAIN" --data short.txt --out good "${TINY[@]}"
+{ head -c 3000 corpus.txt; printf 'KING:\000\001\002\n'; tail -c 3000 corpus.txt; } > nul.txt
+run "corpus not text (NUL bytes)" "corpus 'nul.txt' is not text: it contains NUL bytes (the first at byte 3005 (line" \
+    "$TRAIN" --data nul.txt --out good "${TINY[@]}"
+{ head -c 3000 corpus.txt; printf 'caf\351 latin-1\n'; tail -c 3000 corpus.txt; } > latin1.txt
+run "corpus not UTF-8 (a Latin-1 byte)" "corpus 'latin1.txt' is not UTF-8 text: invalid byte 0xe9 at byte 3003" \
+    "$TRAIN" --data latin1.txt --out good "${TINY[@]}"
+run "corpus is a binary file (the train_tiny executable)" "is not text: it contains NUL bytes" \
+    "$TRAIN" --data "$TRAIN" --out good "${TINY[@]}"
+{ cat corpus.txt; printf 'QUEEN:\nCaf\303\251 cr\303\250me, \342\202\254 5.\n'; } > utf8.txt  # valid UTF-8: accepted
+if "$TRAIN" --data utf8.txt --out utf8run "${TINY[@]}" --teacher-steps 2 --student-steps 2 > utf8.log 2>&1; then
+  ok "a UTF-8 corpus (é, è, €) is accepted as text"
+else fail "a valid UTF-8 corpus was refused" "$(tail -2 utf8.log)"; fi
+
+# ---- sampling: characters outside the vocabulary, prompt length, bad checkpoint files ----
+run "sample: a character not in the vocabulary" \
+    "--prompt: character '~' at position 4 is not in the model's vocabulary of" "$SAMPLE" --ckpt "$CKPT" --prompt "KING~" --n 5
+run "sample: a UTF-8 character not in the vocabulary" \
+    "character 'é' (UTF-8 bytes c3 a9) at position 3 is not in the model's vocabulary" \
+    "$SAMPLE" --ckpt "$CKPT" --prompt "The$(printf '\303\251')" --n 5
+run "sample: prompt longer than the context" \
+    "--prompt has 17 characters, more than the model's context of T=16" \
+    "$SAMPLE" --ckpt "$CKPT" --prompt "The king and quee" --n 5
+if "$SAMPLE" --ckpt "$CKPT" --prompt "The king and que" --n 40 > full.log 2> full.err &&
+   [ "$(head -c 16 full.log)" = "The king and que" ] && grep -q "40 tokens" full.err; then
+  ok "sample: a prompt of exactly T=16 characters works, and generation runs past T (16 + 40 tokens, sliding window)"
+else fail "sample: a prompt of exactly T characters failed" "$(cat full.err)"; fi
+run "sample: empty prompt" "--prompt is empty" "$SAMPLE" --ckpt "$CKPT" --prompt "" --n 5
+run "sample: checkpoint missing" "cannot open 'good/nope.ckpt'" "$SAMPLE" --ckpt good/nope.ckpt
+head -c 1000 "$CKPT" > cut.ckpt
+WATCH=(cut.ckpt)
+run "sample: truncated checkpoint" "checkpoint 'cut.ckpt': truncated" "$SAMPLE" --ckpt cut.ckpt
+WATCH=()
+run "sample: a packed file is not a checkpoint" "not an fbi_llm checkpoint (bad magic)" \
+    "$SAMPLE" --ckpt good/student_ad_random.fbipack
+
+# ---- unwritable output paths: a regular file in the way, /proc (no mkdir), /sys (exists, refuses files) ----
+echo "keep me" > afile
+WATCH=(afile)
+run "--out under a regular file" "output path 'afile' exists and is not a directory" \
+    "$TRAIN" --data corpus.txt --out afile/run "${TINY[@]}"
+run "--out is a regular file" "output path 'afile' exists and is not a directory" \
+    "$TRAIN" --data corpus.txt --out afile "${TINY[@]}"
+WATCH=()
+run "--out where no directory can be made (/proc)" "cannot create output directory '/proc/fbi_llm_test'" \
+    "$TRAIN" --data corpus.txt --out /proc/fbi_llm_test/run "${TINY[@]}"
+run "--out a directory that refuses new files (/sys)" "output directory '/sys' is not writable" \
+    "$TRAIN" --data corpus.txt --out /sys "${TINY[@]}"
+grep -q "teacher:" logs/err.log logs/out.log && fail "--out /sys: training started before the output was checked" || true
+
+# ---- NaN during training: stop with a message naming the step; keep the last good checkpoint ----
+# (--inject-nan-at is a test hook: it poisons one LM-head weight before the given step)
+"$TRAIN" --data corpus.txt --out nan "${TINY[@]}" --teacher-steps 10 --ckpt-every 2 --inject-nan-at teacher:7 \
+  > nan.log 2> nan.err
+rc=$?
+if [ $rc -ne 0 ] && grep -qF "teacher stopped at step 7/10: fbi: non-finite loss at step 7" nan.err &&
+   grep -qF "last good checkpoint: nan/teacher_s10.ckpt (after step 6; parameters and optimizer state)" nan.err; then
+  ok "NaN at teacher step 7: exit $rc, \"$(head -1 nan.err | sed 's/^error: //' | cut -c1-90)...\""
+else fail "NaN at teacher step 7: wrong exit status or message (exit $rc)" "$(cat nan.err)"; fi
+if "$SAMPLE" --ckpt nan/teacher_s10.ckpt --n 5 > /dev/null 2> s.err && grep -q "fp32, step 6:" s.err; then
+  ok "NaN: the kept checkpoint loads and is the one from after step 6 ($(grep -o 'step 6' s.err))"
+else fail "NaN: the kept checkpoint does not load as step 6" "$(cat s.err)"; fi
+[ ! -e nan/teacher_s10.ckpt.meta ] && [ -z "$(ls nan | grep -E 'tmp|student')" ] &&
+  ok "NaN: no .meta (the partial teacher is never reused as finished), no temp files, no student files" ||
+  fail "NaN: unexpected files in nan/" "$(ls nan)"
+
+# A NaN in the student: the finished teacher (reused from good/) stays byte-identical, the student keeps step 2.
+cp -r good nan_student
+teacher_before=$(sha256sum nan_student/teacher_s4.ckpt nan_student/teacher_s4.ckpt.meta)
+"$TRAIN" --data corpus.txt --out nan_student "${TINY[@]}" --ckpt-every 2 --inject-nan-at student:3 > ns.log 2> ns.err
+rc=$?
+if [ $rc -ne 0 ] && grep -qF "student stopped at step 3/4" ns.err &&
+   grep -qF "last good checkpoint: nan_student/student_ad_random.ckpt (after step 2" ns.err &&
+   grep -q "teacher: reusing" ns.log && [ "$teacher_before" = "$(sha256sum nan_student/teacher_s4.ckpt nan_student/teacher_s4.ckpt.meta)" ] &&
+   "$SAMPLE" --ckpt nan_student/student_ad_random.ckpt --n 5 > /dev/null 2> s.err && grep -q "fbi, step 2:" s.err; then
+  ok "NaN at student step 3: exit $rc; teacher files byte-identical; student checkpoint kept at step 2"
+else fail "NaN at student step 3" "$(cat ns.err s.err 2>/dev/null)"; fi
+
+# A NaN before the first periodic checkpoint: the previous run's checkpoint and .meta are not touched.
+cp -r good nan_early
+before=$(snapshot nan_early | grep -v '\.csv$')
+"$TRAIN" --data corpus.txt --out nan_early "${TINY[@]}" --seed 7 --inject-nan-at teacher:1 > ne.log 2> ne.err
+rc=$?
+if [ $rc -ne 0 ] && grep -qF "no checkpoint of this run was written: the first was due after step 2" ne.err &&
+   [ "$before" = "$(snapshot nan_early | grep -v '\.csv$')" ]; then
+  ok "NaN at step 1, before the first checkpoint: exit $rc; every earlier checkpoint and .meta byte-identical"
+else fail "NaN before the first checkpoint" "$(cat ne.err)"; fi
+
+# A real divergence, no hook: a learning rate of 1e30 overflows the weights within two steps.
+"$TRAIN" --data corpus.txt --out diverge "${TINY[@]}" --lr 1e30 --warmup 0 --ckpt-every 1 > dv.log 2> dv.err
+rc=$?
+if [ $rc -ne 0 ] && grep -qE "teacher stopped at step [0-9]+/4: fbi: non-finite (loss|gradient norm)" dv.err; then
+  ok "--lr 1e30: exit $rc, \"$(head -1 dv.err | sed 's/^error: //' | cut -c1-100)...\""
+else fail "--lr 1e30 did not stop with a non-finite error (exit $rc)" "$(cat dv.err)"; fi
+
+# ---- bad arguments ----
+run "a number argument that is not a number" "--context expects a number, got 'abc'" \
+    "$TRAIN" --data corpus.txt --out good --context abc
+run "a malformed test hook" "--inject-nan-at expects teacher:STEP or student:STEP" \
+    "$TRAIN" --data corpus.txt --out good "${TINY[@]}" --inject-nan-at 5
+
+echo "# $passed ok, $failed failed"
+[ $failed -eq 0 ]
