@@ -90,9 +90,10 @@ test: deps status $(BUILD)/run_tests $(BUILD)/train_tiny $(BUILD)/sample  ## bui
 test-examples: deps $(BUILD)/train_tiny $(BUILD)/sample  ## bad corpus/prompt/output/NaN through train_tiny and sample (~3 s)
 	@bash tests/examples_bad_input.sh $(BUILD)
 
-# ---- sanitize: the whole doctest suite under AddressSanitizer + UndefinedBehaviorSanitizer ------------------
+# ---- sanitize: the whole doctest suite, then test-examples, under AddressSanitizer + UndefinedBehaviorSanitizer
 # A separate build tree (build/san), so the normal build is not touched. Any report stops the run with a
-# nonzero exit (-fno-sanitize-recover=all; LeakSanitizer is on, as in ASan's default on Linux).
+# nonzero exit (-fno-sanitize-recover=all; LeakSanitizer is on, as in ASan's default on Linux). The examples'
+# reports go to build/san/examples_san.* (the bad-input checks expect nonzero exits, so a log is the signal).
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all -g
 # (-Wno-uninitialized: GCC 12 warns inside Eigen's AVX-512 intrinsics once ASan instruments them; the normal build keeps the warning)
 SAN_WARN  := -Wno-uninitialized
@@ -106,8 +107,12 @@ $(SAN_BUILD)/tests/%.o: tests/%.cpp tests/testing.hpp $(HEADER) | deps
 $(SAN_BUILD)/run_tests: $(SAN_OBJ)
 	$(CXX) $(CXXFLAGS) $(SAN_FLAGS) $^ -o $@
 
+$(SAN_BUILD)/%: examples/%.cpp examples/common.hpp examples/json_out.hpp $(HEADER) | deps
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -isystem /usr/include/eigen3 -O1 $(SAN_FLAGS) $(SAN_WARN) $< -o $@
+
 .PHONY: sanitize
-sanitize: deps status $(SAN_BUILD)/run_tests  ## the test suite under ASan + UBSan (build/san); fails on any report
+sanitize: deps status $(SAN_BUILD)/run_tests $(SAN_BUILD)/train_tiny $(SAN_BUILD)/sample  ## the test suite and test-examples under ASan + UBSan (build/san); fails on any report
 	@set -o pipefail; t0=$$(date +%s); \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} \
@@ -115,7 +120,14 @@ sanitize: deps status $(SAN_BUILD)/run_tests  ## the test suite under ASan + UBS
 	if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' $(SAN_BUILD)/sanitize.log; then \
 	  echo "sanitize: ✗ a sanitizer reported an error (see $(SAN_BUILD)/sanitize.log)"; exit 1; fi; \
 	if [ $$rc -ne 0 ]; then echo "sanitize: ✗ the test suite failed (exit $$rc)"; exit $$rc; fi; \
-	echo "sanitize: ✓ ASan + UBSan clean, every test passed ($$(( $$(date +%s) - t0 )) s)"
+	rm -f $(SAN_BUILD)/examples_san.*; \
+	ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:log_path=$(CURDIR)/$(SAN_BUILD)/examples_san \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$(CURDIR)/$(SAN_BUILD)/examples_san \
+	  bash tests/examples_bad_input.sh $(SAN_BUILD) | tail -1; rc=$$?; \
+	if ls $(SAN_BUILD)/examples_san.* >/dev/null 2>&1; then \
+	  echo "sanitize: ✗ a sanitizer reported an error in the examples:"; cat $(SAN_BUILD)/examples_san.* | head -30; exit 1; fi; \
+	if [ $$rc -ne 0 ]; then echo "sanitize: ✗ tests/examples_bad_input.sh failed (run it: bash tests/examples_bad_input.sh $(SAN_BUILD))"; exit $$rc; fi; \
+	echo "sanitize: ✓ ASan + UBSan clean: every doctest case and every bad-input check passed ($$(( $$(date +%s) - t0 )) s)"
 
 # ---- fuzz: libFuzzer on the checkpoint and packed-model loaders (tests/fuzz/fuzz_loaders.cpp) -------------
 # clang with -fsanitize=fuzzer,address,undefined; installed as root on Debian/Ubuntu (clang libclang-rt-dev)
