@@ -103,16 +103,18 @@ Config tiny(Quant q) {
     c.V = 3; c.C = 4; c.L = 1; c.NH = 1; c.F = 70; c.T = 4; c.quant = q;
     return c;
 }
-std::vector<unsigned char> tiny_checkpoint_bytes() {
-    Model m = build_model<float>(tiny(Quant::FBI), 11);
+std::vector<unsigned char> tiny_checkpoint_bytes(Quant q) {
+    Model m = build_model<float>(tiny(q), 11);
     AdamW opt;
     for (float& g : m.grads) g = 0.01f;
     adamw_step(m, opt, 1e-3);  // with optimizer state: every section of the format is present
     return checkpoint_bytes(make_checkpoint(m, "ab\n", 1, &opt));
 }
-std::vector<unsigned char> tiny_packed_bytes() {
-    return packed_model_bytes(pack_model(build_model<float>(tiny(Quant::FBI), 12), "ab\n"));
+std::vector<unsigned char> tiny_packed_bytes(Quant q) {
+    return packed_model_bytes(pack_model(build_model<float>(tiny(q), 12), "ab\n"));
 }
+const Quant kCheckpointQuants[] = {Quant::FP, Quant::FBI, Quant::B158, Quant::DB};
+const Quant kPackedQuants[] = {Quant::FBI, Quant::B158, Quant::DB};
 // A file header as the writers lay it out, for sizes no real model could have.
 struct Header {
     ByteWriter w;
@@ -137,55 +139,56 @@ Config big(int V, int C, int L, int NH, int F, int T, Quant q = Quant::FP) {
 }
 }  // namespace
 
-TEST_CASE("C5 a checkpoint or packed file cut at ANY byte is a clear 'truncated' error") {
-    auto ck = tiny_checkpoint_bytes();
-    CHECK(parse_checkpoint(ck, "tiny.ckpt").step == 1);  // the whole file loads
-    size_t failures = 0;
-    for (size_t cut = 0; cut < ck.size(); cut++) {
-        std::vector<unsigned char> prefix(ck.begin(), ck.begin() + cut);
-        try {
-            parse_checkpoint(prefix, "tiny.ckpt");
-            failures++;  // a prefix was accepted
-        } catch (const std::runtime_error& e) {
-            if (!std::strstr(e.what(), "checkpoint 'tiny.ckpt': truncated")) { failures++; INFO(cut << ": " << e.what()); CHECK(false); }
+TEST_CASE("C5 a checkpoint or packed file cut at ANY byte is a clear 'truncated' error (every quantizer)") {
+    auto every_prefix = [](const std::vector<unsigned char>& bytes, bool checkpoint) {
+        const char* expect = checkpoint ? "checkpoint 'tiny': truncated" : "packed model 'tiny': truncated";
+        size_t failures = 0;
+        for (size_t cut = 0; cut < bytes.size(); cut++) {
+            std::vector<unsigned char> prefix(bytes.begin(), bytes.begin() + cut);
+            try {
+                if (checkpoint) parse_checkpoint(prefix, "tiny"); else parse_packed_model(prefix, "tiny");
+                failures++;  // a prefix was accepted
+                INFO("prefix of " << cut << " bytes accepted");
+                CHECK(false);
+            } catch (const std::runtime_error& e) {
+                if (!std::strstr(e.what(), expect)) { failures++; INFO(cut << ": " << e.what()); CHECK(false); }
+            }
         }
+        return failures;
+    };
+    for (Quant q : kCheckpointQuants) {
+        auto ck = tiny_checkpoint_bytes(q);
+        INFO("checkpoint, quant=" << quant_name(q) << ", " << ck.size() << " bytes");
+        CHECK(parse_checkpoint(ck, "tiny").step == 1);  // the whole file loads
+        CHECK(every_prefix(ck, true) == 0);
     }
-    INFO("checkpoint of " << ck.size() << " bytes");
-    CHECK(failures == 0);
-    auto pk = tiny_packed_bytes();
-    CHECK(parse_packed_model(pk, "tiny.fbipack").vocab == "ab\n");
-    for (size_t cut = 0; cut < pk.size(); cut++) {
-        std::vector<unsigned char> prefix(pk.begin(), pk.begin() + cut);
-        try {
-            parse_packed_model(prefix, "tiny.fbipack");
-            failures++;
-        } catch (const std::runtime_error& e) {
-            if (!std::strstr(e.what(), "packed model 'tiny.fbipack': truncated")) { failures++; INFO(cut << ": " << e.what()); CHECK(false); }
-        }
+    for (Quant q : kPackedQuants) {
+        auto pk = tiny_packed_bytes(q);
+        INFO("packed file, quant=" << quant_name(q) << ", " << pk.size() << " bytes");
+        CHECK(parse_packed_model(pk, "tiny").vocab == "ab\n");
+        CHECK(every_prefix(pk, false) == 0);
     }
-    INFO("packed file of " << pk.size() << " bytes");
-    CHECK(failures == 0);
 }
 
 TEST_CASE("C6 a checkpoint or packed file with ANY one byte changed is refused with an error naming the file") {
-    for (int kind = 0; kind < 2; kind++) {
-        auto bytes = kind == 0 ? tiny_checkpoint_bytes() : tiny_packed_bytes();
+    auto every_byte = [](const std::vector<unsigned char>& bytes, bool checkpoint, const char* what) {
         size_t accepted = 0, unnamed = 0;
-        for (size_t i = 0; i < bytes.size(); i++)
-            for (unsigned char flip : {0x01, 0x80, 0xff}) {
-                auto bad = bytes;
-                bad[i] ^= flip;
-                try {
-                    if (kind == 0) parse_checkpoint(bad, "f"); else parse_packed_model(bad, "f");
-                    accepted++;
-                } catch (const std::runtime_error& e) {
-                    if (!std::strstr(e.what(), kind == 0 ? "checkpoint 'f': " : "packed model 'f': ")) unnamed++;
-                }
+        for (size_t i = 0; i < bytes.size(); i++) {
+            auto bad = bytes;
+            bad[i] ^= 0xff;  // every bit of the byte
+            try {
+                if (checkpoint) parse_checkpoint(bad, "f"); else parse_packed_model(bad, "f");
+                accepted++;
+            } catch (const std::runtime_error& e) {
+                if (!std::strstr(e.what(), checkpoint ? "checkpoint 'f': " : "packed model 'f': ")) unnamed++;
             }
-        INFO((kind == 0 ? "checkpoint" : "packed file") << " of " << bytes.size() << " bytes");
+        }
+        INFO(what << " of " << bytes.size() << " bytes");
         CHECK(accepted == 0);
         CHECK(unnamed == 0);
-    }
+    };
+    for (Quant q : kCheckpointQuants) every_byte(tiny_checkpoint_bytes(q), true, quant_name(q));
+    for (Quant q : kPackedQuants) every_byte(tiny_packed_bytes(q), false, quant_name(q));
 }
 
 TEST_CASE("C7 min_param_count: exactly what layout_model lays out for FP, a lower bound for every quantizer") {

@@ -1,6 +1,7 @@
 // Writes the seed corpus for fuzz_loaders: small real checkpoints and packed models, so the fuzzer starts
 // from valid files and mutates every field of both formats.   usage: make_seeds DIR
 #include <cstdio>
+#include <cstring>
 #include <string>
 
 #include "../../fbi_llm.hpp"
@@ -34,8 +35,23 @@ int main(int argc, char** argv) try {
     checkpoint("fp_opt.ckpt", tiny(Quant::FP, 3, 4, 1, 1, 8, 4), "ab\n", true);
     checkpoint("fbi.ckpt", tiny(Quant::FBI, 5, 4, 1, 2, 8, 3), "abcde", false);
     checkpoint("fbi_opt_L2.ckpt", tiny(Quant::FBI, 2, 4, 2, 1, 4, 2), "", true);
+    checkpoint("b158.ckpt", tiny(Quant::B158, 3, 4, 1, 1, 8, 4), "xyz", false);
+    checkpoint("db_opt.ckpt", tiny(Quant::DB, 3, 4, 1, 1, 6, 3), "pq\n", true);
     packed("V3.fbipack", tiny(Quant::FBI, 3, 4, 1, 1, 8, 4), "xyz");
     packed("L2.fbipack", tiny(Quant::FBI, 5, 4, 2, 2, 12, 3), "\n !ab");
+    packed("b158.fbipack", tiny(Quant::B158, 3, 4, 1, 1, 8, 4), "abc");
+    packed("db.fbipack", tiny(Quant::DB, 4, 4, 1, 2, 10, 3), "wxyz");
+    {  // the version-1 layout (FBI only, no quantizer field), which the loader still reads
+        auto b = packed_model_bytes(pack_model(build_model<float>(tiny(Quant::FBI, 3, 4, 1, 1, 8, 4), 3), "v1!"));
+        b.erase(b.begin() + 12, b.begin() + 16);  // the u32 quantizer id after magic and version
+        uint32_t one = 1;
+        std::memcpy(b.data() + 8, &one, 4);
+        uint64_t sum = fnv1a(b.data(), b.size() - 8);
+        std::memcpy(b.data() + b.size() - 8, &sum, 8);
+        write_file_atomic(dir + "/v1.fbipack", b);
+        load_packed_model(dir + "/v1.fbipack");  // a seed that does not load would be no seed
+        written++;
+    }
     std::printf("make_seeds: wrote %d seed files to %s\n", written, dir.c_str());
     return 0;
 } catch (const std::exception& e) {
