@@ -3,7 +3,7 @@
 # error message names the problem, and that nothing on disk was damaged (the files of an earlier good run are
 # byte-identical afterwards, and no directory or file appeared that should not have).
 #   usage: tests/examples_bad_input.sh [BUILD_DIR]     (make test-examples; make test runs it too)
-# Prints one line per check, "ok - ..." or "FAIL - ...", and exits nonzero if any failed. Tiny models: ~5 s.
+# Prints one line per check, "ok - ..." or "FAIL - ...", and exits nonzero if any failed. Tiny models: ~3 s.
 set -u
 BUILD=${1:-build}
 TRAIN=$PWD/$BUILD/train_tiny
@@ -34,8 +34,9 @@ words=(the king and queen of a small town went down to the river where old men s
 TINY=(--teacher-steps 4 --student-steps 4 --width 32 --layers 1 --heads 2 --context 16 --batch 2
       --eval-every 2 --samples 20)
 
-# snapshot DIR: every file under DIR (recursively) with its sha256, sorted; compared before/after each case
-snapshot() { (cd "$1" 2>/dev/null && find . -type f -print0 | sort -z | xargs -0 -r sha256sum) ; }
+# sha256 of files (GNU coreutils, or shasum on macOS); snapshot DIR: every file under DIR with its hash, sorted
+if command -v sha256sum > /dev/null; then sha() { sha256sum "$@"; }; else sha() { shasum -a 256 "$@"; }; fi
+snapshot() { (cd "$1" 2>/dev/null && find . -type f | LC_ALL=C sort | while IFS= read -r f; do sha "$f"; done) ; }
 
 # run NAME EXPECTED_MESSAGE CMD...: the command must fail (exit != 0) and print EXPECTED_MESSAGE on stderr,
 # and the good run in good/ plus everything else listed in $WATCH must be byte-identical afterwards.
@@ -44,10 +45,10 @@ run() {
   local name=$1 expect=$2
   shift 2
   local before after rc
-  before=$(snapshot good; for f in "${WATCH[@]}"; do [ -e "$f" ] && sha256sum "$f"; done; ls -A)
+  before=$(snapshot good; for f in "${WATCH[@]}"; do [ -e "$f" ] && sha "$f"; done; ls -A)
   "$@" > logs/out.log 2> logs/err.log
   rc=$?
-  after=$(snapshot good; for f in "${WATCH[@]}"; do [ -e "$f" ] && sha256sum "$f"; done; ls -A)
+  after=$(snapshot good; for f in "${WATCH[@]}"; do [ -e "$f" ] && sha "$f"; done; ls -A)
   if [ $rc -eq 0 ]; then fail "$name: exited 0" "$(tail -3 logs/err.log)"; return; fi
   if ! grep -qF -- "$expect" logs/err.log; then fail "$name: message does not say '$expect'" "$(cat logs/err.log)"; return; fi
   if [ "$before" != "$after" ]; then fail "$name: files on disk changed" "$(diff <(echo "$before") <(echo "$after") | head -5)"; return; fi
@@ -123,11 +124,15 @@ run "--out under a regular file" "output path 'afile' exists and is not a direct
 run "--out is a regular file" "output path 'afile' exists and is not a directory" \
     "$TRAIN" --data corpus.txt --out afile "${TINY[@]}"
 WATCH=()
-run "--out where no directory can be made (/proc)" "cannot create output directory '/proc/fbi_llm_test'" \
-    "$TRAIN" --data corpus.txt --out /proc/fbi_llm_test/run "${TINY[@]}"
-run "--out a directory that refuses new files (/sys)" "output directory '/sys' is not writable" \
-    "$TRAIN" --data corpus.txt --out /sys "${TINY[@]}"
-grep -q "teacher:" logs/err.log logs/out.log && fail "--out /sys: training started before the output was checked" || true
+if [ -d /proc/self ] && [ -d /sys/kernel ]; then  # Linux: even root cannot create entries there
+  run "--out where no directory can be made (/proc)" "cannot create output directory '/proc/fbi_llm_test'" \
+      "$TRAIN" --data corpus.txt --out /proc/fbi_llm_test/run "${TINY[@]}"
+  run "--out a directory that refuses new files (/sys)" "output directory '/sys' is not writable" \
+      "$TRAIN" --data corpus.txt --out /sys "${TINY[@]}"
+  grep -q "teacher:" logs/err.log logs/out.log && fail "--out /sys: training started before the output was checked" || true
+else
+  echo "skip - --out in /proc and /sys (not Linux)"
+fi
 
 # ---- NaN during training: stop with a message naming the step; keep the last good checkpoint ----
 # (--inject-nan-at is a test hook: it poisons one LM-head weight before the given step)
@@ -147,12 +152,12 @@ else fail "NaN: the kept checkpoint does not load as step 6" "$(cat s.err)"; fi
 
 # A NaN in the student: the finished teacher (reused from good/) stays byte-identical, the student keeps step 2.
 cp -r good nan_student
-teacher_before=$(sha256sum nan_student/teacher_s4.ckpt nan_student/teacher_s4.ckpt.meta)
+teacher_before=$(sha nan_student/teacher_s4.ckpt nan_student/teacher_s4.ckpt.meta)
 "$TRAIN" --data corpus.txt --out nan_student "${TINY[@]}" --ckpt-every 2 --inject-nan-at student:3 > ns.log 2> ns.err
 rc=$?
 if [ $rc -ne 0 ] && grep -qF "student stopped at step 3/4" ns.err &&
    grep -qF "last good checkpoint: nan_student/student_ad_random.ckpt (after step 2" ns.err &&
-   grep -q "teacher: reusing" ns.log && [ "$teacher_before" = "$(sha256sum nan_student/teacher_s4.ckpt nan_student/teacher_s4.ckpt.meta)" ] &&
+   grep -q "teacher: reusing" ns.log && [ "$teacher_before" = "$(sha nan_student/teacher_s4.ckpt nan_student/teacher_s4.ckpt.meta)" ] &&
    "$SAMPLE" --ckpt nan_student/student_ad_random.ckpt --n 5 > /dev/null 2> s.err && grep -q "fbi, step 2:" s.err; then
   ok "NaN at student step 3: exit $rc; teacher files byte-identical; student checkpoint kept at step 2"
 else fail "NaN at student step 3" "$(cat ns.err s.err 2>/dev/null)"; fi
