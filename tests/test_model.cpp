@@ -4,41 +4,6 @@
 using namespace fbi;
 using namespace fbi_test;
 
-namespace {
-
-Config tiny_config(Quant q) {
-    Config c;
-    c.V = 7; c.C = 8; c.L = 2; c.NH = 2; c.F = 12; c.T = 6; c.quant = q;
-    return c;
-}
-
-// Random tokens in [0, V).
-std::vector<int> random_tokens(size_t n, int V, uint64_t seed) {
-    Rng rng(seed);
-    std::vector<int> t(n);
-    for (int& x : t) x = int(rng.below(uint64_t(V)));
-    return t;
-}
-
-// Scale every parameter up so that gradients are O(0.01–1) instead of O(1e-4) at the 0.02 init: the
-// finite-difference check is then relative, not lost in the absolute floor.
-void spread_params(ModelT<double>& m, uint64_t seed) {
-    Rng rng(seed);
-    for (double& p : m.params) p = p * 5 + 0.05 * rng.normal();
-}
-
-// CE loss of the model on (x, y); fills grads when `backward`.
-double model_loss(ModelT<double>& m, const std::vector<int>& x, const std::vector<int>& y, int B, int T, bool backward) {
-    model_forward(m, x.data(), B, T);
-    auto& a = m.acts;
-    zero(a.dlogits);
-    double loss = loss_forward_backward(Loss::CE, a.dlogits.data(), a.probs.data(), a.probs_teacher.data(),
-                                        a.logits.data(), (const double*)nullptr, y.data(), B * T, m.cfg.V, 1.0);
-    if (backward) { zero_grad(m); model_backward(m, x.data()); }
-    return loss;
-}
-
-}  // namespace
 
 TEST_CASE("M0 init: matrices ~ N(0, 0.02²), norm gains 1") {
     Config c;  // the tiny training config
@@ -70,15 +35,8 @@ TEST_CASE("M1 whole-model backward matches finite differences (full precision, e
     std::vector<double> analytic = m.grads;
     auto f = [&] { return model_loss(m, x, y, B, T, false); };
     for (size_t t = 0; t < m.tensors.size(); t++) {
-        // check 6 random entries of each tensor (and all of them for the small vectors)
         const TensorInfo& ti = m.tensors[t];
-        Rng rng(100 + t);
-        double worst = 0;
-        for (int s = 0; s < 6; s++) {
-            size_t i = ti.offset + size_t(rng.below(ti.size()));
-            double num = numeric_grad(m.params, i, f);
-            worst = std::max(worst, std::fabs(num - analytic[i]) / std::max({1e-3, std::fabs(num), std::fabs(analytic[i])}));
-        }
+        double worst = worst_fd_error(m, t, analytic, f, 6, 100 + t);  // 6 random entries of each tensor
         INFO(ti.name << " worst relative error " << worst);
         CHECK(worst < 1e-6);
     }
@@ -106,13 +64,7 @@ TEST_CASE("M1 whole-model backward, FBI student: α, β, norms, embedding, head 
         const TensorInfo& ti = m.tensors[t];
         bool latent = ti.is_matrix && ti.name.find("block") == 0;
         if (latent) continue;
-        Rng rng(200 + t);
-        double worst = 0;
-        for (int s = 0; s < 6; s++) {
-            size_t i = ti.offset + size_t(rng.below(ti.size()));
-            double num = numeric_grad(m.params, i, f);
-            worst = std::max(worst, std::fabs(num - analytic[i]) / std::max({1e-3, std::fabs(num), std::fabs(analytic[i])}));
-        }
+        double worst = worst_fd_error(m, t, analytic, f, 6, 200 + t);
         INFO(ti.name << " worst relative error " << worst << " loss " << f());
         CHECK(worst < 1e-6);
     }

@@ -5,6 +5,7 @@
 #include <fstream>
 
 using namespace fbi;
+using namespace fbi_test;
 
 namespace {
 Config packed_config() {
@@ -20,28 +21,15 @@ Model trained_like_student(uint64_t seed) {
     for (const BlockRef& blk : m.blocks) m.p(blk.lin[WQ].W)[3] = 0.0f;
     return m;
 }
-std::vector<float> decode_all(const DecodeView& d, const PackedLinearFn& fn, const PackedModel& pm, const std::vector<int>& toks) {
-    KVCache cache;
-    cache.reset(d.cfg.L, d.cfg.T, d.cfg.C);
-    DecodeScratch s;
-    s.resize(d.cfg);
-    std::vector<float> out, logits(d.cfg.V);
-    for (int t : toks) {
-        decode_step(d, fn, cache, s, t, logits.data(), pm.rope_cos.data(), pm.rope_sin.data());
-        out.insert(out.end(), logits.begin(), logits.end());
-    }
-    return out;
-}
 }  // namespace
 
 TEST_CASE("P1 packed decoder: reference, popcount and fast kernels give bit-identical logits") {
     Model m = trained_like_student(1);
     PackedModel pm = pack_model(m, "vocab");
     std::vector<int> toks = {1, 5, 12, 0, 7, 7, 3, 9, 11, 2, 4, 6};
-    DecodeView d = decode_view(pm);
-    auto ref = decode_all(d, PackedLinearFn{&pm, Kernel::Reference}, pm, toks);
-    auto pop = decode_all(d, PackedLinearFn{&pm, Kernel::Popcount}, pm, toks);
-    auto fast = decode_all(d, PackedLinearFn{&pm, Kernel::Fast}, pm, toks);
+    auto ref = decode_all(pm, Kernel::Reference, toks);
+    auto pop = decode_all(pm, Kernel::Popcount, toks);
+    auto fast = decode_all(pm, Kernel::Fast, toks);
     CHECK(std::memcmp(ref.data(), pop.data(), 4 * ref.size()) == 0);
     CHECK(std::memcmp(ref.data(), fast.data(), 4 * ref.size()) == 0);
 }
@@ -51,12 +39,8 @@ TEST_CASE("P2 packed decoder ≈ float student: the int8 activation is the only 
     PackedModel pm = pack_model(m, "vocab");
     std::vector<int> toks = {1, 5, 12, 0, 7, 7, 3, 9, 11, 2, 4, 6};
     model_forward(m, toks.data(), 1, int(toks.size()));  // float student, Ŵ = α·sign(W) + β
-    auto packed = decode_all(decode_view(pm), PackedLinearFn{&pm, Kernel::Fast}, pm, toks);
-    double worst = 0, scale = 0;
-    for (size_t i = 0; i < packed.size(); i++) {
-        worst = std::max(worst, double(std::fabs(packed[i] - m.acts.logits[i])));
-        scale = std::max(scale, double(std::fabs(m.acts.logits[i])));
-    }
+    const MaxDiff diff = max_diff(decode_all(pm, Kernel::Fast, toks), m.acts.logits);
+    const double worst = diff.worst, scale = diff.scale;
     INFO("max |logit difference| " << worst << " (max |logit| " << scale << ")");
     // int8 absmax rounding: relative error per activation ≤ 1/254 of the row max; summed over the layers it
     // stays a few percent of the logit scale. A wrong scale, β term or sign would be off by O(scale).

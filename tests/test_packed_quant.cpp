@@ -6,6 +6,7 @@
 #include <fstream>
 
 using namespace fbi;
+using namespace fbi_test;
 
 namespace {
 
@@ -38,20 +39,6 @@ Model trained_like(Quant q, uint64_t seed) {
     Rng rng(seed + 1);
     for (float& p : m.params) p += float(0.01 * rng.normal());
     return m;
-}
-std::vector<float> decode_all(const PackedModel& pm, Kernel k, const std::vector<int>& toks) {
-    DecodeView d = decode_view(pm);
-    PackedLinearFn fn(&pm, k);
-    KVCache cache;
-    cache.reset(d.cfg.L, d.cfg.T, d.cfg.C);
-    DecodeScratch s;
-    s.resize(d.cfg);
-    std::vector<float> out, logits(d.cfg.V);
-    for (int t : toks) {
-        decode_step(d, fn, cache, s, t, logits.data(), pm.rope_cos.data(), pm.rope_sin.data());
-        out.insert(out.end(), logits.begin(), logits.end());
-    }
-    return out;
 }
 const std::vector<int> kTokens = {1, 5, 12, 0, 7, 7, 3, 9, 11, 2, 4, 6};
 
@@ -163,12 +150,8 @@ TEST_CASE("S8 b1.58: the train path (dequantized floats) equals the inference pa
     }
     // the whole model: the packed decoder against the float training forward
     model_forward(m, kTokens.data(), 1, int(kTokens.size()));
-    auto packed = decode_all(pm, Kernel::Fast, kTokens);
-    double worst = 0, scale = 0;
-    for (size_t i = 0; i < packed.size(); i++) {
-        worst = std::max(worst, double(std::fabs(packed[i] - m.acts.logits[i])));
-        scale = std::max(scale, double(std::fabs(m.acts.logits[i])));
-    }
+    const MaxDiff diff = max_diff(decode_all(pm, Kernel::Fast, kTokens), m.acts.logits);
+    const double worst = diff.worst, scale = diff.scale;
     INFO("max |logit difference| " << worst << " (max |logit| " << scale << ")");
     CHECK(worst <= 1e-4 * scale);
 }
@@ -177,12 +160,8 @@ TEST_CASE("S8 DB packed decoder ≈ float model: the int8 activation is the only
     Model m = trained_like(Quant::DB, 9);
     PackedModel pm = pack_model(m, "v");
     model_forward(m, kTokens.data(), 1, int(kTokens.size()));
-    auto packed = decode_all(pm, Kernel::Fast, kTokens);
-    double worst = 0, scale = 0;
-    for (size_t i = 0; i < packed.size(); i++) {
-        worst = std::max(worst, double(std::fabs(packed[i] - m.acts.logits[i])));
-        scale = std::max(scale, double(std::fabs(m.acts.logits[i])));
-    }
+    const MaxDiff diff = max_diff(decode_all(pm, Kernel::Fast, kTokens), m.acts.logits);
+    const double worst = diff.worst, scale = diff.scale;
     INFO("max |logit difference| " << worst << " (max |logit| " << scale << ")");
     CHECK(worst < 0.05 * scale);
     CHECK(worst > 0.0);

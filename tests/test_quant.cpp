@@ -8,43 +8,6 @@
 using namespace fbi;
 using namespace fbi_test;
 
-namespace {
-
-Config tiny_config(Quant q) {
-    Config c;
-    c.V = 7; c.C = 8; c.L = 2; c.NH = 2; c.F = 12; c.T = 6; c.quant = q;
-    return c;
-}
-std::vector<int> random_tokens(size_t n, int V, uint64_t seed) {
-    Rng rng(seed);
-    std::vector<int> t(n);
-    for (int& x : t) x = int(rng.below(uint64_t(V)));
-    return t;
-}
-double model_loss(ModelT<double>& m, const std::vector<int>& x, const std::vector<int>& y, int B, int T, bool backward) {
-    model_forward(m, x.data(), B, T);
-    auto& a = m.acts;
-    zero(a.dlogits);
-    double loss = loss_forward_backward(Loss::CE, a.dlogits.data(), a.probs.data(), a.probs_teacher.data(),
-                                        a.logits.data(), (const double*)nullptr, y.data(), B * T, m.cfg.V, 1.0);
-    if (backward) { zero_grad(m); model_backward(m, x.data()); }
-    return loss;
-}
-// Worst relative finite-difference error over `samples` random entries of tensor t.
-double worst_fd_error(ModelT<double>& m, size_t t, const std::vector<double>& analytic,
-                      const std::function<double()>& f, int samples, uint64_t seed) {
-    const TensorInfo& ti = m.tensors[t];
-    Rng rng(seed);
-    double worst = 0;
-    for (int s = 0; s < samples; s++) {
-        size_t i = ti.offset + size_t(rng.below(ti.size()));
-        double num = numeric_grad(m.params, i, f);
-        worst = std::max(worst, std::fabs(num - analytic[i]) / std::max({1e-3, std::fabs(num), std::fabs(analytic[i])}));
-    }
-    return worst;
-}
-
-}  // namespace
 
 // ---------------------------------------------------------------------------------------------------------------
 // BitNet b1.58 (SPEC §5)
@@ -255,8 +218,7 @@ TEST_CASE("Q6 FDB STE: ∂L/∂W = G exactly, ∂L/∂α1 = Σ_j G B1 and ∂L/�
 TEST_CASE("Q6 whole-model backward, DB student: α1, α2, norms, embedding, head by finite differences; W by STE") {
     Config c = tiny_config(Quant::DB);
     auto m = build_model<double>(c, 61);
-    Rng rng(62);
-    for (double& p : m.params) p = p * 5 + 0.05 * rng.normal();
+    spread_params(m, 62);
     const int B = 2, T = 5;
     auto x = random_tokens(B * T, c.V, 63), y = random_tokens(B * T, c.V, 64);
     model_loss(m, x, y, B, T, true);

@@ -2,6 +2,8 @@
 #pragma once
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <functional>
 #include <string>
 #include <vector>
@@ -54,6 +56,78 @@ inline double dot(const std::vector<double>& a, const std::vector<double>& b) {
     double s = 0;
     for (size_t i = 0; i < a.size(); i++) s += a[i] * b[i];
     return s;
+}
+
+// ---- small models (test_model, test_quant) ----------------------------------------------------------------------
+// The tiny shape every whole-model gradient check uses: small enough for finite differences over every tensor.
+inline fbi::Config tiny_config(fbi::Quant q) {
+    fbi::Config c;
+    c.V = 7; c.C = 8; c.L = 2; c.NH = 2; c.F = 12; c.T = 6; c.quant = q;
+    return c;
+}
+// Scale every parameter up so that gradients are O(0.01–1) instead of O(1e-4) at the 0.02 init: the
+// finite-difference check is then relative, not lost in the absolute floor.
+inline void spread_params(fbi::ModelT<double>& m, uint64_t seed) {
+    fbi::Rng rng(seed);
+    for (double& p : m.params) p = p * 5 + 0.05 * rng.normal();
+}
+// Random tokens in [0, V).
+inline std::vector<int> random_tokens(size_t n, int V, uint64_t seed) {
+    fbi::Rng rng(seed);
+    std::vector<int> t(n);
+    for (int& x : t) x = int(rng.below(uint64_t(V)));
+    return t;
+}
+// CE loss of the model on (x, y); fills grads when `backward`.
+inline double model_loss(fbi::ModelT<double>& m, const std::vector<int>& x, const std::vector<int>& y, int B, int T,
+                         bool backward) {
+    fbi::model_forward(m, x.data(), B, T);
+    auto& a = m.acts;
+    fbi::zero(a.dlogits);
+    double loss = fbi::loss_forward_backward(fbi::Loss::CE, a.dlogits.data(), a.probs.data(), a.probs_teacher.data(),
+                                             a.logits.data(), (const double*)nullptr, y.data(), B * T, m.cfg.V, 1.0);
+    if (backward) { fbi::zero_grad(m); fbi::model_backward(m, x.data()); }
+    return loss;
+}
+// Worst relative finite-difference error of the analytic gradient over `samples` random entries of tensor t.
+inline double worst_fd_error(fbi::ModelT<double>& m, size_t t, const std::vector<double>& analytic,
+                             const std::function<double()>& f, int samples, uint64_t seed) {
+    const fbi::TensorInfo& ti = m.tensors[t];
+    fbi::Rng rng(seed);
+    double worst = 0;
+    for (int s = 0; s < samples; s++) {
+        size_t i = ti.offset + size_t(rng.below(ti.size()));
+        double num = numeric_grad(m.params, i, f);
+        worst = std::max(worst, std::fabs(num - analytic[i]) / std::max({1e-3, std::fabs(num), std::fabs(analytic[i])}));
+    }
+    return worst;
+}
+
+// ---- packed decoding (test_packed_model, test_packed_quant) ---------------------------------------------------
+// Logits of every position, decoding `toks` one at a time through the packed model with kernel k.
+inline std::vector<float> decode_all(const fbi::PackedModel& pm, fbi::Kernel k, const std::vector<int>& toks) {
+    fbi::DecodeView d = fbi::decode_view(pm);
+    fbi::PackedLinearFn fn(&pm, k);
+    fbi::KVCache cache;
+    cache.reset(d.cfg.L, d.cfg.T, d.cfg.C);
+    fbi::DecodeScratch s;
+    s.resize(d.cfg);
+    std::vector<float> out, logits(d.cfg.V);
+    for (int t : toks) {
+        fbi::decode_step(d, fn, cache, s, t, logits.data(), pm.rope_cos.data(), pm.rope_sin.data());
+        out.insert(out.end(), logits.begin(), logits.end());
+    }
+    return out;
+}
+// max |a − b| and max |b| over two equally long vectors (how far a packed path is from the float one).
+struct MaxDiff { double worst = 0, scale = 0; };
+inline MaxDiff max_diff(const std::vector<float>& a, const std::vector<float>& b) {
+    MaxDiff d;
+    for (size_t i = 0; i < a.size(); i++) {
+        d.worst = std::max(d.worst, double(std::fabs(a[i] - b[i])));
+        d.scale = std::max(d.scale, double(std::fabs(b[i])));
+    }
+    return d;
 }
 
 }  // namespace fbi_test
