@@ -189,7 +189,7 @@ train-tiny: deps status $(BUILD)/train_tiny  ## FP teacher then 1-bit student on
 COMPARE_OUT  ?= runs/compare
 COMPARE_ARGS ?=
 COMPARE_RUNS := fp32:ad fbi:ad b1.58:ad db:dad
-compare: deps status $(BUILD)/train_tiny $(BUILD)/compare  ## FP, FBI, b1.58 and DB students vs one teacher: one table (≈ 13 min)
+compare: deps status $(BUILD)/train_tiny $(BUILD)/compare  ## FP, FBI, b1.58 and DB students vs one teacher: one table (≈ 12 min)
 	@data="$$(sh data/get_tinyshakespeare.sh)" || exit 1; t0=$$(date +%s); \
 	for run in $(COMPARE_RUNS); do \
 	  echo "== compare: student $${run%%:*}, loss $${run##*:}"; \
