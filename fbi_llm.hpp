@@ -557,11 +557,14 @@ R quantize_int8_absmax(const R* u, int n, int8_t* q) {
 // is the identity STE (∂L/∂x = ∂L/∂x̃), so there is no act_quant_backward: the model passes the gradient on.
 template <class R>
 void act_quant_rows(R* xq, const R* x, int N, int n) {
-#pragma omp parallel for schedule(static) if (long(N) * n >= kParallelMinWork)
-    for (int t = 0; t < N; t++) {
-        std::vector<int8_t> q(n);
-        R s = quantize_int8_absmax(x + size_t(t) * n, n, q.data());
-        for (int j = 0; j < n; j++) xq[size_t(t) * n + j] = R(q[j]) / s;  // SPEC §5 dequantized x_q / s
+#pragma omp parallel if (long(N) * n >= kParallelMinWork)
+    {
+        std::vector<int8_t> q(n);  // one int8 row per thread
+#pragma omp for schedule(static)
+        for (int t = 0; t < N; t++) {
+            R s = quantize_int8_absmax(x + size_t(t) * n, n, q.data());
+            for (int j = 0; j < n; j++) xq[size_t(t) * n + j] = R(q[j]) / s;  // SPEC §5 dequantized x_q / s
+        }
     }
 }
 
@@ -758,11 +761,9 @@ void distill_backward(R* dlogits, const R* probs_s, const R* probs_t, int N, int
 // The weights are constants in the backward (no gradient flows through w_t):
 //   ∂L_DAD/∂z^S_t = w_t (softmax(z^S_t) − p^T_t) / Σ_t w_t.
 // If every weight is 0 (e.g. a teacher certain everywhere under DadWeight::Entropy) the loss falls back to w_t = 1.
+// The value, given p^T in probs_t (distill_weighted_forward computes both softmaxes first).
 template <class R>
-double distill_weighted_forward(R* probs_s, R* probs_t, const R* logits_s, const R* logits_t, const R* w, int N,
-                                int V) {
-    softmax_rows(probs_s, logits_s, N, V);
-    softmax_rows(probs_t, logits_t, N, V);
+double distill_weighted_value(const R* probs_t, const R* logits_s, const R* w, int N, int V) {
     double loss = 0, wsum = 0;
     for (int t = 0; t < N; t++) wsum += double(w[t]);
     bool uniform = !(wsum > 0);
@@ -774,6 +775,13 @@ double distill_weighted_forward(R* probs_s, R* probs_t, const R* logits_s, const
         loss += (uniform ? 1.0 : double(w[t])) * ce;  // SPEC §6 Σ w_t (·)
     }
     return loss / (uniform ? double(N) : wsum);  // SPEC §6 / Σ w_t
+}
+template <class R>
+double distill_weighted_forward(R* probs_s, R* probs_t, const R* logits_s, const R* logits_t, const R* w, int N,
+                                int V) {
+    softmax_rows(probs_s, logits_s, N, V);
+    softmax_rows(probs_t, logits_t, N, V);
+    return distill_weighted_value(probs_t, logits_s, w, N, V);
 }
 template <class R>
 void distill_weighted_backward(R* dlogits, const R* probs_s, const R* probs_t, const R* w, int N, int V, R scale) {
@@ -831,7 +839,7 @@ double loss_forward_backward(Loss kind, R* dlogits, R* probs_s, R* probs_t, cons
         softmax_rows(probs_t, logits_t, N, V);
         std::vector<R> w(N);
         dad_weights(dad, w.data(), probs_t, probs_s, N, V);
-        double l = distill_weighted_forward(probs_s, probs_t, logits_s, logits_t, w.data(), N, V);
+        double l = distill_weighted_value(probs_t, logits_s, w.data(), N, V);
         distill_weighted_backward(dlogits, probs_s, probs_t, w.data(), N, V, R(grad_scale));
         return l;
     }
@@ -1487,13 +1495,13 @@ void decode_step(const DecodeView& d, LinearFn&& linear, KVCache& cache, DecodeS
     cache.pos++;
 }
 
-// y = Ŵ x with the float model's effective weights (call quantize_all(model) once before decoding).
 // y = W x for one row-major m×n matrix (Eigen's GEMV).
 inline void matvec(float* y, const float* W, const float* x, int m, int n) {
     Eigen::Map<Eigen::VectorXf>(y, m).noalias() = ConstMapMat<float>(W, m, n) * Eigen::Map<const Eigen::VectorXf>(x, n);
 }
 
-// For b1.58 the input is int8-dequantized first, exactly as in block_forward (SPEC §5).
+// y = Ŵ x with the float model's effective weights (call quantize_all(model) once before decoding). For b1.58
+// the input is int8-dequantized first, exactly as in block_forward (SPEC §5).
 struct FloatLinear {
     const Model* model;
     mutable std::vector<float> xq;
@@ -2176,10 +2184,16 @@ struct TokenActs {
     ActTables tables;   // Kernel::Fast
 };
 inline void prepare_token_acts(TokenActs& a, Kernel kernel, int n) {
-    a.sum_q = 0;
-    for (int j = 0; j < n; j++) a.sum_q += a.q[j];
-    if (kernel == Kernel::Popcount) a.planes = make_act_planes(a.q.data(), n);
-    if (kernel == Kernel::Fast) a.tables = make_act_tables(a.q.data(), n);
+    if (kernel == Kernel::Popcount) {
+        a.planes = make_act_planes(a.q.data(), n);
+        a.sum_q = a.planes.sum_q;
+    } else if (kernel == Kernel::Fast) {
+        a.tables = make_act_tables(a.q.data(), n);
+        a.sum_q = a.tables.sum_q;
+    } else {
+        a.sum_q = 0;
+        for (int j = 0; j < n; j++) a.sum_q += a.q[j];
+    }
 }
 // y_i = Σ_j (2·bit_ij − 1) q_j with the chosen kernel; every kernel gives the same int32 bits.
 inline void signed_gemv(Kernel kernel, const PackedSigns& P, const PackedTL& T, const TokenActs& a, int32_t* y,
