@@ -1614,8 +1614,9 @@ struct PackedSigns {
 
 inline int words_for(int cols) { return (cols + 63) / 64; }
 
-// SPEC §2 F1 + §7: W (rows × cols, row-major floats, the latent weights) → packed sign bits.
-inline PackedSigns pack_signs(const float* W, int rows, int cols) {
+// Any rows × cols bit mask, bit (i, j) = bit(i, j), in the layout above.
+template <class BitFn>
+PackedSigns pack_bits(int rows, int cols, BitFn&& bit) {
     PackedSigns P;
     P.rows = rows;
     P.cols = cols;
@@ -1624,10 +1625,14 @@ inline PackedSigns pack_signs(const float* W, int rows, int cols) {
     for (int i = 0; i < rows; i++) {
         uint64_t* row = &P.bits[(size_t)i * P.words];
         for (int j = 0; j < cols; j++)
-            if (W[(size_t)i * cols + j] > 0.0f)  // SPEC §2 F1: sign(0) = −1 → bit 0
-                row[j / 64] |= uint64_t(1) << (j % 64);
+            if (bit(i, j)) row[j / 64] |= uint64_t(1) << (j % 64);
     }
     return P;
+}
+// SPEC §2 F1 + §7: W (rows × cols, row-major floats, the latent weights) → packed sign bits.
+inline PackedSigns pack_signs(const float* W, int rows, int cols) {
+    // SPEC §2 F1: sign(0) = −1 → bit 0
+    return pack_bits(rows, cols, [&](int i, int j) { return W[(size_t)i * cols + j] > 0.0f; });
 }
 
 // The ±1 value stored for W_b[i][j].
@@ -2103,39 +2108,31 @@ inline void pack_linear(PackedLinear& p, Quant quant, const float* W, const floa
     p.quant = quant;
     p.m = m;
     p.n = n;
-    size_t count = size_t(m) * n;
-    std::vector<float> mask1(count), mask2(count);  // +1 where the bit is set, −1 elsewhere (pack_signs' input)
+    auto w = [&](int i, int j) { return W[size_t(i) * n + j]; };
     if (quant == Quant::FBI) {
         p.signs = pack_signs(W, m, n);  // SPEC §2 F1
         p.alpha.assign(a, a + n);
         p.beta.assign(b, b + n);
     } else if (quant == Quant::B158) {
-        float gamma = absmean(W, count);  // SPEC §5
-        for (size_t i = 0; i < count; i++) {
-            float c = ternary_code(W[i], gamma);
-            mask1[i] = c > 0 ? 1.f : -1.f;  // SPEC §7 ternary: mask of +1 codes
-            mask2[i] = c < 0 ? 1.f : -1.f;  //                  mask of −1 codes
-        }
+        float gamma = absmean(W, size_t(m) * n);  // SPEC §5
+        p.signs = pack_bits(m, n, [&](int i, int j) { return ternary_code(w(i, j), gamma) > 0; });   // SPEC §7: +1 codes
+        p.signs2 = pack_bits(m, n, [&](int i, int j) { return ternary_code(w(i, j), gamma) < 0; });  //          −1 codes
         p.alpha = {gamma};
     } else if (quant == Quant::DB) {
-        for (int i = 0; i < m; i++)
-            for (int j = 0; j < n; j++) {
-                float b1, b2;
-                fdb_codes(W[size_t(i) * n + j], a[i], b[i], b1, b2);  // SPEC §6
-                mask1[size_t(i) * n + j] = b1 > 0 ? 1.f : -1.f;
-                mask2[size_t(i) * n + j] = b2 > 0 ? 1.f : -1.f;
-            }
+        auto code = [&](int i, int j, int which) {  // SPEC §6: B1 (which = 1) or B2 (which = 2) of weight (i, j)
+            float b1, b2;
+            fdb_codes(w(i, j), a[i], b[i], b1, b2);
+            return (which == 1 ? b1 : b2) > 0;
+        };
+        p.signs = pack_bits(m, n, [&](int i, int j) { return code(i, j, 1); });
+        p.signs2 = pack_bits(m, n, [&](int i, int j) { return code(i, j, 2); });
         p.alpha.assign(a, a + m);
         p.beta.assign(b, b + m);
     } else {
         throw std::invalid_argument("fbi::pack_model: a full-precision model has no packed form (quantize it first)");
     }
-    if (quant != Quant::FBI) {
-        p.signs = pack_signs(mask1.data(), m, n);
-        p.signs2 = pack_signs(mask2.data(), m, n);
-        p.tl2 = pack_tl(p.signs2);
-    }
     p.tl = pack_tl(p.signs);
+    if (mask_count(quant) == 2) p.tl2 = pack_tl(p.signs2);
 }
 
 inline PackedModel pack_model(const Model& model, const std::string& vocab) {
