@@ -130,12 +130,12 @@ inline const char* quant_name(Quant q) {
     }
     return "?";
 }
-// Parse a quantizer name as written by quant_name (also "fp", "b158"); throws on anything else.
+// Parse a name as written by quant_name (also "fp" and "b158"); throws on anything else.
 inline Quant quant_from_name(const std::string& s) {
-    if (s == "fp32" || s == "fp") return Quant::FP;
-    if (s == "fbi") return Quant::FBI;
-    if (s == "b1.58" || s == "b158") return Quant::B158;
-    if (s == "db") return Quant::DB;
+    for (Quant q : {Quant::FP, Quant::FBI, Quant::B158, Quant::DB})
+        if (s == quant_name(q)) return q;
+    if (s == "fp") return Quant::FP;
+    if (s == "b158") return Quant::B158;
     throw std::invalid_argument("unknown quantizer '" + s + "' (expected fp32, fbi, b1.58 or db)");
 }
 // BitNet b1.58 also quantizes the activations entering every block linear (SPEC §5); the others do not.
@@ -803,6 +803,11 @@ enum class DadWeight : int { Uniform = 0, Entropy = 1, Disagreement = 2 };
 inline const char* dad_weight_name(DadWeight d) {
     return d == DadWeight::Uniform ? "uniform" : d == DadWeight::Entropy ? "entropy" : "disagreement";
 }
+inline DadWeight dad_weight_from_name(const std::string& s) {
+    for (DadWeight d : {DadWeight::Uniform, DadWeight::Entropy, DadWeight::Disagreement})
+        if (s == dad_weight_name(d)) return d;
+    throw std::invalid_argument("unknown DAD weight '" + s + "' (expected uniform, entropy or disagreement)");
+}
 template <class R>
 void dad_weights(DadWeight kind, R* w, const R* probs_t, const R* probs_s, int N, int V) {
     for (int t = 0; t < N; t++) {
@@ -824,6 +829,11 @@ enum class Loss : int { CE = 0, AD = 1, Mix = 2, DAD = 3 };  // Mix = 0.5 L_CE +
 
 inline const char* loss_name(Loss l) {
     return l == Loss::CE ? "ce" : l == Loss::AD ? "ad" : l == Loss::Mix ? "mix" : "dad";
+}
+inline Loss loss_from_name(const std::string& s) {
+    for (Loss l : {Loss::CE, Loss::AD, Loss::Mix, Loss::DAD})
+        if (s == loss_name(l)) return l;
+    throw std::invalid_argument("unknown loss '" + s + "' (expected ce, ad, mix or dad)");
 }
 
 // One place that evaluates the chosen loss and adds its gradient (× grad_scale, e.g. 1/micro-batches) into

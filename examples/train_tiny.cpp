@@ -189,14 +189,10 @@ int main(int argc, char** argv) try {
     if (sdecay != "matrices" && sdecay != "all") throw std::invalid_argument("--student-decay must be matrices or all");
     sspec.adam.decay_on = sdecay == "all" ? DecayOn::All : DecayOn::Matrices;
     std::string loss = args.str("student-loss", "ad"), init = args.str("student-init", "random");
-    if (loss != "ad" && loss != "ce" && loss != "mix" && loss != "dad")
-        throw std::invalid_argument("--student-loss must be ad, ce, mix or dad");
     if (init != "random" && init != "teacher") throw std::invalid_argument("--student-init must be random or teacher");
-    sspec.opt.loss = loss == "ad" ? Loss::AD : loss == "ce" ? Loss::CE : loss == "mix" ? Loss::Mix : Loss::DAD;
+    sspec.opt.loss = loss_from_name(loss);  // --student-loss ce|ad|mix|dad
     std::string dadw = args.str("dad-weight", "entropy");
-    if (dadw != "entropy" && dadw != "disagreement" && dadw != "uniform")
-        throw std::invalid_argument("--dad-weight must be entropy, disagreement or uniform");
-    sspec.opt.dad = dadw == "entropy" ? DadWeight::Entropy : dadw == "disagreement" ? DadWeight::Disagreement : DadWeight::Uniform;
+    sspec.opt.dad = dad_weight_from_name(dadw);
     std::string qname = quant_name(student_cfg.quant);
     std::string tag = args.str("tag", (student_cfg.quant == Quant::FBI ? "" : qname + "_") + loss + "_" + init);
     std::string tname = teacher_cfg.C == student_cfg.C && teacher_cfg.L == student_cfg.L
