@@ -40,11 +40,13 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.hpp"
 #include "common.hpp"
 
 using namespace fbi;
 using example::cpu_model;
 using example::load_average;
+using example::median;
 
 namespace {
 
@@ -55,11 +57,6 @@ void set_threads(int t) {
 #else
     (void)t;
 #endif
-}
-
-double median(std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
 }
 
 const std::vector<int> kPrompt = {1, 17, 4242, 31999, 7, 123, 9000, 2};  // any ids in [0, V)

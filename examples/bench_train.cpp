@@ -1,9 +1,11 @@
 // bench_train: throughput of one training step at the tiny config (4 layers, 4 heads, width 128, context 64,
 // batch 12), for the FP teacher (CE) and the FBI student (AD, with the teacher's forward), at 1 and 2 threads.
 // Reports the median over repeated steps after warm-up, tokens/s and the achieved GFLOP/s.
+#include "bench_util.hpp"
 #include "common.hpp"
 
 using namespace fbi;
+using example::median;
 
 // FLOPs of one training step: 6 per weight per token (forward 2, backward 4) for every matmul weight,
 // plus attention: QKᵀ and PV are 2·T·T·hs each per head forward (×3 with the backward; causal halves are
@@ -12,11 +14,6 @@ static double step_flops(const Config& c, int B, int T) {
     double weights = double(c.L) * (4.0 * c.C * c.C + 3.0 * c.C * c.F) + double(c.V) * c.C;
     double attn = double(c.L) * B * c.NH * 2.0 * (2.0 * T * T * (c.C / c.NH));
     return 6.0 * weights * B * T + 3.0 * attn;
-}
-
-static double median(std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
 }
 
 int main() {

@@ -7,6 +7,12 @@
 
 namespace example {
 
+// The middle value (the upper one of the two middles for an even count); robust to the odd interrupted run.
+inline double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+}
+
 // Wall time of f in microseconds: warm up, size the repetition count for ≈ budget_s seconds, time each
 // repetition separately; returns the median (robust to the odd interrupt) and the minimum (what the code
 // can do when nothing else competes for the core and the caches).
@@ -26,8 +32,7 @@ inline Timing time_us(const std::function<void()>& f, double budget_s = 0.2) {
         f();
         times[r] = std::chrono::duration<double, std::micro>(Clock::now() - a).count();
     }
-    std::sort(times.begin(), times.end());
-    return {times[reps / 2], times[0]};
+    return {median(times), *std::min_element(times.begin(), times.end())};
 }
 
 }  // namespace example

@@ -66,8 +66,7 @@ static double decode_tok_s(Gen&& gen) {
         gen();
         r.push_back(256 / (now_seconds() - t0));
     }
-    std::sort(r.begin(), r.end());
-    return r[1];
+    return median(r);
 }
 
 int main(int argc, char** argv) try {
