@@ -26,45 +26,28 @@ TEST_CASE("M0 init: matrices ~ N(0, 0.02²), norm gains 1") {
 }
 
 TEST_CASE("M1 whole-model backward matches finite differences (full precision, every tensor)") {
-    Config c = tiny_config(Quant::FP);
-    auto m = build_model<double>(c, 3);
-    spread_params(m, 4);
-    const int B = 2, T = 5;
-    auto x = random_tokens(B * T, c.V, 5), y = random_tokens(B * T, c.V, 6);
-    model_loss(m, x, y, B, T, true);
-    std::vector<double> analytic = m.grads;
-    auto f = [&] { return model_loss(m, x, y, B, T, false); };
+    GradCase gc(Quant::FP, 3);
+    auto& m = gc.m;
+    auto f = [&] { return gc.loss(); };
     for (size_t t = 0; t < m.tensors.size(); t++) {
         const TensorInfo& ti = m.tensors[t];
-        double worst = worst_fd_error(m, t, analytic, f, 6, 100 + t);  // 6 random entries of each tensor
+        double worst = worst_fd_error(m, t, gc.analytic, f, 6, 100 + t);  // 6 random entries of each tensor
         INFO(ti.name << " worst relative error " << worst);
         CHECK(worst < 1e-6);
     }
 }
 
 TEST_CASE("M1 whole-model backward, FBI student: α, β, norms, embedding, head by finite differences; W by F5") {
-    Config c = tiny_config(Quant::FBI);
-    auto m = build_model<double>(c, 7);
-    spread_params(m, 8);
-    const int B = 2, T = 5;
-    auto x = random_tokens(B * T, c.V, 9), y = random_tokens(B * T, c.V, 10);
-    model_loss(m, x, y, B, T, true);
-    std::vector<double> analytic = m.grads;
-    auto f = [&] { return model_loss(m, x, y, B, T, false); };
-    for (const BlockRef& blk : m.blocks)
-        for (const LinearRef& lin : blk.lin) {
-            // latent W: sign() has zero derivative, so check the STE formula exactly: ∂L/∂W_ij = α_j G_ij
-            const double* G = m.dw_eff.data() + lin.eff;
-            const double* alpha = m.p(lin.alpha);
-            const double* dW = analytic.data() + m.tensors[lin.W].offset;
-            for (int i = 0; i < lin.m; i++)
-                for (int j = 0; j < lin.n; j++) REQUIRE(dW[i * lin.n + j] == alpha[j] * G[i * lin.n + j]);
-        }
+    GradCase gc(Quant::FBI, 7);
+    auto& m = gc.m;
+    auto f = [&] { return gc.loss(); };
+    // latent W by the STE formula (SPEC §2 F5): ∂L/∂W_ij = α_j G_ij
+    check_latent_grads(gc, [&](const LinearRef& lin, int, int j, double G) { return m.p(lin.alpha)[j] * G; });
     for (size_t t = 0; t < m.tensors.size(); t++) {
         const TensorInfo& ti = m.tensors[t];
         bool latent = ti.is_matrix && ti.name.find("block") == 0;
         if (latent) continue;
-        double worst = worst_fd_error(m, t, analytic, f, 6, 200 + t);
+        double worst = worst_fd_error(m, t, gc.analytic, f, 6, 200 + t);
         INFO(ti.name << " worst relative error " << worst << " loss " << f());
         CHECK(worst < 1e-6);
     }

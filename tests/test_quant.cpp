@@ -82,20 +82,13 @@ TEST_CASE("Q2 b1.58 activations: max |x| → ±127 per row, x̃ = q/s, an all-ze
 }
 
 TEST_CASE("Q3 b1.58 STE: ∂L/∂W = ∂L/∂Ŵ exactly; the linears multiply the int8-dequantized input; head by FD") {
-    Config c = tiny_config(Quant::B158);
-    auto m = build_model<double>(c, 21);
-    for (double& p : m.params) p *= 5;
-    const int B = 2, T = 5;
-    auto x = random_tokens(B * T, c.V, 22), y = random_tokens(B * T, c.V, 23);
-    model_loss(m, x, y, B, T, true);
-    std::vector<double> analytic = m.grads;
+    GradCase gc(Quant::B158, 21, /*noise=*/0.0);  // parameters only scaled ×5
+    auto& m = gc.m;
+    const Config& c = m.cfg;
+    const int B = gc.B, T = gc.T;
     for (const BlockRef& blk : m.blocks)
-        for (const LinearRef& lin : blk.lin) {
-            CHECK(lin.alpha < 0);  // no learnable scale: γ comes from W
-            const double* G = m.dw_eff.data() + lin.eff;
-            const double* dW = analytic.data() + m.tensors[lin.W].offset;
-            for (int i = 0; i < lin.m * lin.n; i++) REQUIRE(dW[i] == G[i]);  // SPEC §5 identity STE
-        }
+        for (const LinearRef& lin : blk.lin) CHECK(lin.alpha < 0);  // no learnable scale: γ comes from W
+    check_latent_grads(gc, [](const LinearRef&, int, int, double G) { return G; });  // SPEC §5 identity STE
     // Wiring of the activation quantizer: after the backward, acts.dq holds ∂L/∂q of block 0 (it is processed
     // last), so ∂L/∂Ŵ_q of block 0 must be dqᵀ · x̃ with x̃ = int8(RMSNorm(x)), not dqᵀ · RMSNorm(x).
     const auto& s0 = m.acts.blocks[0];
@@ -117,9 +110,9 @@ TEST_CASE("Q3 b1.58 STE: ∂L/∂W = ∂L/∂Ŵ exactly; the linears multiply th
     CHECK(worst < 1e-12);
     CHECK(differs > 1e-4);  // the quantization is really in the path
     // After the last quantizer: LM head and final norm by finite differences
-    auto f = [&] { return model_loss(m, x, y, B, T, false); };
-    CHECK(worst_fd_error(m, m.lm_head, analytic, f, 8, 24) < 1e-6);
-    CHECK(worst_fd_error(m, m.final_norm, analytic, f, 8, 25) < 1e-6);
+    auto f = [&] { return gc.loss(); };
+    CHECK(worst_fd_error(m, m.lm_head, gc.analytic, f, 8, 24) < 1e-6);
+    CHECK(worst_fd_error(m, m.final_norm, gc.analytic, f, 8, 25) < 1e-6);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -216,25 +209,16 @@ TEST_CASE("Q6 FDB STE: ∂L/∂W = G exactly, ∂L/∂α1 = Σ_j G B1 and ∂L/�
 }
 
 TEST_CASE("Q6 whole-model backward, DB student: α1, α2, norms, embedding, head by finite differences; W by STE") {
-    Config c = tiny_config(Quant::DB);
-    auto m = build_model<double>(c, 61);
-    spread_params(m, 62);
-    const int B = 2, T = 5;
-    auto x = random_tokens(B * T, c.V, 63), y = random_tokens(B * T, c.V, 64);
-    model_loss(m, x, y, B, T, true);
-    std::vector<double> analytic = m.grads;
+    GradCase gc(Quant::DB, 61);
+    auto& m = gc.m;
     for (const BlockRef& blk : m.blocks)
-        for (const LinearRef& lin : blk.lin) {
-            CHECK(m.tensors[lin.alpha].cols == lin.m);  // one α1, α2 per output row
-            const double* G = m.dw_eff.data() + lin.eff;
-            const double* dW = analytic.data() + m.tensors[lin.W].offset;
-            for (int i = 0; i < lin.m * lin.n; i++) REQUIRE(dW[i] == G[i]);
-        }
-    auto f = [&] { return model_loss(m, x, y, B, T, false); };
+        for (const LinearRef& lin : blk.lin) CHECK(m.tensors[lin.alpha].cols == lin.m);  // one α1, α2 per output row
+    check_latent_grads(gc, [](const LinearRef&, int, int, double G) { return G; });  // SPEC §6 identity STE
+    auto f = [&] { return gc.loss(); };
     for (size_t t = 0; t < m.tensors.size(); t++) {
         const TensorInfo& ti = m.tensors[t];
         if (ti.is_matrix && ti.name.find("block") == 0) continue;  // latent W: checked above
-        double worst = worst_fd_error(m, t, analytic, f, 6, 300 + t);
+        double worst = worst_fd_error(m, t, gc.analytic, f, 6, 300 + t);
         INFO(ti.name << " worst relative error " << worst);
         CHECK(worst < 1e-6);
     }

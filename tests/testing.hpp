@@ -66,10 +66,10 @@ inline fbi::Config tiny_config(fbi::Quant q) {
     return c;
 }
 // Scale every parameter up so that gradients are O(0.01–1) instead of O(1e-4) at the 0.02 init: the
-// finite-difference check is then relative, not lost in the absolute floor.
-inline void spread_params(fbi::ModelT<double>& m, uint64_t seed) {
+// finite-difference check is then relative, not lost in the absolute floor. noise = 0 only scales.
+inline void spread_params(fbi::ModelT<double>& m, uint64_t seed, double noise = 0.05) {
     fbi::Rng rng(seed);
-    for (double& p : m.params) p = p * 5 + 0.05 * rng.normal();
+    for (double& p : m.params) p = p * 5 + noise * rng.normal();
 }
 // Random tokens in [0, V).
 inline std::vector<int> random_tokens(size_t n, int V, uint64_t seed) {
@@ -89,6 +89,36 @@ inline double model_loss(fbi::ModelT<double>& m, const std::vector<int>& x, cons
     if (backward) { fbi::zero_grad(m); fbi::model_backward(m, x.data()); }
     return loss;
 }
+// The setup of a whole-model gradient check: a double model of the tiny shape built from `seed`, its parameters
+// spread (seed + 1), one random batch of B × T tokens (seeds + 2, + 3), and the analytic gradients of the CE loss
+// on it. loss() evaluates the loss again, for finite differences.
+struct GradCase {
+    static constexpr int B = 2, T = 5;
+    fbi::ModelT<double> m;
+    std::vector<int> x, y;
+    std::vector<double> analytic;
+    GradCase(fbi::Quant q, uint64_t seed, double noise = 0.05) : m(fbi::build_model<double>(tiny_config(q), seed)) {
+        spread_params(m, seed + 1, noise);
+        x = random_tokens(B * T, m.cfg.V, seed + 2);
+        y = random_tokens(B * T, m.cfg.V, seed + 3);
+        model_loss(m, x, y, B, T, true);
+        analytic = m.grads;
+    }
+    double loss() { return model_loss(m, x, y, B, T, false); }
+};
+// Every block linear's latent W: sign/round have zero derivative, so its gradient is checked against the STE
+// formula exactly: ∂L/∂W_ij == expected(lin, i, j, G_ij), G = ∂L/∂Ŵ.
+template <class Expected>
+void check_latent_grads(const GradCase& gc, Expected&& expected) {
+    for (const fbi::BlockRef& blk : gc.m.blocks)
+        for (const fbi::LinearRef& lin : blk.lin) {
+            const double* G = gc.m.dw_eff.data() + lin.eff;
+            const double* dW = gc.analytic.data() + gc.m.tensors[lin.W].offset;
+            for (int i = 0; i < lin.m; i++)
+                for (int j = 0; j < lin.n; j++) REQUIRE(dW[i * lin.n + j] == expected(lin, i, j, G[i * lin.n + j]));
+        }
+}
+
 // Worst relative finite-difference error of the analytic gradient over `samples` random entries of tensor t.
 inline double worst_fd_error(fbi::ModelT<double>& m, size_t t, const std::vector<double>& analytic,
                              const std::function<double()>& f, int samples, uint64_t seed) {
