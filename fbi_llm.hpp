@@ -66,6 +66,7 @@
 //   §7 table lookup (T-MAC style)         gemv_tl (+ _avx2)                "S7 table-lookup ...", "S7 every kernel ..."
 //   §7 u = α⊙x, y = Σ b q / s + β·x        PackedLinearFn                   "P1 ...", "P2 ..."
 //   §7 packed file, bits per weight       save/load_packed_model           "P3 ...", "P4 ...", "S8 packed file ..."
+//   §2 bits per weight: α, β codebooks    codebook_quantize, write/read_scales  "P6 ...", "P7 ...", "P8 ..."
 //   §7 ternary / dual-binary masks        pack_linear, signed_gemv         "S8 ..."
 //   §5 integer b1.58 = dequantized b1.58  PackedLinearFn (B158)            "S8 b1.58: the train path ..."
 //
@@ -1413,6 +1414,15 @@ struct KVCache {
     }
 };
 
+// y = W x for one row-major m×n matrix: Eigen's GEMV, with the rows split over the threads for large matrices
+// (Eigen's GEMV itself is single-threaded), so that the fp32 decoder gets the same threads as the packed kernels.
+inline void matvec(float* y, const float* W, const float* x, int m, int n) {
+    Eigen::Map<const Eigen::VectorXf> xv(x, n);
+    for_row_blocks(m, long(m) * n, [&](int r0, int r1) {
+        Eigen::Map<Eigen::VectorXf>(y + r0, r1 - r0).noalias() = ConstMapMat<float>(W + size_t(r0) * n, r1 - r0, n) * xv;
+    });
+}
+
 // The full-precision pieces a decoder needs, and per-token scratch.
 struct DecodeView {
     Config cfg;
@@ -1495,19 +1505,8 @@ void decode_step(const DecodeView& d, LinearFn&& linear, KVCache& cache, DecodeS
         add_inplace(s.x.data(), s.tmp.data(), C);
     }
     rmsnorm_forward(s.ln.data(), &rstd, s.x.data(), d.final_norm, 1, C);
-    // logits = H · ln (V×C GEMV): the largest fp32 read of a packed model's step, so its rows are split over
-    // the threads (Eigen's GEMV itself is single-threaded)
-    Eigen::Map<const Eigen::VectorXf> ln(s.ln.data(), C);
-    for_row_blocks(c.V, long(c.V) * C, [&](int r0, int r1) {
-        Eigen::Map<Eigen::VectorXf>(logits + r0, r1 - r0).noalias() =
-            ConstMapMat<float>(d.lm_head + size_t(r0) * C, r1 - r0, C) * ln;
-    });
+    matvec(logits, d.lm_head, s.ln.data(), c.V, C);  // logits = H · ln: a packed model's largest fp32 read
     cache.pos++;
-}
-
-// y = W x for one row-major m×n matrix (Eigen's GEMV).
-inline void matvec(float* y, const float* W, const float* x, int m, int n) {
-    Eigen::Map<Eigen::VectorXf>(y, m).noalias() = ConstMapMat<float>(W, m, n) * Eigen::Map<const Eigen::VectorXf>(x, n);
 }
 
 // y = Ŵ x with the float model's effective weights (call quantize_all(model) once before decoding). For b1.58
@@ -2105,6 +2104,7 @@ inline void scale_counts(Quant q, int m, int n, int& n_alpha, int& n_beta) {
 
 struct PackedModel {
     Config cfg;
+    int scale_bits = 32;  // how the file stores α, β: 32 = fp32, 1..8 = a 2^bits-level codebook per vector (below)
     std::string vocab;
     std::vector<float> tok_emb, final_norm, lm_head;
     std::vector<std::vector<float>> attn_norm, mlp_norm;
@@ -2145,11 +2145,55 @@ inline void pack_linear(PackedLinear& p, Quant quant, const float* W, const floa
     if (mask_count(quant) == 2) p.tl2 = pack_tl(p.signs2);
 }
 
-inline PackedModel pack_model(const Model& model, const std::string& vocab) {
+// Compact scales (optional). The scales are a small part of the file at 1 bit per weight: FBI stores α and β per
+// input column, 2 × 32 bits / m per weight (SPEC §2), which is 0.060 bits at the 130M shape. A codebook shrinks
+// them: each scale vector v keeps only 2^bits distinct values ("levels"), fitted to v by 1-D k-means (Lloyd):
+// start from the uniform grid of levels between min(v) and max(v), then alternate "each value takes its nearest
+// level" and "each level moves to the mean of the values that took it" until no value changes level. Neither
+// step can increase the squared error, so the result is never worse than that uniform grid. The file holds 2^bits fp32
+// levels and `bits` bits per scale. This rounds α and β, so unlike the int8 activation it changes Ŵ itself:
+// measure it (make train-tiny TRAIN_ARGS="--scale-bits 4"). A vector with at most 2^bits distinct values is
+// left exactly as it is.
+inline void codebook_quantize(std::vector<float>& v, int bits) {
+    const size_t n = v.size(), k = size_t(1) << bits;
+    std::vector<float> distinct(v);
+    std::sort(distinct.begin(), distinct.end());
+    distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+    if (distinct.size() <= k) return;
+    const double lo = distinct.front(), hi = distinct.back();
+    std::vector<double> level(k);
+    for (size_t i = 0; i < k; i++) level[i] = lo + (hi - lo) * double(i) / double(k - 1);
+    std::vector<size_t> which(n, k);  // k = "no level yet"
+    for (int iter = 0; iter < 100; iter++) {
+        bool changed = false;
+        for (size_t j = 0; j < n; j++) {  // assign: nearest level (the first one on ties)
+            size_t best = 0;
+            for (size_t i = 1; i < k; i++)
+                if (std::fabs(v[j] - level[i]) < std::fabs(v[j] - level[best])) best = i;
+            changed |= best != which[j];
+            which[j] = best;
+        }
+        if (!changed) break;
+        std::vector<double> sum(k, 0.0);
+        std::vector<size_t> count(k, 0);
+        for (size_t j = 0; j < n; j++) { sum[which[j]] += v[j]; count[which[j]]++; }
+        for (size_t i = 0; i < k; i++)  // update: the mean of its values (a level nobody took stays put)
+            if (count[i]) level[i] = sum[i] / double(count[i]);
+    }
+    for (size_t j = 0; j < n; j++) v[j] = float(level[which[j]]);
+}
+
+// scale_bits = 32 keeps α, β exactly (the int8 activation is then the only approximation, SPEC §7);
+// 1..8 stores them through a 2^scale_bits-level codebook per vector (codebook_quantize).
+inline PackedModel pack_model(const Model& model, const std::string& vocab, int scale_bits = 32) {
     if (model.cfg.quant == Quant::FP)
         throw std::invalid_argument("fbi::pack_model: a full-precision model has no packed form (quantize it first)");
+    if (scale_bits != 32 && (scale_bits < 1 || scale_bits > 8))
+        throw std::invalid_argument("fbi::pack_model: scale_bits must be 32 (fp32) or 1..8 (codebook), not " +
+                                    std::to_string(scale_bits));
     PackedModel pm;
     pm.cfg = model.cfg;
+    pm.scale_bits = scale_bits;
     pm.vocab = vocab;
     auto copy = [&](int t) { return std::vector<float>(model.p(t), model.p(t) + model.tensors[t].size()); };
     pm.tok_emb = copy(model.tok_emb);
@@ -2162,8 +2206,13 @@ inline PackedModel pack_model(const Model& model, const std::string& vocab) {
         pm.mlp_norm.push_back(copy(blk.mlp_norm));
         for (int id = 0; id < N_LINEAR; id++) {
             const LinearRef& ref = blk.lin[id];
-            pack_linear(pm.lin[l][id], model.cfg.quant, model.p(ref.W), model.p_or_null(ref.alpha),
-                        model.p_or_null(ref.beta), ref.m, ref.n);
+            PackedLinear& p = pm.lin[l][id];
+            pack_linear(p, model.cfg.quant, model.p(ref.W), model.p_or_null(ref.alpha), model.p_or_null(ref.beta),
+                        ref.m, ref.n);
+            if (scale_bits < 32) {
+                codebook_quantize(p.alpha, scale_bits);
+                codebook_quantize(p.beta, scale_bits);
+            }
         }
     }
     rope_tables(pm.rope_cos, pm.rope_sin, pm.cfg.T, pm.cfg.C / pm.cfg.NH);
@@ -2499,14 +2548,68 @@ inline Model model_from_checkpoint(const Checkpoint& ck) {
 }
 
 // ---- the packed model file ---------------------------------------------------------------------------------
-//   "FBIPACK\0" | u32 version (2) | u32 quant | u32 V,C,L,NH,F,T | u64 vocab_bytes | vocab | f32 tok_emb (V×C) |
-//   per block: f32 attn_norm (C), f32 mlp_norm (C), per linear (q,k,v,o,gate,up,down): u64 mask bits (m × words),
-//   [b1.58, DB: u64 second mask (m × words)], f32 scales (FBI: α (n), β (n); b1.58: γ; DB: α1 (m), α2 (m)) |
-//   f32 final_norm (C) | f32 lm_head (V×C) | u64 FNV-1a checksum of everything before it.
-// Version 1 (FBI only) had no quant field; it is still read. Every size follows from the config, so a truncated
-// or padded file is caught before anything is read.
+//   "FBIPACK\0" | u32 version (3) | u32 quant | u32 scale_bits | u32 V,C,L,NH,F,T | u64 vocab_bytes | vocab |
+//   f32 tok_emb (V×C) | per block: f32 attn_norm (C), f32 mlp_norm (C), per linear (q,k,v,o,gate,up,down):
+//   u64 mask bits (m × words), [b1.58, DB: u64 second mask (m × words)], scale vectors (FBI: α (n), β (n);
+//   b1.58: γ; DB: α1 (m), α2 (m)) | f32 final_norm (C) | f32 lm_head (V×C) | u64 FNV-1a checksum of everything
+//   before it. A scale vector of k values is k × f32 when scale_bits = 32; otherwise 2^scale_bits f32 levels
+//   (ascending, the last one repeated to fill) then k level numbers of scale_bits bits each, packed from the
+//   lowest bit of each byte up, unused bits of the last byte 0.
+// Version 1 (FBI only) had no quant field, version 2 no scale_bits (fp32 scales); both are still read. Every
+// size follows from the header, so a truncated or padded file is caught before anything is read.
 constexpr char kPackedMagic[8] = {'F', 'B', 'I', 'P', 'A', 'C', 'K', '\0'};
-constexpr uint32_t kPackedVersion = 2;
+constexpr uint32_t kPackedVersion = 3;
+
+// Bytes of one stored scale vector of k values (see the layout above).
+inline uint64_t scale_bytes(uint64_t k, int bits) {
+    if (k == 0) return 0;
+    return bits == 32 ? 4 * k : 4 * (uint64_t(1) << bits) + (k * uint64_t(bits) + 7) / 8;
+}
+
+inline void write_scales(ByteWriter& w, const std::vector<float>& v, int bits) {
+    if (v.empty()) return;
+    if (bits == 32) return w.raw(v.data(), 4 * v.size());
+    std::vector<float> levels(v);
+    std::sort(levels.begin(), levels.end());
+    levels.erase(std::unique(levels.begin(), levels.end()), levels.end());
+    const size_t k = size_t(1) << bits;
+    if (levels.size() > k)
+        throw std::logic_error("fbi::write_scales: " + std::to_string(levels.size()) + " distinct scales do not fit a " +
+                               std::to_string(bits) + "-bit codebook (pack_model(..., scale_bits) makes them fit)");
+    levels.resize(k, levels.back());
+    w.raw(levels.data(), 4 * k);
+    std::vector<unsigned char> packed((v.size() * bits + 7) / 8, 0);
+    for (size_t j = 0; j < v.size(); j++) {
+        uint32_t code = uint32_t(std::lower_bound(levels.begin(), levels.end(), v[j]) - levels.begin());
+        for (int b = 0; b < bits; b++)
+            if (code >> b & 1) packed[(j * bits + b) / 8] |= uint8_t(1u << ((j * bits + b) % 8));
+    }
+    w.raw(packed.data(), packed.size());
+}
+
+inline void read_scales(ByteReader& r, std::vector<float>& v, size_t k, int bits) {
+    v.resize(k);
+    if (k == 0) return;
+    if (bits == 32) return r.raw(v.data(), 4 * k);
+    const size_t start = r.at;
+    std::vector<float> levels(size_t(1) << bits);
+    r.raw(levels.data(), 4 * levels.size());
+    for (float x : levels)
+        if (!std::isfinite(x)) throw std::runtime_error(r.what + ": a scale codebook level is not finite (corrupted)");
+    std::vector<unsigned char> packed((k * bits + 7) / 8);
+    r.raw(packed.data(), packed.size());
+    for (size_t j = 0; j < k; j++) {
+        uint32_t code = 0;
+        for (int b = 0; b < bits; b++) code |= uint32_t(packed[(j * bits + b) / 8] >> ((j * bits + b) % 8) & 1) << b;
+        v[j] = levels[code];
+    }
+    // Exactly what write_scales makes of these values (levels ascending and used, padding 0), so that a file
+    // reads and writes back to the same bytes; anything else was not written by this header.
+    ByteWriter again;
+    write_scales(again, v, bits);
+    if (!std::equal(again.buf.begin(), again.buf.end(), r.buf.begin() + long(start)))
+        throw std::runtime_error(r.what + ": a scale codebook is not in its canonical form (corrupted)");
+}
 
 inline std::vector<unsigned char> packed_model_bytes(const PackedModel& pm) {
     check_file_context(pm.cfg, "fbi::packed_model_bytes");
@@ -2515,6 +2618,7 @@ inline std::vector<unsigned char> packed_model_bytes(const PackedModel& pm) {
     w.put<uint32_t>(kPackedVersion);
     const Config& c = pm.cfg;
     w.put<uint32_t>(uint32_t(c.quant));
+    w.put<uint32_t>(uint32_t(pm.scale_bits));
     for (int x : {c.V, c.C, c.L, c.NH, c.F, c.T}) w.put<uint32_t>(uint32_t(x));
     w.put<uint64_t>(pm.vocab.size());
     w.raw(pm.vocab.data(), pm.vocab.size());
@@ -2526,8 +2630,8 @@ inline std::vector<unsigned char> packed_model_bytes(const PackedModel& pm) {
         for (const PackedLinear& p : pm.lin[l]) {
             w.raw(p.signs.bits.data(), 8 * p.signs.bits.size());
             w.raw(p.signs2.bits.data(), 8 * p.signs2.bits.size());  // empty for FBI
-            floats(p.alpha);
-            floats(p.beta);
+            write_scales(w, p.alpha, pm.scale_bits);
+            write_scales(w, p.beta, pm.scale_bits);
         }
     }
     floats(pm.final_norm);
@@ -2568,8 +2672,8 @@ inline PackedModel parse_packed_model(const std::vector<unsigned char>& bytes, c
     if (std::memcmp(magic, kPackedMagic, 8) != 0)
         throw std::runtime_error(r.what + ": not an fbi_llm packed model (bad magic)");
     uint32_t version = r.get<uint32_t>();
-    if (version != 1 && version != kPackedVersion)
-        throw std::runtime_error(r.what + ": format version " + std::to_string(version) + ", this build reads versions 1 and " +
+    if (version < 1 || version > kPackedVersion)
+        throw std::runtime_error(r.what + ": format version " + std::to_string(version) + ", this build reads versions 1 to " +
                                  std::to_string(kPackedVersion));
     PackedModel pm;
     Config& c = pm.cfg;
@@ -2577,6 +2681,10 @@ inline PackedModel parse_packed_model(const std::vector<unsigned char>& bytes, c
     if (quant == uint32_t(Quant::FP) || quant > uint32_t(Quant::DB))
         throw std::runtime_error(r.what + ": unknown packed quantizer id " + std::to_string(quant));
     c.quant = Quant(quant);
+    uint32_t bits = version < 3 ? 32 : r.get<uint32_t>();
+    if (bits != 32 && (bits < 1 || bits > 8))
+        throw std::runtime_error(r.what + ": scale_bits " + std::to_string(bits) + " (must be 32 or 1..8)");
+    pm.scale_bits = int(bits);
     int* dims[6] = {&c.V, &c.C, &c.L, &c.NH, &c.F, &c.T};
     for (int* d : dims) {
         uint32_t x = r.get<uint32_t>();
@@ -2592,7 +2700,8 @@ inline PackedModel parse_packed_model(const std::vector<unsigned char>& bytes, c
     for (int i = 0; i < N_LINEAR; i++) {
         int na, nb;
         scale_counts(c.quant, m[i], n[i], na, nb);
-        per_block += 8ull * mask_count(c.quant) * m[i] * words_for(n[i]) + 4ull * (na + nb);
+        per_block += 8ull * mask_count(c.quant) * m[i] * words_for(n[i]) + scale_bytes(na, pm.scale_bits) +
+                     scale_bytes(nb, pm.scale_bits);
     }
     if (n_vocab > bytes.size() || uint64_t(c.L) > bytes.size() / per_block)  // first: `expect` cannot wrap around
         throw std::runtime_error(r.what + ": truncated (" + describe(c) + " with " + std::to_string(n_vocab) +
@@ -2630,8 +2739,8 @@ inline PackedModel parse_packed_model(const std::vector<unsigned char>& bytes, c
                         throw std::runtime_error(r.what + ": a ternary weight is marked both +1 and -1 (corrupted)");
             int na, nb;
             scale_counts(c.quant, m[i], n[i], na, nb);
-            floats(p.alpha, size_t(na));
-            floats(p.beta, size_t(nb));
+            read_scales(r, p.alpha, size_t(na), pm.scale_bits);
+            read_scales(r, p.beta, size_t(nb), pm.scale_bits);
             p.tl = pack_tl(p.signs);
             if (mask_count(c.quant) == 2) p.tl2 = pack_tl(p.signs2);
         }
@@ -2644,14 +2753,16 @@ inline PackedModel parse_packed_model(const std::vector<unsigned char>& bytes, c
 
 inline PackedModel load_packed_model(const std::string& path) { return parse_packed_model(read_file_bytes(path), path); }
 
-// Storage of the quantized layers in bits per weight: the masks' bits (+ row padding) plus the fp32 scales, over
-// the number of quantized weights (SPEC §2 "bits per weight"). FBI: 1 + 64/m; b1.58 and DB: 2 bits + scales
-// (b1.58's information content is log2 3 ≈ 1.58 bits; two masks are how the kernels read it).
+// Storage of the quantized layers in bits per weight: the masks' bits (+ row padding) plus the scales as the file
+// stores them, over the number of quantized weights (SPEC §2 "bits per weight"). FBI with fp32 scales: 1 + 64/m;
+// b1.58 and DB: 2 bits + scales (b1.58's information content is log2 3 ≈ 1.58 bits; two masks are how the kernels
+// read it).
 inline double packed_bits_per_weight(const PackedModel& pm) {
     double bits = 0, weights = 0;
     for (const auto& block : pm.lin)
         for (const PackedLinear& p : block) {
-            bits += 64.0 * (p.signs.bits.size() + p.signs2.bits.size()) + 32.0 * (p.alpha.size() + p.beta.size());
+            bits += 64.0 * (p.signs.bits.size() + p.signs2.bits.size()) +
+                    8.0 * double(scale_bytes(p.alpha.size(), pm.scale_bits) + scale_bytes(p.beta.size(), pm.scale_bits));
             weights += double(p.m) * p.n;
         }
     return bits / weights;

@@ -18,13 +18,16 @@
 // mean over the 64 tokens of one repetition, and we report the median over the repetitions.
 // Where the packed time goes, measured separately:
 //   stub          decode_step with linears that only write zeros: embedding, norms, RoPE, attention, LM head
-//   lm_head_fp32  the 32000×768 fp32 GEMV alone (98 MB read per token; Eigen's GEMV runs on one thread)
+//   lm_head_fp32  the 32000×768 fp32 GEMV alone, as decode_step runs it (fbi::matvec: Eigen GEMV, rows split
+//                 over the threads; 98 MB read per token)
 //   lm_head_packed_est  the same head packed to 1 bit and run with the fast kernel (a what-if: the model keeps
 //                 its fp32 head; binarizing it would change the model) → "fast, head packed (est.)"
 //                 = fast − lm_head_fp32 + lm_head_packed_est
-//   lm_head_fp32_omp  (2+ threads) the fp32 head GEMV with its rows split over the OpenMP threads, a what-if
-//                 for decode_step, whose head GEMV is one Eigen call on one thread → "fast_head_omp_est"
+// Both decoders use the same threads: the fp32 GEMVs (fbi::matvec) and the packed kernels split their rows over
+// OpenMP threads above about a million weights, so "vs fp32" compares like with like at each thread count.
 // Breakdown of the fast decoder: block linears = fast − stub, LM head = lm_head_fp32, rest = stub − lm_head_fp32.
+// Sizes are printed for α, β stored as fp32 (exact) and as 16-level codebooks (pack_model(..., 4)); the
+// codebook model is verified like the other (its decode speed is the same: the kernels see float α, β either way).
 // In the CSV, speedup_vs_fp32 is (fp32 decoder ms/token) / (this row's ms) for every row, parts included.
 // Two-thread timings need a second idle core: with other jobs running, every OpenMP barrier (≈ 60 per token)
 // waits for a time slice and the packed decoders get many times slower than with one thread.
@@ -126,8 +129,8 @@ int main(int argc, char** argv) {
 #endif
     std::printf("machine : %s\n", cpu_model().c_str());
 #ifdef _OPENMP
-    std::printf("OpenMP  : on (max %d threads); packed kernels go parallel above %ld weights, Eigen GEMV never\n",
-                omp_get_max_threads(), kParallelMinWeights);
+    std::printf("OpenMP  : on (max %d threads); rows split over the threads above %ld weights (fp32 GEMV, fbi::matvec) "
+                "and %ld weights (packed kernels)\n", omp_get_max_threads(), 16 * kParallelMinWork, kParallelMinWeights);
 #else
     std::printf("OpenMP  : off (1 thread only)\n");
 #endif
@@ -145,7 +148,8 @@ int main(int argc, char** argv) {
     Model model = build_model<float>(cfg, 1234);
     quantize_all(model);  // Ŵ = α·sign(W) + β for FloatLinear
     PackedModel pm = pack_model(model, "");
-    std::printf("built   : float model + packed model in %.1f s\n", now_seconds() - t0);
+    PackedModel pm4 = pack_model(model, "", 4);  // α, β through 16-level codebooks
+    std::printf("built   : float model + packed models in %.1f s\n", now_seconds() - t0);
 
     // ---- sizes ----
     double block_weights = 0, packed_block_bytes = 0;
@@ -161,8 +165,11 @@ int main(int argc, char** argv) {
                 "%.3f bits/weight) → %.1f× smaller overall, %.1f× for the block linears\n",
                 fp32_bytes / 1e6, 4.0 * block_weights / 1e6, packed_bytes / 1e6, packed_block_bytes / 1e6,
                 packed_bits_per_weight(pm), fp32_bytes / packed_bytes, 4.0 * block_weights / packed_block_bytes);
-    std::printf("          fp32 embedding + LM head: %.1f MB of the packed file (%.0f%%)\n\n", fp32_other / 1e6,
+    std::printf("          fp32 embedding + LM head: %.1f MB of the packed file (%.0f%%)\n", fp32_other / 1e6,
                 100.0 * fp32_other / packed_bytes);
+    std::printf("          α, β as 16-level codebooks (4-bit codes): packed file %.1f MB, %.4f bits/weight (fp32 α, β: "
+                "%.4f)\n\n", double(packed_model_bytes(pm4).size()) / 1e6, packed_bits_per_weight(pm4),
+                packed_bits_per_weight(pm));
 
     const DecodeView dv_fp = decode_view(model), dv_pk = decode_view(pm);
     const float *rc = pm.rope_cos.data(), *rs = pm.rope_sin.data();
@@ -177,18 +184,21 @@ int main(int argc, char** argv) {
         auto lf = first_logits(dv_fp, fp32_fn, rc, rs, n);
         auto lp = first_logits(dv_pk, pop_fn, rc, rs, n);
         auto lt = first_logits(dv_pk, fast_fn, rc, rs, n);
+        auto l4 = first_logits(decode_view(pm4), PackedLinearFn(&pm4, Kernel::Fast), rc, rs, n);
         if (std::memcmp(lp.data(), lt.data(), 4 * lp.size()) != 0) {
             std::fprintf(stderr, "MISMATCH: popcount and fast logits differ (they must be bit-identical)\n");
             return 1;
         }
-        double worst = 0, scale = 0;
+        double worst = 0, worst4 = 0, scale = 0;
         for (size_t i = 0; i < lf.size(); i++) {
             worst = std::max(worst, double(std::fabs(lp[i] - lf[i])));
+            worst4 = std::max(worst4, double(std::fabs(l4[i] - lf[i])));
             scale = std::max(scale, double(std::fabs(lf[i])));
         }
         std::printf("verify  : popcount == fast bit for bit over %d tokens × %d logits ✓; packed vs fp32 max|Δlogit| "
-                    "= %.3g (max|logit| %.3g, %.2f%%; bound 5%%)", n, cfg.V, worst, scale, 100 * worst / scale);
-        if (!(worst < 0.05 * scale) || !(worst > 0)) {
+                    "= %.3g (max|logit| %.3g, %.2f%%; with codebook α, β %.2f%%; bound 5%%)", n, cfg.V, worst, scale,
+                    100 * worst / scale, 100 * worst4 / scale);
+        if (!(worst < 0.05 * scale) || !(worst > 0) || !(worst4 < 0.05 * scale)) {
             std::fprintf(stderr, "\nMISMATCH: packed logits are not within the int8-activation tolerance of fp32\n");
             return 1;
         }
@@ -242,32 +252,11 @@ int main(int argc, char** argv) {
         const double stub_ms = full("stub", stub_fn, dv_pk, reps_packed);  // everything but the block linears
         const double head_ms = time_ms(
             [&] {
-                Eigen::Map<Eigen::VectorXf>(yh.data(), cfg.V).noalias() =
-                    ConstMapMat<float>(pm.lm_head.data(), cfg.V, cfg.C) * Eigen::Map<const Eigen::VectorXf>(xh.data(), cfg.C);
+                matvec(yh.data(), pm.lm_head.data(), xh.data(), cfg.V, cfg.C);
                 g_sink = yh[0];
             },
             21);
         row("lm_head_fp32", head_ms, {});
-        double head_omp_ms = head_ms;
-#ifdef _OPENMP
-        if (threads > 1) {  // what-if: the same fp32 GEMV with its rows split over the OpenMP threads
-            head_omp_ms = time_ms(
-                [&] {
-#pragma omp parallel
-                    {
-                        const int nt = omp_get_num_threads(), id = omp_get_thread_num();
-                        const int r0 = int(long(cfg.V) * id / nt), r1 = int(long(cfg.V) * (id + 1) / nt);
-                        Eigen::Map<Eigen::VectorXf>(yh.data() + r0, r1 - r0).noalias() =
-                            ConstMapMat<float>(pm.lm_head.data() + size_t(r0) * cfg.C, r1 - r0, cfg.C) *
-                            Eigen::Map<const Eigen::VectorXf>(xh.data(), cfg.C);
-                    }
-                    g_sink = yh[0];
-                },
-                21);
-            row("lm_head_fp32_omp", head_omp_ms, {});
-            row("fast_head_omp_est", fast_ms - head_ms + head_omp_ms, {});
-        }
-#endif
         const double head_packed_ms = time_ms(
             [&] {
                 float s = quantize_int8_absmax(xh.data(), cfg.C, qh.data());

@@ -26,6 +26,7 @@ static const char* kUsage =
     "  --beta2 0.95                              AdamW β2 (SPEC §4)\n"
     "  --student-wd W --student-decay D          the student's own weight decay settings\n"
     "  --tag NAME                                names the student's files (default: <loss>_<init>)\n"
+    "  --scale-bits 32                           packed file: α, β as fp32 (32, exact) or 2^N-level codebooks (1..8)\n"
     "  --eval-every 500 --samples 300            progress evaluation interval, sample length\n"
     "  --eval-windows 0                          final evaluation on this many evenly spaced windows (0 = all)\n"
     "  --ckpt-every N                            save each run's checkpoint (with optimizer state) every N steps,\n"
@@ -153,6 +154,10 @@ int main(int argc, char** argv) try {
     teacher_cfg.F = swiglu_width(teacher_cfg.C);
     check_config(student_cfg);
     check_config(teacher_cfg);
+    const int scale_bits = args.integer("scale-bits", 32);  // checked now, not after two training runs
+    if (scale_bits != 32 && (scale_bits < 1 || scale_bits > 8))
+        throw std::invalid_argument("--scale-bits must be 32 (fp32 scales) or 1..8 (codebook), not " +
+                                    std::to_string(scale_bits));
 
     RunSpec base;
     base.opt.B = B;
@@ -268,7 +273,7 @@ int main(int argc, char** argv) try {
     std::string ppath = out + "/student_" + tag + ".fbipack";
     double packed_file_bytes = fp32_bytes(student);
     if (packs) {
-        save_packed_model(ppath, pack_model(student, tok.chars));
+        save_packed_model(ppath, pack_model(student, tok.chars, scale_bits));
         packed = load_packed_model(ppath);  // evaluate what is on disk
         packed_file_bytes = double(read_file_bytes(ppath).size());
     }
@@ -309,6 +314,8 @@ int main(int argc, char** argv) try {
                 packed_file_bytes);
     std::printf("%-30s %12s %12s %12.3f\n", "bits per quantized weight", "32", "32 (latent)",
                 packs ? packed_bits_per_weight(packed) : 32.0);
+    if (packs && scale_bits < 32)
+        std::printf("%-30s %12s %12s %12s\n", "packed α, β", "", "fp32", (std::to_string(1 << scale_bits) + " levels").c_str());
     std::printf("%-30s %12.0f %12.0f %12.0f\n", "decode tokens/s (KV cache)", tok_s[0], tok_s[1], tok_s[2]);
     std::printf("student - teacher CE: %+.4f   packed - float student CE (decoder path): %+.4f\n", sv - tv, pv - sv_dec);
     std::printf("train time: teacher %s, student %s\n", reused ? "(reused)" : fmt_duration(t_teacher).c_str(),
@@ -335,14 +342,14 @@ int main(int argc, char** argv) try {
                   "  \"teacher_bpc\": %.5f,\n  \"student_bpc\": %.5f,\n  \"teacher_bytes_fp32\": %.0f,\n"
                   "  \"student_bytes_packed\": %.0f,\n  \"teacher_train_seconds\": %.1f,\n  \"student_train_seconds\": %.1f,\n"
                   "  \"student_packed_val_ce\": %.6f,\n  \"student_decoder_val_ce\": %.6f,\n"
-                  "  \"packed_file_bytes\": %.0f,\n  \"packed_bits_per_weight\": %.5f,\n"
+                  "  \"packed_file_bytes\": %.0f,\n  \"packed_bits_per_weight\": %.5f,\n  \"packed_scale_bits\": %d,\n"
                   "  \"decode_tokens_per_s\": {\"teacher\": %.0f, \"student_float\": %.0f, \"student_packed\": %.0f},\n"
                   "  \"threads\": %d,\n",
                   json_str(tag).c_str(), qname.c_str(), loss.c_str(), init.c_str(), json_str(describe(teacher_cfg)).c_str(),
                   json_str(describe(student_cfg)).c_str(), tspec.steps, sspec.steps, tv, sv, std::exp(tv), std::exp(sv),
                   tv / std::log(2.0), sv / std::log(2.0), fp32_bytes(teacher), packed_file_bytes, t_teacher,
-                  t_student, pv, sv_dec, packed_file_bytes, packs ? packed_bits_per_weight(packed) : 32.0, tok_s[0], tok_s[1],
-                  tok_s[2], num_threads());
+                  t_student, pv, sv_dec, packed_file_bytes, packs ? packed_bits_per_weight(packed) : 32.0, scale_bits,
+                  tok_s[0], tok_s[1], tok_s[2], num_threads());
     std::string json = buf;
     json += "  \"teacher_checkpoint\": " + json_str(tckpt) + ",\n  \"student_checkpoint\": " +
             json_str(out + "/student_" + tag + ".ckpt") + ",\n  \"packed_file\": " + json_str(packs ? ppath : "") + ",\n";

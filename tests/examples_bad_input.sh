@@ -66,6 +66,8 @@ fi
 CKPT=good/student_ad_random.ckpt
 
 # ---- the corpus: missing, a directory, empty, shorter than one window, too short, not text ----
+run "--scale-bits out of range" "--scale-bits must be 32 (fp32 scales) or 1..8 (codebook), not 9" \
+    "$TRAIN" --data corpus.txt --out good "${TINY[@]}" --scale-bits 9
 run "corpus missing" "corpus 'nope.txt' not found" "$TRAIN" --data nope.txt --out good "${TINY[@]}"
 run "corpus missing, --out not created" "not found" "$TRAIN" --data nope.txt --out fresh/run "${TINY[@]}"
 [ ! -e fresh ] && ok "corpus missing: the --out directory fresh/run was not created" || fail "fresh/run was created"

@@ -110,11 +110,12 @@ std::vector<unsigned char> tiny_checkpoint_bytes(Quant q) {
     adamw_step(m, opt, 1e-3);  // with optimizer state: every section of the format is present
     return checkpoint_bytes(make_checkpoint(m, "ab\n", 1, &opt));
 }
-std::vector<unsigned char> tiny_packed_bytes(Quant q) {
-    return packed_model_bytes(pack_model(build_model<float>(tiny(q), 12), "ab\n"));
+std::vector<unsigned char> tiny_packed_bytes(Quant q, int scale_bits = 32) {
+    return packed_model_bytes(pack_model(build_model<float>(tiny(q), 12), "ab\n", scale_bits));
 }
 const Quant kCheckpointQuants[] = {Quant::FP, Quant::FBI, Quant::B158, Quant::DB};
 const Quant kPackedQuants[] = {Quant::FBI, Quant::B158, Quant::DB};
+const int kScaleBits[] = {32, 2};  // fp32 scales, and 4-level codebooks (the F = 70 vectors need them)
 // A file header as the writers lay it out, for sizes no real model could have.
 struct Header {
     ByteWriter w;
@@ -162,12 +163,13 @@ TEST_CASE("C5 a checkpoint or packed file cut at ANY byte is a clear 'truncated'
         CHECK(parse_checkpoint(ck, "tiny").step == 1);  // the whole file loads
         CHECK(every_prefix(ck, true) == 0);
     }
-    for (Quant q : kPackedQuants) {
-        auto pk = tiny_packed_bytes(q);
-        INFO("packed file, quant=" << quant_name(q) << ", " << pk.size() << " bytes");
-        CHECK(parse_packed_model(pk, "tiny").vocab == "ab\n");
-        CHECK(every_prefix(pk, false) == 0);
-    }
+    for (Quant q : kPackedQuants)
+        for (int bits : kScaleBits) {
+            auto pk = tiny_packed_bytes(q, bits);
+            INFO("packed file, quant=" << quant_name(q) << ", scale_bits " << bits << ", " << pk.size() << " bytes");
+            CHECK(parse_packed_model(pk, "tiny").vocab == "ab\n");
+            CHECK(every_prefix(pk, false) == 0);
+        }
 }
 
 TEST_CASE("C6 a checkpoint or packed file with ANY one byte changed is refused with an error naming the file") {
@@ -188,7 +190,8 @@ TEST_CASE("C6 a checkpoint or packed file with ANY one byte changed is refused w
         CHECK(unnamed == 0);
     };
     for (Quant q : kCheckpointQuants) every_byte(tiny_checkpoint_bytes(q), true, quant_name(q));
-    for (Quant q : kPackedQuants) every_byte(tiny_packed_bytes(q), false, quant_name(q));
+    for (Quant q : kPackedQuants)
+        for (int bits : kScaleBits) every_byte(tiny_packed_bytes(q, bits), false, quant_name(q));
 }
 
 TEST_CASE("C7 min_param_count: exactly what layout_model lays out for FP, a lower bound for every quantizer") {

@@ -167,7 +167,7 @@ TEST_CASE("S8 DB packed decoder ≈ float model: the int8 activation is the only
     CHECK(worst > 0.0);
 }
 
-TEST_CASE("S8 packed file for b1.58 and DB: round trip, version-1 files still read, bits per weight") {
+TEST_CASE("S8 packed file for b1.58 and DB: round trip, version-1 and version-2 files still read, bits per weight") {
     for (Quant q : {Quant::B158, Quant::DB}) {
         Model m = trained_like(q, 11);
         PackedModel pm = pack_model(m, "xyz");
@@ -186,18 +186,25 @@ TEST_CASE("S8 packed file for b1.58 and DB: round trip, version-1 files still re
         }
         CHECK(packed_bits_per_weight(pm) == doctest::Approx(bits / weights).epsilon(1e-12));
     }
-    // a version-1 file (FBI, no quant field) is still read
+    // version 1 (FBI, no quant field) and version 2 (no scale_bits field: fp32 scales) are still read
     PackedModel fbi = pack_model(trained_like(Quant::FBI, 12), "v");
-    auto v2 = packed_model_bytes(fbi);
-    std::vector<unsigned char> v1(v2.begin(), v2.begin() + 8);
-    uint32_t one = 1;
-    v1.insert(v1.end(), (unsigned char*)&one, (unsigned char*)&one + 4);
-    v1.insert(v1.end(), v2.begin() + 16, v2.end() - 8);  // drop version and quant, and the old checksum
-    uint64_t sum = fnv1a(v1.data(), v1.size());
-    v1.insert(v1.end(), (unsigned char*)&sum, (unsigned char*)&sum + 8);
-    PackedModel old = parse_packed_model(v1, "v1");
-    CHECK(old.cfg.quant == Quant::FBI);
-    CHECK(packed_model_bytes(old) == v2);
+    auto v3 = packed_model_bytes(fbi);
+    auto older = [&](uint32_t version, size_t drop_from) {  // v3 without the fields from byte drop_from to 20
+        std::vector<unsigned char> b(v3.begin(), v3.begin() + 8);
+        b.insert(b.end(), (unsigned char*)&version, (unsigned char*)&version + 4);
+        b.insert(b.end(), v3.begin() + 12, v3.begin() + long(drop_from));
+        b.insert(b.end(), v3.begin() + 20, v3.end() - 8);  // and the old checksum
+        uint64_t sum = fnv1a(b.data(), b.size());
+        b.insert(b.end(), (unsigned char*)&sum, (unsigned char*)&sum + 8);
+        return b;
+    };
+    for (auto [version, drop_from] : {std::pair<uint32_t, size_t>{1, 12}, {2, 16}}) {
+        CAPTURE(version);
+        PackedModel old = parse_packed_model(older(version, drop_from), "old");
+        CHECK(old.cfg.quant == Quant::FBI);
+        CHECK(old.scale_bits == 32);
+        CHECK(packed_model_bytes(old) == v3);
+    }
 }
 
 TEST_CASE("S8 packed file errors: unknown quantizer, a ternary weight marked both +1 and -1") {
@@ -215,7 +222,7 @@ TEST_CASE("S8 packed file errors: unknown quantizer, a ternary weight marked bot
     CHECK_THROWS_WITH(parse_packed_model(reseal(bad_quant), "q"), doctest::Contains("unknown packed quantizer id 0"));
     // the first linear's masks start after header, vocab, tok_emb and the two norms of block 0
     const Config& c = pm.cfg;
-    size_t first_mask = 8 + 4 + 4 + 6 * 4 + 8 + pm.vocab.size() + 4 * size_t(c.V) * c.C + 2 * 4 * size_t(c.C);
+    size_t first_mask = 8 + 4 + 4 + 4 + 6 * 4 + 8 + pm.vocab.size() + 4 * size_t(c.V) * c.C + 2 * 4 * size_t(c.C);
     size_t mask_bytes = 8 * pm.lin[0][WQ].signs.bits.size();
     auto both = bytes;
     uint64_t plus;

@@ -9,7 +9,7 @@
 // "packed model 'fuzz'"). Everything else is a finding and aborts: a crash, a sanitizer report, a hang
 // (-timeout), an allocation above -malloc_limit_mb, std::bad_alloc / std::length_error (a size taken from
 // the file without checking it against the file's length), an error message that does not name the file,
-// or an accepted file that does not write back to the same bytes (packed v1: to a v2 file that reads back
+// or an accepted file that does not write back to the same bytes (packed v1/v2: to a v3 file that reads back
 // the same) or cannot be used.
 #include <cstdio>
 #include <cstdlib>
@@ -61,7 +61,7 @@ void check_checkpoint(const std::vector<unsigned char>& bytes) {
 void check_packed(const std::vector<unsigned char>& bytes) {
     try_load("parse_packed_model", "packed model 'fuzz'", [&] {
         fbi::PackedModel pm = fbi::parse_packed_model(bytes, "fuzz");
-        // Written back: the same bytes for the current version; an older version (v1) is written in the
+        // Written back: the same bytes for the current version; an older version (v1, v2) is written in the
         // current layout, which must then read back to the same model (write → read → write is a fixed point).
         std::vector<unsigned char> out = fbi::packed_model_bytes(pm);
         uint32_t version;

@@ -28,8 +28,8 @@ int main(int argc, char** argv) try {
         save_checkpoint(dir + "/" + name, make_checkpoint(m, vocab, with_opt ? 1 : 0, with_opt ? &opt : nullptr));
         written++;
     };
-    auto packed = [&](const std::string& name, const Config& c, const std::string& vocab) {
-        save_packed_model(dir + "/" + name, pack_model(build_model<float>(c, 2), vocab));
+    auto packed = [&](const std::string& name, const Config& c, const std::string& vocab, int scale_bits = 32) {
+        save_packed_model(dir + "/" + name, pack_model(build_model<float>(c, 2), vocab, scale_bits));
         written++;
     };
     checkpoint("fp_opt.ckpt", tiny(Quant::FP, 3, 4, 1, 1, 8, 4), "ab\n", true);
@@ -41,9 +41,11 @@ int main(int argc, char** argv) try {
     packed("L2.fbipack", tiny(Quant::FBI, 5, 4, 2, 2, 12, 3), "\n !ab");
     packed("b158.fbipack", tiny(Quant::B158, 3, 4, 1, 1, 8, 4), "abc");
     packed("db.fbipack", tiny(Quant::DB, 4, 4, 1, 2, 10, 3), "wxyz");
+    packed("fbi_cb2.fbipack", tiny(Quant::FBI, 3, 4, 1, 1, 10, 4), "xyz", 2);  // α, β as 4-level codebooks
+    packed("db_cb1.fbipack", tiny(Quant::DB, 4, 4, 1, 2, 10, 3), "wxyz", 1);
     {  // the version-1 layout (FBI only, no quantizer field), which the loader still reads
         auto b = packed_model_bytes(pack_model(build_model<float>(tiny(Quant::FBI, 3, 4, 1, 1, 8, 4), 3), "v1!"));
-        b.erase(b.begin() + 12, b.begin() + 16);  // the u32 quantizer id after magic and version
+        b.erase(b.begin() + 12, b.begin() + 20);  // the u32 quantizer id and scale_bits after magic and version
         uint32_t one = 1;
         std::memcpy(b.data() + 8, &one, 4);
         uint64_t sum = fnv1a(b.data(), b.size() - 8);
