@@ -1290,19 +1290,46 @@ inline double lr_schedule(const Schedule& sc, long s) {
 // §7 TRAINING: deterministic batches, one optimizer step (with the teacher for distillation), evaluation.
 // =====================================================================================================
 
-// Batch `step` of a run is a pure function of (seed, step): B random windows of T+1 tokens. Resuming at
-// step k therefore sees exactly the batches the uninterrupted run would have seen.
+// Training windows go through the data in EPOCHS (sampling without replacement). Epoch e starts its windows at a
+// random offset, cuts the tokens into K windows of T+1 tokens one T apart and visits them in a random order, so
+// that every token is a target once per epoch (independent random starts would leave about e^-1.5 ≈ 22% of the
+// tokens unseen in the tiny run's 1.5 epochs). Window i of a run is a pure function of (seed, i), so resuming
+// at step k sees exactly the batches the uninterrupted run would have seen.
+struct EpochWindows {
+    uint64_t span;            // valid window starts are [0, span): span = n − T, so that y's last token exists
+    long K;                   // windows per epoch
+    int T;
+    long epoch = -1;          // the epoch that `offset` and `order` belong to
+    uint64_t offset = 0;
+    std::vector<long> order;  // a permutation of 0..K−1
+
+    EpochWindows(size_t n, int T_) : span(n - size_t(T_)), K(std::max<long>(1, long(span / uint64_t(T_)))), T(T_) {}
+    size_t start(uint64_t seed, long i) {
+        const long e = i / K;
+        if (e != epoch) {  // a new epoch: draw its offset, then shuffle its windows (Fisher–Yates)
+            Rng rng(seed * 0x2545F4914F6CDD1Dull ^ uint64_t(e + 1) * 0x9E3779B97F4A7C15ull);
+            offset = rng.below(span - uint64_t(K - 1) * uint64_t(T));  // the last window still fits
+            order.resize(size_t(K));
+            for (long k = 0; k < K; k++) order[size_t(k)] = k;
+            for (long k = K - 1; k > 0; k--) std::swap(order[size_t(k)], order[size_t(rng.below(uint64_t(k) + 1))]);
+            epoch = e;
+        }
+        return size_t(offset + uint64_t(order[size_t(i % K)]) * uint64_t(T));
+    }
+};
+
+// Batch `step`: windows step·B … step·B + B − 1 of the run. (The epoch's order is rebuilt on every call: about
+// 0.1 ms for the 15,684 windows of TinyShakespeare, against ≈ 50 ms for a training step.)
 inline void get_batch(std::vector<int>& x, std::vector<int>& y, const std::vector<int>& data, int B, int T,
                       uint64_t seed, long step) {
     if (data.size() < size_t(T) + 1)
         throw std::invalid_argument("fbi::get_batch: " + std::to_string(data.size()) +
                                     " tokens is shorter than one window of T+1 = " + std::to_string(T + 1));
-    Rng rng(seed * 0x100000001B3ull ^ uint64_t(step) * 0x9E3779B97F4A7C15ull);
+    EpochWindows windows(data.size(), T);
     x.resize(size_t(B) * T);
     y.resize(size_t(B) * T);
-    uint64_t starts = data.size() - T;  // start ∈ [0, n−T−1] so that y's last token exists
     for (int b = 0; b < B; b++) {
-        size_t s = size_t(rng.below(starts));
+        size_t s = windows.start(seed, step * B + b);
         for (int t = 0; t < T; t++) {
             x[size_t(b) * T + t] = data[s + t];
             y[size_t(b) * T + t] = data[s + t + 1];
