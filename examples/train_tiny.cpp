@@ -107,7 +107,7 @@ static void train(Model& model, Model* teacher, const std::vector<int>& train_da
 // The teacher is reused when this fingerprint of its recipe and data matches the one saved next to it.
 static std::string fingerprint(const Config& c, const std::string& text, const RunSpec& s) {
     char buf[512];
-    std::snprintf(buf, sizeof buf, "%s|data=%016llx|steps=%d|B=%d|lr=%g,%g,%d|seed=%llu|wd=%g|decay=%d|b2=%g|v2",
+    std::snprintf(buf, sizeof buf, "%s|data=%016llx|steps=%d|B=%d|lr=%g,%g,%d|seed=%llu|wd=%g|decay=%d|b2=%g|v3",
                   describe(c).c_str(), (unsigned long long)fnv1a((const unsigned char*)text.data(), text.size()),
                   s.steps, s.opt.B, s.opt.schedule.peak, s.opt.schedule.floor, s.opt.schedule.warmup,
                   (unsigned long long)s.opt.seed, s.adam.weight_decay, int(s.adam.decay_on), s.adam.beta2);
