@@ -1296,15 +1296,19 @@ inline double lr_schedule(const Schedule& sc, long s) {
 // tokens unseen in the tiny run's 1.5 epochs). Window i of a run is a pure function of (seed, i), so resuming
 // at step k sees exactly the batches the uninterrupted run would have seen.
 struct EpochWindows {
-    uint64_t span;            // valid window starts are [0, span): span = n − T, so that y's last token exists
-    long K;                   // windows per epoch
-    int T;
+    size_t n = 0;             // tokens
+    int T = 0;
+    uint64_t seed = 0;
+    uint64_t span = 0;        // valid window starts are [0, span): span = n − T, so that y's last token exists
+    long K = 0;               // windows per epoch
     long epoch = -1;          // the epoch that `offset` and `order` belong to
     uint64_t offset = 0;
     std::vector<long> order;  // a permutation of 0..K−1
 
-    EpochWindows(size_t n, int T_) : span(n - size_t(T_)), K(std::max<long>(1, long(span / uint64_t(T_)))), T(T_) {}
-    size_t start(uint64_t seed, long i) {
+    EpochWindows() = default;
+    EpochWindows(size_t n_, int T_, uint64_t seed_)
+        : n(n_), T(T_), seed(seed_), span(n_ - size_t(T_)), K(std::max<long>(1, long(span / uint64_t(T_)))) {}
+    size_t start(long i) {
         const long e = i / K;
         if (e != epoch) {  // a new epoch: draw its offset, then shuffle its windows (Fisher–Yates)
             Rng rng(seed * 0x2545F4914F6CDD1Dull ^ uint64_t(e + 1) * 0x9E3779B97F4A7C15ull);
@@ -1318,18 +1322,20 @@ struct EpochWindows {
     }
 };
 
-// Batch `step`: windows step·B … step·B + B − 1 of the run. (The epoch's order is rebuilt on every call: about
-// 0.1 ms for the 15,684 windows of TinyShakespeare, against ≈ 50 ms for a training step.)
+// Batch `step`: windows step·B … step·B + B − 1 of the run.
 inline void get_batch(std::vector<int>& x, std::vector<int>& y, const std::vector<int>& data, int B, int T,
                       uint64_t seed, long step) {
     if (data.size() < size_t(T) + 1)
         throw std::invalid_argument("fbi::get_batch: " + std::to_string(data.size()) +
                                     " tokens is shorter than one window of T+1 = " + std::to_string(T + 1));
-    EpochWindows windows(data.size(), T);
+    // The current epoch's order is kept between calls (one per thread). It depends on (n, T, seed) only, so
+    // keeping it never changes a batch; it only makes the shuffle run once per epoch instead of once per step.
+    thread_local EpochWindows windows;
+    if (windows.n != data.size() || windows.T != T || windows.seed != seed) windows = EpochWindows(data.size(), T, seed);
     x.resize(size_t(B) * T);
     y.resize(size_t(B) * T);
     for (int b = 0; b < B; b++) {
-        size_t s = windows.start(seed, step * B + b);
+        size_t s = windows.start(step * B + b);
         for (int t = 0; t < T; t++) {
             x[size_t(b) * T + t] = data[s + t];
             y[size_t(b) * T + t] = data[s + t + 1];
@@ -2181,11 +2187,18 @@ inline void pack_linear(PackedLinear& p, Quant quant, const float* W, const floa
 // levels and `bits` bits per scale. This rounds α and β, so unlike the int8 activation it changes Ŵ itself:
 // measure it (make train-tiny TRAIN_ARGS="--scale-bits 4"). A vector with at most 2^bits distinct values is
 // left exactly as it is.
+inline bool valid_scale_bits(long bits) { return bits == 32 || (bits >= 1 && bits <= 8); }  // 32 = fp32
+
+// The values of v, ascending, each once (a codebook's levels).
+inline std::vector<float> sorted_distinct(std::vector<float> v) {
+    std::sort(v.begin(), v.end());
+    v.erase(std::unique(v.begin(), v.end()), v.end());
+    return v;
+}
+
 inline void codebook_quantize(std::vector<float>& v, int bits) {
     const size_t n = v.size(), k = size_t(1) << bits;
-    std::vector<float> distinct(v);
-    std::sort(distinct.begin(), distinct.end());
-    distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+    const std::vector<float> distinct = sorted_distinct(v);
     if (distinct.size() <= k) return;
     const double lo = distinct.front(), hi = distinct.back();
     std::vector<double> level(k);
@@ -2215,7 +2228,7 @@ inline void codebook_quantize(std::vector<float>& v, int bits) {
 inline PackedModel pack_model(const Model& model, const std::string& vocab, int scale_bits = 32) {
     if (model.cfg.quant == Quant::FP)
         throw std::invalid_argument("fbi::pack_model: a full-precision model has no packed form (quantize it first)");
-    if (scale_bits != 32 && (scale_bits < 1 || scale_bits > 8))
+    if (!valid_scale_bits(scale_bits))
         throw std::invalid_argument("fbi::pack_model: scale_bits must be 32 (fp32) or 1..8 (codebook), not " +
                                     std::to_string(scale_bits));
     PackedModel pm;
@@ -2596,9 +2609,7 @@ inline uint64_t scale_bytes(uint64_t k, int bits) {
 inline void write_scales(ByteWriter& w, const std::vector<float>& v, int bits) {
     if (v.empty()) return;
     if (bits == 32) return w.raw(v.data(), 4 * v.size());
-    std::vector<float> levels(v);
-    std::sort(levels.begin(), levels.end());
-    levels.erase(std::unique(levels.begin(), levels.end()), levels.end());
+    std::vector<float> levels = sorted_distinct(v);
     const size_t k = size_t(1) << bits;
     if (levels.size() > k)
         throw std::logic_error("fbi::write_scales: " + std::to_string(levels.size()) + " distinct scales do not fit a " +
@@ -2709,7 +2720,7 @@ inline PackedModel parse_packed_model(const std::vector<unsigned char>& bytes, c
         throw std::runtime_error(r.what + ": unknown packed quantizer id " + std::to_string(quant));
     c.quant = Quant(quant);
     uint32_t bits = version < 3 ? 32 : r.get<uint32_t>();
-    if (bits != 32 && (bits < 1 || bits > 8))
+    if (!valid_scale_bits(long(bits)))
         throw std::runtime_error(r.what + ": scale_bits " + std::to_string(bits) + " (must be 32 or 1..8)");
     pm.scale_bits = int(bits);
     int* dims[6] = {&c.V, &c.C, &c.L, &c.NH, &c.F, &c.T};

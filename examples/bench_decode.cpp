@@ -156,7 +156,8 @@ int main(int argc, char** argv) {
     for (const auto& block : pm.lin)
         for (const PackedLinear& p : block) {
             block_weights += double(p.m) * p.n;
-            packed_block_bytes += 8.0 * p.signs.bits.size() + 4.0 * (p.alpha.size() + p.beta.size());
+            packed_block_bytes += 8.0 * p.signs.bits.size() + double(scale_bytes(p.alpha.size(), pm.scale_bits) +
+                                                                      scale_bytes(p.beta.size(), pm.scale_bits));
         }
     const double fp32_other = 4.0 * (2.0 * cfg.V * cfg.C + (2.0 * cfg.L + 1) * cfg.C);  // emb, head, norms
     const double fp32_bytes = fp32_other + 4.0 * block_weights;

@@ -155,7 +155,7 @@ int main(int argc, char** argv) try {
     check_config(student_cfg);
     check_config(teacher_cfg);
     const int scale_bits = args.integer("scale-bits", 32);  // checked now, not after two training runs
-    if (scale_bits != 32 && (scale_bits < 1 || scale_bits > 8))
+    if (!valid_scale_bits(scale_bits))
         throw std::invalid_argument("--scale-bits must be 32 (fp32 scales) or 1..8 (codebook), not " +
                                     std::to_string(scale_bits));
 

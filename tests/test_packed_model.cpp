@@ -102,9 +102,7 @@ TEST_CASE("P6 codebook_quantize: at most 2^bits levels, a Lloyd fixed point, exa
             for (float& x : v) x = float(0.02 + 0.01 * rng.normal());
             std::vector<float> q = v;
             codebook_quantize(q, bits);
-            std::vector<float> levels = q;
-            std::sort(levels.begin(), levels.end());
-            levels.erase(std::unique(levels.begin(), levels.end()), levels.end());
+            const std::vector<float> levels = sorted_distinct(q);
             const size_t k = size_t(1) << bits;
             CHECK(levels.size() <= k);
             if (n <= k) CHECK(q == v);  // nothing to round
@@ -196,11 +194,6 @@ TEST_CASE("P8 codebook scales in the file: bad scale_bits, non-canonical codeboo
     Model mc = build_model<float>(c, 8);
     PackedModel pm = pack_model(mc, "", 3);
     auto bytes = packed_model_bytes(pm);
-    auto reseal = [](std::vector<unsigned char> b) {  // recompute the checksum so the deeper checks run
-        uint64_t sum = fnv1a(b.data(), b.size() - 8);
-        std::memcpy(b.data() + b.size() - 8, &sum, 8);
-        return b;
-    };
     auto put_u32 = [](std::vector<unsigned char>& b, size_t at, uint32_t x) { std::memcpy(&b[at], &x, 4); };
     for (uint32_t bad : {0u, 9u, 16u, 31u}) {
         auto b = bytes;

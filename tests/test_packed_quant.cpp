@@ -210,11 +210,6 @@ TEST_CASE("S8 packed file for b1.58 and DB: round trip, version-1 and version-2 
 TEST_CASE("S8 packed file errors: unknown quantizer, a ternary weight marked both +1 and -1") {
     PackedModel pm = pack_model(trained_like(Quant::B158, 13), "v");
     auto bytes = packed_model_bytes(pm);
-    auto reseal = [](std::vector<unsigned char> b) {  // recompute the checksum so the deeper checks run
-        uint64_t sum = fnv1a(b.data(), b.size() - 8);
-        std::memcpy(b.data() + b.size() - 8, &sum, 8);
-        return b;
-    };
     auto bad_quant = bytes;
     bad_quant[12] = 9;  // the u32 quant field after magic and version
     CHECK_THROWS_WITH(parse_packed_model(reseal(bad_quant), "q"), doctest::Contains("unknown packed quantizer id 9"));

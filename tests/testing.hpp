@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <string>
 #include <vector>
@@ -149,6 +150,14 @@ inline std::vector<float> decode_all(const fbi::PackedModel& pm, fbi::Kernel k, 
     }
     return out;
 }
+// A file with its trailing FNV-1a checksum recomputed, so that a deliberately corrupted byte reaches the checks
+// behind the checksum.
+inline std::vector<unsigned char> reseal(std::vector<unsigned char> b) {
+    uint64_t sum = fbi::fnv1a(b.data(), b.size() - 8);
+    std::memcpy(b.data() + b.size() - 8, &sum, 8);
+    return b;
+}
+
 // max |a − b| and max |b| over two equally long vectors (how far a packed path is from the float one).
 struct MaxDiff { double worst = 0, scale = 0; };
 inline MaxDiff max_diff(const std::vector<float>& a, const std::vector<float>& b) {
