@@ -348,17 +348,19 @@ int main(int argc, char** argv) try {
                   "  \"student_packed_val_ce\": %.6f,\n  \"student_decoder_val_ce\": %.6f,\n"
                   "  \"packed_file_bytes\": %.0f,\n  \"packed_bits_per_weight\": %.5f,\n  \"packed_scale_bits\": %d,\n"
                   "  \"decode_tokens_per_s\": {\"teacher\": %.0f, \"student_float\": %.0f, \"student_packed\": %.0f},\n"
-                  "  \"teacher_schedule\": {\"peak\": %g, \"floor\": %g, \"warmup\": %d},\n"
-                  "  \"student_schedule\": {\"peak\": %g, \"floor\": %g, \"warmup\": %d},\n"
                   "  \"threads\": %d,\n",
                   json_str(tag).c_str(), qname.c_str(), loss.c_str(), init.c_str(), json_str(describe(teacher_cfg)).c_str(),
                   json_str(describe(student_cfg)).c_str(), tspec.steps, sspec.steps, tv, sv, std::exp(tv), std::exp(sv),
                   tv / std::log(2.0), sv / std::log(2.0), fp32_bytes(teacher), packed_file_bytes, t_teacher,
                   t_student, pv, sv_dec, packed_file_bytes, packs ? packed_bits_per_weight(packed) : 32.0, scale_bits,
-                  tok_s[0], tok_s[1], tok_s[2], tspec.opt.schedule.peak, tspec.opt.schedule.floor,
-                  tspec.opt.schedule.warmup, sspec.opt.schedule.peak, sspec.opt.schedule.floor,
-                  sspec.opt.schedule.warmup, num_threads());
+                  tok_s[0], tok_s[1], tok_s[2], num_threads());
     std::string json = buf;
+    for (const RunSpec* r : {&tspec, &sspec}) {  // each run's learning-rate schedule (SPEC §4)
+        const Schedule& sc = r->opt.schedule;
+        std::snprintf(buf, sizeof buf, "  \"%s_schedule\": {\"peak\": %g, \"floor\": %g, \"warmup\": %d},\n",
+                      r->name.c_str(), sc.peak, sc.floor, sc.warmup);
+        json += buf;
+    }
     json += "  \"teacher_checkpoint\": " + json_str(tckpt) + ",\n  \"student_checkpoint\": " +
             json_str(out + "/student_" + tag + ".ckpt") + ",\n  \"packed_file\": " + json_str(packs ? ppath : "") + ",\n";
     json += "  \"teacher_sample\": " + json_str(s_teacher) + ",\n  \"student_sample\": " + json_str(s_student) + "\n}\n";
