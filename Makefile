@@ -36,6 +36,15 @@ endif
 ifeq ($(NATIVE_OK),yes)
   CXXFLAGS += -march=native
 endif
+# The sanitizer builds (make sanitize, make fuzz) use one fixed target instead of -march=native: x86-64-v3
+# (AVX2, FMA, F16C, BMI2: the fast kernels' instruction set) where this CPU runs it, the compiler's baseline
+# elsewhere. Why not native: on AVX-512 CPUs GCC 12 keeps some 64-byte-aligned stack slots aligned only through
+# the prologue's `and $-64,%rsp`, while ASan's use-after-return check moves the frame to a fake stack whose
+# frames are only 32-byte-consistent with that layout; the first aligned zmm move there faults (README, Robustness).
+SAN_ARCH_NAME := $(if $(and $(NATIVE_OK),$(filter x86_64 amd64,$(shell uname -m))),$(if $(shell $(CXX) -march=native -dM -E -x c++ /dev/null 2>/dev/null | grep -cE '__(AVX2|FMA|F16C|BMI2|LZCNT|MOVBE)__ ' | grep -x 6),x86-64-v3,x86-64),baseline)
+SAN_ARCH      := $(if $(filter x86-64%,$(SAN_ARCH_NAME)),-march=$(SAN_ARCH_NAME))
+# CXXFLAGS without -march=native, for the sanitizer builds
+SAN_CXXFLAGS   = $(filter-out -march=native,$(CXXFLAGS)) $(SAN_ARCH)
 
 HEADER   := fbi_llm.hpp
 EXAMPLES := train_tiny sample bench_train bench_gemv bench_decode compare
@@ -100,19 +109,27 @@ SAN_WARN  := -Wno-uninitialized
 SAN_BUILD := $(BUILD)/san
 SAN_OBJ   := $(TEST_SRC:tests/%.cpp=$(SAN_BUILD)/tests/%.o)
 
-$(SAN_BUILD)/tests/%.o: tests/%.cpp tests/testing.hpp $(HEADER) | deps
+# The flags in one file, rewritten only when they change, so a change of target rebuilds build/san.
+$(SAN_BUILD)/flags: FORCE
 	@mkdir -p $(dir $@)
-	$(CXX) $(CXXFLAGS) -isystem /usr/include/eigen3 -O1 $(SAN_FLAGS) $(SAN_WARN) -c $< -o $@
+	@echo '$(SAN_CXXFLAGS) $(SAN_FLAGS)' | cmp -s - $@ || echo '$(SAN_CXXFLAGS) $(SAN_FLAGS)' > $@
+.PHONY: FORCE
+FORCE:
+
+$(SAN_BUILD)/tests/%.o: tests/%.cpp tests/testing.hpp $(HEADER) $(SAN_BUILD)/flags | deps
+	@mkdir -p $(dir $@)
+	$(CXX) $(SAN_CXXFLAGS) -isystem /usr/include/eigen3 -O1 $(SAN_FLAGS) $(SAN_WARN) -c $< -o $@
 
 $(SAN_BUILD)/run_tests: $(SAN_OBJ)
-	$(CXX) $(CXXFLAGS) $(SAN_FLAGS) $^ -o $@
+	$(CXX) $(SAN_CXXFLAGS) $(SAN_FLAGS) $^ -o $@
 
-$(SAN_BUILD)/%: examples/%.cpp examples/common.hpp examples/json_out.hpp $(HEADER) | deps
+$(SAN_BUILD)/%: examples/%.cpp examples/common.hpp examples/json_out.hpp $(HEADER) $(SAN_BUILD)/flags | deps
 	@mkdir -p $(dir $@)
-	$(CXX) $(CXXFLAGS) -isystem /usr/include/eigen3 -O1 $(SAN_FLAGS) $(SAN_WARN) $< -o $@
+	$(CXX) $(SAN_CXXFLAGS) -isystem /usr/include/eigen3 -O1 $(SAN_FLAGS) $(SAN_WARN) $< -o $@
 
 .PHONY: sanitize
 sanitize: deps status $(SAN_BUILD)/run_tests $(SAN_BUILD)/train_tiny $(SAN_BUILD)/sample  ## the test suite and test-examples under ASan + UBSan (build/san); fails on any report
+	@echo "sanitize: target $(SAN_ARCH_NAME) ($(or $(SAN_ARCH),the compiler's default)), not -march=native; ASan use-after-return on"
 	@set -o pipefail; t0=$$(date +%s); \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} \
@@ -121,7 +138,7 @@ sanitize: deps status $(SAN_BUILD)/run_tests $(SAN_BUILD)/train_tiny $(SAN_BUILD
 	  echo "sanitize: ✗ a sanitizer reported an error (see $(SAN_BUILD)/sanitize.log)"; exit 1; fi; \
 	if [ $$rc -ne 0 ]; then echo "sanitize: ✗ the test suite failed (exit $$rc)"; exit $$rc; fi; \
 	rm -f $(SAN_BUILD)/examples_san.*; \
-	ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:log_path=$(CURDIR)/$(SAN_BUILD)/examples_san \
+	ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:detect_stack_use_after_return=1:log_path=$(CURDIR)/$(SAN_BUILD)/examples_san \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$(CURDIR)/$(SAN_BUILD)/examples_san \
 	  bash tests/examples_bad_input.sh $(SAN_BUILD) | tail -1; rc=$$?; \
 	if ls $(SAN_BUILD)/examples_san.* >/dev/null 2>&1; then \
@@ -137,7 +154,7 @@ FUZZ_CXX     ?= clang++
 FUZZ_SECONDS ?= 60
 FUZZ_DIR     := $(BUILD)/fuzz
 FUZZ_FLAGS   := -std=c++17 -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-                $(if $(NATIVE_OK),-march=native) $(if $(EIGEN_INC),-isystem $(EIGEN_INC))
+                $(SAN_ARCH) $(if $(EIGEN_INC),-isystem $(EIGEN_INC))
 FUZZ_PROBE   := printf 'extern "C" int LLVMFuzzerTestOneInput(const unsigned char*, unsigned long) { return 0; }\n' | \
                 $(FUZZ_CXX) -fsanitize=fuzzer -x c++ - -o /dev/null >/dev/null 2>&1
 
@@ -155,9 +172,13 @@ fuzz-deps:  ## check (and as root on Debian/Ubuntu, install) clang with libFuzze
 	  exit 1; \
 	fi
 
-$(FUZZ_DIR)/fuzz_loaders: tests/fuzz/fuzz_loaders.cpp $(HEADER) | deps fuzz-deps
+$(FUZZ_DIR)/fuzz_loaders: tests/fuzz/fuzz_loaders.cpp $(HEADER) $(FUZZ_DIR)/flags | deps fuzz-deps
 	@mkdir -p $(dir $@)
 	$(FUZZ_CXX) $(FUZZ_FLAGS) $< -o $@
+
+$(FUZZ_DIR)/flags: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(FUZZ_CXX) $(FUZZ_FLAGS)' | cmp -s - $@ || echo '$(FUZZ_CXX) $(FUZZ_FLAGS)' > $@
 
 $(FUZZ_DIR)/make_seeds: tests/fuzz/make_seeds.cpp $(HEADER) | deps
 	@mkdir -p $(dir $@)
@@ -166,7 +187,7 @@ $(FUZZ_DIR)/make_seeds: tests/fuzz/make_seeds.cpp $(HEADER) | deps
 fuzz: deps fuzz-deps $(FUZZ_DIR)/fuzz_loaders $(FUZZ_DIR)/make_seeds  ## fuzz the checkpoint and packed-model loaders for FUZZ_SECONDS (60)
 	@mkdir -p $(FUZZ_DIR)/seeds $(FUZZ_DIR)/corpus
 	@./$(FUZZ_DIR)/make_seeds $(FUZZ_DIR)/seeds
-	@cd $(FUZZ_DIR) && UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ./fuzz_loaders corpus seeds \
+	@cd $(FUZZ_DIR) && ASAN_OPTIONS=detect_stack_use_after_return=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ./fuzz_loaders corpus seeds \
 	  -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 \
 	  -print_final_stats=1 -artifact_prefix=./ 2>&1 | tee fuzz.log | grep -E --line-buffered 'INITED|DONE|pulse|ERROR|FINDING|runtime error|Test unit written|stat::|Done'; \
 	rc=$${PIPESTATUS[0]}; \
