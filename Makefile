@@ -87,12 +87,13 @@ $(BUILD)/run_tests: $(TEST_OBJ)
 	$(CXX) $(CXXFLAGS) $^ -o $@
 
 # ---- tests: doctest; the last line restates doctest's summary as "N passed, N failed" ---------------------
-test: deps status $(BUILD)/run_tests $(BUILD)/train_tiny $(BUILD)/sample  ## build and run the test suite (ARGS='-tc="F2*"' runs one check), then test-examples
+test: deps status $(BUILD)/run_tests $(BUILD)/train_tiny $(BUILD)/sample  ## build and run the test suite (ARGS='-tc="F2*"' runs one check), then test-examples and the label check
 	@set -o pipefail 2>/dev/null; OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} ./$(BUILD)/run_tests $(ARGS) | tee $(BUILD)/test.log; \
 	rc=$${PIPESTATUS[0]}; \
 	awk '/test cases:/ { for (i=1;i<=NF;i++) { if ($$(i+1) ~ /^passed/) p=$$i; if ($$(i+1) ~ /^failed/) f=$$i } } END { if (p!="") print "tests: " p " passed, " f " failed" }' $(BUILD)/test.log; \
 	exit $$rc
 	@$(MAKE) --no-print-directory test-examples
+	@bash tests/check_labels.sh
 
 # ---- bad inputs through the examples: clear errors, nothing on disk damaged (tests/examples_bad_input.sh) -----
 .PHONY: test-examples
@@ -202,7 +203,7 @@ data:  ## fetch and verify the TinyShakespeare corpus (or check the local copy i
 train-tiny: deps status $(BUILD)/train_tiny  ## FP teacher then 1-bit student on TinyShakespeare (tiny config)
 	@./$(BUILD)/train_tiny --data "$$(sh data/get_tinyshakespeare.sh)" --out $(OUT) $(TRAIN_ARGS)
 
-# ---- compare: one teacher, four students with the same budget (SPEC §2, §5, §6), then one table ------------------
+# ---- compare: one teacher, four students with the same budget (FBI, b1.58, DB + DAD), then one table --------------
 # Each student is one train_tiny run (the teacher is trained by the first and reused by the others); compare
 # reads their summaries and times GEMV and decoding in one process. Every student gets 1,500 steps (the budget),
 # evaluation uses 500 evenly spaced validation windows (32,000 characters); COMPARE_ARGS go to every run last,
@@ -230,7 +231,7 @@ clean:  ## remove build outputs (keeps runs/ and the downloaded corpus)
 	rm -rf $(BUILD)
 
 # =============================================================================================================
-# ---- notebooks: notebooks/01_equations.ipynb (every SPEC equation vs numpy and PyTorch autograd),
+# ---- notebooks: notebooks/01_equations.ipynb (every METHOD NOTES equation vs numpy and PyTorch autograd),
 # 02_training.ipynb (short teacher/student runs and plots) and 03_inference.ipynb (bit packing, popcount,
 # GEMV and decode speed), executed headless and saved WITH their outputs.
 # They need Debian's Python packages, which belong to /usr/bin/python3: run `make notebooks PYTHON=/usr/bin/python3`

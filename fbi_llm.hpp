@@ -10,7 +10,7 @@
 //   + cosine schedule, deterministic batching, evaluation, KV-cache generation and atomic checkpoints.
 //   Two related methods share the same model and the same quantizer dispatch (§3): BitNet b1.58 (ternary
 //   weights, int8 activations; arXiv 2402.17764) and DB-LLM (dual binarization and deviation-aware
-//   distillation; arXiv 2402.11960 — our reading of it is UNCONFIRMED, see SPEC §6).
+//   distillation; arXiv 2402.11960 — our reading of it is UNCONFIRMED, see [Q4]–[Q6], [D3]).
 //
 // HOW TO USE
 //   #include "fbi_llm.hpp"                      // needs Eigen 3 (-I/usr/include/eigen3); OpenMP optional
@@ -29,46 +29,110 @@
 //   GPU kernels, mixed precision, BPE tokenizers (the header takes token ids; examples/ brings a char
 //   tokenizer), multi-node training, dropout. For those: PyTorch + the official FBI-LLM code, or llm.c.
 //
-// READING ORDER (the § banners below)
+// READING ORDER (the § banners below; § always means a part of this header)
 //   §0 config · §1 utilities · §2 layers, forward/backward side by side · §3 quantizers (FBI, b1.58, DB)
 //   §4 losses · §5 model · §6 optimizer + schedule · §7 training · §8 inference (KV cache)
-//   §8b packed 1-bit inference (popcount kernels) · §9 checkpoints and the packed model file
+//   §9 packed 1-bit inference (popcount kernels) · §10 checkpoints and the packed model file
 //
-// EQUATION MAP   (SPEC = shared/SPEC.md; run one check with  make test ARGS='-tc="F2*"')
-//   SPEC eq.                              function                         test case(s)
-//   §1 RMSNorm                            rmsnorm_forward/backward         "L1 rmsnorm ..."
-//   §1 RoPE (rotate half)                 rope_forward/backward            "L2 rope ...", "L2 RoPE shift ..."
-//   §1 causal attention                   attention_forward/backward       "L3 attention ...", "M2 causality"
-//   §1 SwiGLU                             swiglu_forward/backward          "L4 swiglu ..."
-//   §1 linear y = x Wᵀ                    matmul_forward/backward          "L5 matmul ..."
-//   §1 init N(0, 0.02²)                   build_model                      "M0 init ..."
-//   §2 F1 W_b = sign(W), sign(0) = −1     sign_pm1                         "F1 ..."
-//   §2 F2 Ŵ = α·W_b + β                   fbi_forward                      "F2 ..."
-//   §2 F3 y = x Ŵᵀ (fused form)           matmul_forward / §8              "F3 ..."
-//   §2 F4 α, β initialisation             fbi_init                         "F4 ..."
-//   §2 F5 STE gradients                   fbi_backward                     "F5 ..."
-//   §2 F6 flip-flop ratio                 FlipCounter::update              "F6 ..."
-//   §3 L_CE                               cross_entropy_forward/backward   "D0 ..."
-//   §3 D1 L_AD                            distill_forward/backward         "D1 ..."
-//   §3 0.5 L_CE + 0.5 L_AD                loss_forward_backward            "D2 ..."
-//   §4 AdamW                              adamw_step                       "O1 ..."
-//   §4 grad-norm clipping                 clip_grad_norm                   "O2 ..."
-//   §4 warm-up + cosine                   lr_schedule                      "O3 ..."
-//   §5 b1.58 γ, RoundClip ternary codes   ternary_forward, ternary_code    "Q1 ..."
-//   §5 int8 absmax activation             quantize_int8_absmax, act_quant_rows  "S5 ...", "Q2 ..."
-//   §5 identity STE (weights, activations) quantize_backward, linear_input  "Q3 ..."
-//   §6 FDB init (2-bit uniform, unconfirmed) fdb_init                      "Q4 ..."
-//   §6 FDB Ŵ = α1·B1 + α2·B2              fdb_codes, fdb_forward           "Q5 ..."
-//   §6 FDB STE                            fdb_backward                     "Q6 ..."
-//   §6 DAD (weighted distillation)        distill_weighted_*, dad_weights  "D3 ..."
-//   §7 sign bits, padding                 pack_signs                       "S7 pack_signs ..."
-//   §7 popcount identity                  gemv_popcount (+ _avx2)          "S7 worked example ...", "S7 every kernel ..."
-//   §7 table lookup (T-MAC style)         gemv_tl (+ _avx2)                "S7 table-lookup ...", "S7 every kernel ..."
-//   §7 u = α⊙x, y = Σ b q / s + β·x        PackedLinearFn                   "P1 ...", "P2 ..."
-//   §7 packed file, bits per weight       save/load_packed_model           "P3 ...", "P4 ...", "S8 packed file ..."
-//   §2 bits per weight: α, β codebooks    codebook_quantize, write/read_scales  "P6 ...", "P7 ...", "P8 ..."
-//   §7 ternary / dual-binary masks        pack_linear, signed_gemv         "S8 ..."
-//   §5 integer b1.58 = dequantized b1.58  PackedLinearFn (B158)            "S8 b1.58: the train path ..."
+// METHOD NOTES — every equation the code implements, with a label cited as [X] at the line that computes it.
+//   Papers: FBI-LLM = Ma, Sun & Shen 2024, arXiv 2407.07093 (v1); b1.58 = Ma et al. 2024, "The Era of 1-bit
+//   LLMs", arXiv 2402.17764; BitNet = Wang et al. 2023, arXiv 2310.11453; DB-LLM = Chen et al. 2024,
+//   arXiv 2402.11960. "choice" marks what is this project's own decision; "UNCONFIRMED" a reading of a paper
+//   whose method text we could not check. FBI-LLM equation numbers are as its authors cite them on the
+//   official code's issue tracker (eq. 3, 4–5); the other FBI-LLM items name the method without a number.
+//   The derivations, checked numerically against numpy and PyTorch autograd: notebooks/01_equations.ipynb.
+//  Model (LLaMA, Touvron et al. 2023, arXiv 2302.13971 §2.2, as FBI-LLM uses it)
+//   [M1] logits = H·RMSNorm(block_L(…block_1(E[tokens]))), block: h = x + Attn(RMSNorm(x)), out = h +
+//        MLP(RMSNorm(h)); no biases; E, every RMSNorm and the head H (untied) stay full precision, every
+//        linear inside a block is quantized (as FBI-LLM binarizes them)
+//   [M0] init: every matrix ~ N(0, 0.02²), norm gains 1                                    (choice, GPT-2's)
+//   [L1] RMSNorm  y = g ⊙ x / sqrt(mean(x²) + ε), ε = 1e-5                      (Zhang & Sennrich, 1910.07467)
+//   [L2] RoPE, rotate half: pairs (i, i + hs/2) turn by p·θ_i, θ_i = 10000^(−2i/hs)  (Su et al., 2104.09864;
+//        the pairing is a choice, the Hugging Face LLaMA one; q·k depends only on the position difference)
+//   [L3] causal attention  Y = softmax(Q Kᵀ / sqrt(hs) + M) V, M = −∞ above the diagonal
+//   [L4] SwiGLU  down(silu(x Gᵀ) ⊙ (x Uᵀ)), silu(g) = g·σ(g), F = 8C/3 rounded up to a multiple of 8
+//        (Shazeer, 2002.05202; the rounding is a choice)
+//   [L5] linear  y = x Wᵀ;  [L6] embedding  x_t = E[token_t]
+//  FBI-linear (FBI-LLM's method section)
+//   [F1] W_b = sign(W), sign(w) = +1 for w > 0, −1 otherwise. sign(0) = −1 is a choice: a packed bit cannot
+//        hold 0; the official code's torch.sign gives 0 (a real-valued latent weight is essentially never 0)
+//   [F2] Ŵ_ij = α_j·W_b,ij + β_j: a learnable scale α and shift β per input column j   (FBI-LLM eq. 3)
+//   [F3] y_i = Σ_j W_b,ij·(α_j x_j) + Σ_j β_j x_j: [F2] regrouped; the β term is one scalar per token
+//   [F4] init from the latent W: β_j = (1/m) Σ_i W_ij, α_j = (1/m) Σ_i |W_ij − β_j|       (FBI-LLM eq. 4–5,
+//        assigned as the official code does: α = column mean absolute deviation, β = column mean)
+//   [F5] STE, identity, no clipping; G = ∂L/∂Ŵ: ∂L/∂W_ij = α_j G_ij, ∂L/∂α_j = Σ_i G_ij W_b,ij,
+//        ∂L/∂β_j = Σ_i G_ij, ∂L/∂x = g Ŵ                (FBI-LLM; as the official code's STE)
+//   [F6] flip-flop ratio: Σ (sign changed since the previous step) / Σ elements, over every FBI-linear
+//        (FBI-LLM's training-trajectory analysis; per step here, between checkpoints there)
+//  Losses
+//   [D0] L_CE = −(1/N) Σ_t log softmax(z_t)[y_t], N = B·T positions
+//   [D1] L_AD = −(1/N) Σ_t Σ_v p^T_t(v) log softmax(z^S_t)(v), p^T = softmax(z^T), teacher frozen, labels
+//        unused; ∂L/∂z^S_t = (softmax(z^S_t) − p^T_t)/N                        (FBI-LLM's AD loss)
+//   [D2] 0.5 L_CE + 0.5 L_AD (the official code's mixed mode); with micro-batches each one's loss is divided
+//        by their number (choice)
+//   [D3] DAD: Σ_t w_t KL(p^T_t ‖ p^S_t) / Σ_t w_t, w_t from the teacher's entropy or the teacher–student
+//        disagreement                       (DB-LLM's deviation-aware distillation: UNCONFIRMED; w_t a choice)
+//  Optimizer (Loshchilov & Hutter, 1711.05101)
+//   [O1] AdamW, decoupled decay: m ← β1 m + (1−β1) g, v ← β2 v + (1−β2) g², θ ← θ − lr·(m̂/(sqrt(v̂) + ε) +
+//        λθ); β1 = 0.9, β2 = 0.95, ε = 1e-8, λ = 0.1 (FBI-LLM's recipe; which tensors decay is a choice)
+//   [O2] global clipping: g ← g · min(1, c/‖g‖), c = 1
+//   [O3] lr(s) = peak·s/S_w for s < S_w, then floor + ½(1 + cos(π (s−S_w)/(S−S_w)))·(peak − floor), then floor
+//  BitNet b1.58 (b1.58 §2)
+//   [Q1] γ = mean|W| over the tensor, code = RoundClip(W/(γ + ε), −1, 1) ∈ {−1, 0, +1}, Ŵ = γ·code (eq. 1–3)
+//   [Q2] per token: s = 127 / max(max_j |x_j|, 1e-5), q = clamp(round(s·x), −128, 127), x̃ = q/s
+//        (BitNet §2.1 eq. 4–5, per token as b1.58 §2 says; the 1e-5 floor is a choice)
+//   [Q3] identity STE through both quantizers: ∂L/∂W = ∂L/∂Ŵ, ∂L/∂x = ∂L/∂x̃        (BitNet §2.2)
+//  DB-LLM flexible dual binarization — the whole block is an UNCONFIRMED reading of DB-LLM
+//   [Q4] init per row from a 2-bit uniform quantizer with step s: α1 = 2s, α2 = −s (s by least squares: choice)
+//   [Q5] Ŵ = α1·B1 + α2·B2, B1 = H(W − (α1+α2)/2), B2 = H(α1·B1 + α2/2 − W), H(z) = [z ≥ 0]
+//   [Q6] STE: ∂L/∂W = G, ∂L/∂α1_i = Σ_j G_ij B1_ij, ∂L/∂α2_i = Σ_j G_ij B2_ij
+//  Packed inference (this project's derivations)
+//   [P1] FBI: u = α ⊙ x, q = int8(u) by [Q2], y_i = (Σ_j b_ij q_j)/s + β·x — [F3] with one approximation
+//   [S7] Σ_j b_j q_j = 2·Σ_{b=+1} q − Σ q for b ∈ {±1}; o = q + 128 ∈ [0, 255] in 8 bit planes P_k:
+//        Σ_{b=+1} o = Σ_k 2^k·popcount(bits & P_k), so Σ_{b=+1} q = that − 128·popcount(bits)
+//   [S6] table lookup: per group of 4 inputs the 16 sums ±q_a ±q_b ±q_c ±q_d, indexed by 4 weight bits
+//        (the T-MAC idea, arXiv 2407.00088)
+//   [S8] ternary: Σ code·q = Σ_{code=+1} q − Σ_{code=−1} q; dual binary: α1·Σ_{B1=1} q + α2·Σ_{B2=1} q
+//   [P4] bits per weight: 1 + 2·32/m for fp32 α, β per column (FBI-LLM reports ≈ 1.01 at its shapes)
+//   [P6] α, β codebooks: each vector keeps 2^bits levels fitted by 1-D Lloyd (choice; not in the papers)
+//
+// EQUATION MAP   (label → function → test; run one check with  make test ARGS='-tc="F2*"')
+//   label                                 function                         test case(s)
+//   [L1] RMSNorm                          rmsnorm_forward/backward         "L1 rmsnorm ..."
+//   [L2] RoPE (rotate half)               rope_forward/backward            "L2 rope ...", "L2 RoPE shift ..."
+//   [L3] causal attention                 attention_forward/backward       "L3 attention ...", "M2 causality"
+//   [L4] SwiGLU                           swiglu_forward/backward          "L4 swiglu ..."
+//   [L5] linear y = x Wᵀ                  matmul_forward/backward          "L5 matmul ..."
+//   [L6] embedding                        embedding_forward/backward       "L6 embedding ..."
+//   [M0] init N(0, 0.02²)                 build_model                      "M0 init ..."
+//   [M1] the whole model                  model_forward/backward           "M1 ...", "M2 ...", "M4 ..."
+//   [F1] W_b = sign(W), sign(0) = −1      sign_pm1                         "F1 ..."
+//   [F2] Ŵ = α·W_b + β                    fbi_forward                      "F2 ..."
+//   [F3] y = x Ŵᵀ (fused form)            matmul_forward / §9              "F3 ..."
+//   [F4] α, β initialisation              fbi_init                         "F4 ..."
+//   [F5] STE gradients                    fbi_backward                     "F5 ..."
+//   [F6] flip-flop ratio                  FlipCounter::update              "F6 ..."
+//   [D0] L_CE                             cross_entropy_forward/backward   "D0 ..."
+//   [D1] L_AD                             distill_forward/backward         "D1 ..."
+//   [D2] 0.5 L_CE + 0.5 L_AD              loss_forward_backward            "D2 ..."
+//   [D3] DAD (weighted distillation)      distill_weighted_*, dad_weights  "D3 ..."
+//   [O1] AdamW                            adamw_step                       "O1 ..."
+//   [O2] grad-norm clipping               clip_grad_norm                   "O2 ..."
+//   [O3] warm-up + cosine                 lr_schedule                      "O3 ..."
+//   [Q1] b1.58 γ, RoundClip ternary codes ternary_forward, ternary_code    "Q1 ..."
+//   [Q2] int8 absmax activation           quantize_int8_absmax, act_quant_rows  "S5 ...", "Q2 ..."
+//   [Q3] identity STE (weights, activations) quantize_backward, linear_input  "Q3 ..."
+//   [Q4] FDB init                         fdb_init                         "Q4 ..."
+//   [Q5] FDB Ŵ = α1·B1 + α2·B2            fdb_codes, fdb_forward           "Q5 ..."
+//   [Q6] FDB STE                          fdb_backward                     "Q6 ..."
+//   [F1] sign bits, padding               pack_signs                       "S7 pack_signs ..."
+//   [S7] popcount identity                gemv_popcount (+ _avx2)          "S7 worked example ...", "S7 every kernel ..."
+//   [S6] table lookup                     gemv_tl (+ _avx2)                "S7 table-lookup ...", "S7 every kernel ..."
+//   [P1] u = α⊙x, y = Σ b q / s + β·x     PackedLinearFn                   "P1 ...", "P2 ..."
+//   [P4] packed file, bits per weight     save/load_packed_model           "P3 ...", "P4 ...", "S8 packed file ..."
+//   [P6] bits per weight: α, β codebooks  codebook_quantize, write/read_scales  "P6 ...", "P7 ...", "P8 ..."
+//   [S8] ternary / dual-binary masks      pack_linear, signed_gemv         "S8 ..."
+//   [Q1]+[Q2] integer b1.58 = dequantized PackedLinearFn (B158)            "S8 b1.58: the train path ..."
 //
 // BUILD NOTES
 //   Compile with -O2/-O3 and, if you can, -fopenmp. Never -ffast-math: the loss uses exp/log of large
@@ -101,7 +165,7 @@
 #include <omp.h>
 #endif
 #if defined(__AVX2__)
-#include <immintrin.h>  // the fast packed kernels (§8b); portable ones are used without AVX2
+#include <immintrin.h>  // the fast packed kernels (§9); portable ones are used without AVX2
 #endif
 #if defined(__unix__) || defined(__APPLE__)
 #include <unistd.h>  // fsync, getpid: atomic checkpoint writes
@@ -114,12 +178,12 @@ namespace fbi {
 // =====================================================================================================
 
 // How the linear layers inside the blocks turn their latent parameters into the weight used in the forward
-// pass (§3). Embedding, norms and LM head are always full precision (SPEC §2).
+// pass (§3). Embedding, norms and LM head are always full precision ([M1]).
 enum class Quant : int {
     FP = 0,    // Ŵ = W                                  (the teacher)
-    FBI = 1,   // Ŵ = α ⊙ sign(W) + β, α, β per column   (FBI-LLM, SPEC §2)
-    B158 = 2,  // Ŵ = γ · RoundClip(W/γ, −1, 1) ternary, int8 activations  (BitNet b1.58, SPEC §5)
-    DB = 3,    // Ŵ = α1·B1 + α2·B2, B ∈ {0,1}, α per row (DB-LLM FDB, SPEC §6 — UNCONFIRMED reading)
+    FBI = 1,   // Ŵ = α ⊙ sign(W) + β, α, β per column   (FBI-LLM, [F2])
+    B158 = 2,  // Ŵ = γ · RoundClip(W/γ, −1, 1) ternary, int8 activations  (BitNet b1.58, [Q1])
+    DB = 3,    // Ŵ = α1·B1 + α2·B2, B ∈ {0,1}, α per row (DB-LLM FDB, [Q5] — UNCONFIRMED reading)
 };
 
 inline const char* quant_name(Quant q) {
@@ -139,10 +203,10 @@ inline Quant quant_from_name(const std::string& s) {
     if (s == "b158") return Quant::B158;
     throw std::invalid_argument("unknown quantizer '" + s + "' (expected fp32, fbi, b1.58 or db)");
 }
-// BitNet b1.58 also quantizes the activations entering every block linear (SPEC §5); the others do not.
+// BitNet b1.58 also quantizes the activations entering every block linear ([Q2]); the others do not.
 inline bool quantizes_activations(Quant q) { return q == Quant::B158; }
 
-// SwiGLU hidden width: 8C/3 rounded to a multiple of 8 (SPEC §1). C = 128 → 344.
+// SwiGLU hidden width: 8C/3 rounded to a multiple of 8 ([L4]). C = 128 → 344.
 inline int swiglu_width(int C) { return (8 * C / 3 + 7) / 8 * 8; }
 
 struct Config {
@@ -294,7 +358,7 @@ void embedding_backward(R* dE, const R* dout, const int* tokens, int N, int C) {
         for (int c = 0; c < C; c++) dE[size_t(tokens[t]) * C + c] += dout[size_t(t) * C + c];
 }
 
-// ---- RMSNorm (SPEC §1): y = g ⊙ x · r,  r = 1/sqrt(mean(x²) + eps) ------------------------------------------
+// ---- RMSNorm ([L1]): y = g ⊙ x · r,  r = 1/sqrt(mean(x²) + eps) ------------------------------------------
 constexpr double kNormEps = 1e-5;
 
 // out, in (N×C), rstd (N) saved for backward, g (C)
@@ -331,7 +395,7 @@ void rmsnorm_backward(R* din, R* dg, const R* dout, const R* in, const R* g, con
     }
 }
 
-// ---- RoPE (SPEC §1), the "rotate half" convention -----------------------------------------------------------
+// ---- RoPE ([L2]), the "rotate half" convention -----------------------------------------------------------
 // Within each head, feature i is paired with feature i + hs/2 (i < hs/2) and the pair is rotated by the angle
 // pos · base^(−2i/hs):   x'_i = x_i cos − x_{i+hs/2} sin,   x'_{i+hs/2} = x_{i+hs/2} cos + x_i sin.
 // Rotations compose, so q(p)·k(p') depends only on p − p' (tested in "L2 RoPE shift ...").
@@ -378,7 +442,7 @@ void rope_backward(R* dx, const R* cos_t, const R* sin_t, int B, int T, int C, i
     rope_rotate(dx, cos_t, sin_t, B, T, C, NH, pos0, -1);
 }
 
-// ---- causal multi-head attention (SPEC §1): per head, Y = softmax(Q Kᵀ / sqrt(hs) + causal mask) V ----------
+// ---- causal multi-head attention ([L3]): per head, Y = softmax(Q Kᵀ / sqrt(hs) + causal mask) V ----------
 // q, k, v, out (B×T×C: head h owns columns h·hs … h·hs+hs−1), att (B×NH×T×T) the probabilities P, saved.
 template <class R>
 void attention_forward(R* out, R* att, const R* q, const R* k, const R* v, int B, int T, int C, int NH) {
@@ -427,7 +491,7 @@ void attention_backward(R* dq, R* dk, R* dv, const R* dout, const R* att, const 
     }
 }
 
-// ---- SwiGLU (SPEC §1): act = silu(gate) ⊙ up,  silu(g) = g·σ(g) -----------------------------------------------
+// ---- SwiGLU ([L4]): act = silu(gate) ⊙ up,  silu(g) = g·σ(g) -----------------------------------------------
 template <class R> R sigmoid(R x) { return R(1) / (R(1) + std::exp(-x)); }
 
 // act (n), sig (n) = σ(gate) saved for the backward, gate (n), up (n)
@@ -462,12 +526,12 @@ void add_inplace(R* a, const R* b, size_t n) {
 // the forward pass, and where ∂L/∂Ŵ is sent back to those parameters.
 // =====================================================================================================
 
-// SPEC §2 F1: sign(w) = +1 for w > 0, −1 otherwise. NOTE: sign(0) = −1 here, because the packed 1-bit format
-// (§8 / SPEC §7) cannot hold a 0. The official PyTorch code uses torch.sign, which maps 0 to 0; latent weights
+// [F1]: sign(w) = +1 for w > 0, −1 otherwise. NOTE: sign(0) = −1 here, because the packed 1-bit format
+// (§9, [S7]) cannot hold a 0. The official PyTorch code uses torch.sign, which maps 0 to 0; latent weights
 // are exactly 0 with probability ~0, so the two agree in practice.
 template <class R> R sign_pm1(R w) { return w > R(0) ? R(1) : R(-1); }
 
-// SPEC §2 F4: xnor-style initialisation from the latent weights, per input column j:
+// [F4]: xnor-style initialisation from the latent weights, per input column j:
 //   β_j = (1/m) Σ_i W_ij  (column mean),   α_j = (1/m) Σ_i |W_ij − β_j|  (column mean absolute deviation).
 template <class R>
 void fbi_init(R* alpha, R* beta, const R* W, int m, int n) {
@@ -481,31 +545,31 @@ void fbi_init(R* alpha, R* beta, const R* W, int m, int n) {
     }
 }
 
-// SPEC §2 F2: Ŵ_ij = α_j · sign(W_ij) + β_j  (one α and one β per input column, broadcast over rows).
+// [F2]: Ŵ_ij = α_j · sign(W_ij) + β_j  (one α and one β per input column, broadcast over rows).
 template <class R>
 void fbi_forward(R* w_hat, const R* W, const R* alpha, const R* beta, int m, int n) {
 #pragma omp parallel for schedule(static) if (long(m) * n >= kParallelMinWork)
     for (int i = 0; i < m; i++)
         for (int j = 0; j < n; j++)
-            w_hat[size_t(i) * n + j] = alpha[j] * sign_pm1(W[size_t(i) * n + j]) + beta[j];  // SPEC §2 F2
+            w_hat[size_t(i) * n + j] = alpha[j] * sign_pm1(W[size_t(i) * n + j]) + beta[j];  // [F2]
 }
-// SPEC §2 F5, identity straight-through estimator (no clipping). G = ∂L/∂Ŵ:
+// [F5], identity straight-through estimator (no clipping). G = ∂L/∂Ŵ:
 //   ∂L/∂W_ij = α_j G_ij  (sign passes the gradient unchanged; the chain rule keeps α),
 //   ∂L/∂α_j = Σ_i G_ij sign(W_ij),   ∂L/∂β_j = Σ_i G_ij.
 template <class R>
 void fbi_backward(R* dW, R* dalpha, R* dbeta, const R* G, const R* W, const R* alpha, int m, int n) {
 #pragma omp parallel for schedule(static) if (long(m) * n >= kParallelMinWork)
     for (int i = 0; i < m; i++)
-        for (int j = 0; j < n; j++) dW[size_t(i) * n + j] += alpha[j] * G[size_t(i) * n + j];  // SPEC §2 F5
+        for (int j = 0; j < n; j++) dW[size_t(i) * n + j] += alpha[j] * G[size_t(i) * n + j];  // [F5]
     for (int i = 0; i < m; i++)  // sequential over rows: every row adds into the same α, β
         for (int j = 0; j < n; j++) {
             R g = G[size_t(i) * n + j];
-            dalpha[j] += g * sign_pm1(W[size_t(i) * n + j]);  // SPEC §2 F5
-            dbeta[j] += g;                                     // SPEC §2 F5
+            dalpha[j] += g * sign_pm1(W[size_t(i) * n + j]);  // [F5]
+            dbeta[j] += g;                                     // [F5]
         }
 }
 
-// SPEC §2 F6, the flip-flop ratio: after each optimizer step, the fraction of latent weights (over every
+// [F6], the flip-flop ratio: after each optimizer step, the fraction of latent weights (over every
 // quantized linear) whose sign differs from the previous step (sign(0) = −1, as in F1).
 struct FlipCounter {
     std::vector<uint8_t> prev;  // 1 = positive, one byte per latent weight
@@ -526,9 +590,9 @@ struct FlipCounter {
     }
 };
 
-// ---- BitNet b1.58 (SPEC §5): ternary weights per tensor, 8-bit activations per token ------------------------
+// ---- BitNet b1.58 ([Q1]): ternary weights per tensor, 8-bit activations per token ------------------------
 
-// SPEC §5 activations (also SPEC §7's quantizer for the packed FBI kernels): per token (one row u of n values)
+// [Q2] activations (also [P1]'s quantizer for the packed FBI kernels): per token (one row u of n values)
 //   s = 127 / max(max_j |u_j|, 1e-5),  q_j = clamp(round(s·u_j), −128, 127);  returns s (dequantise: q / s).
 // Rounding: std::nearbyint in the default rounding mode = round half to even, the same as torch.round
 // (BitNet's reference code). The max |u| maps to ±127, so for finite input the clamp is only a safeguard;
@@ -545,16 +609,16 @@ R quantize_int8_absmax(const R* u, int n, int8_t* q) {
     R max_abs = 0;
     for (int l = 0; l < 8; l++) max_abs = std::max(max_abs, lane_max[l]);
     for (int j = j8; j < n; j++) max_abs = std::max(max_abs, R(std::fabs(u[j])));
-    const R s = R(127) / std::max(max_abs, R(1e-5));  // SPEC §5
+    const R s = R(127) / std::max(max_abs, R(1e-5));  // [Q2]
     for (int j = 0; j < n; j++) {
-        R r = std::nearbyint(s * u[j]);          // SPEC §5 round(s·x)
-        r = std::min(R(127), std::max(R(-128), r));  // SPEC §5 clamp to [−128, 127]
+        R r = std::nearbyint(s * u[j]);          // [Q2] round(s·x)
+        r = std::min(R(127), std::max(R(-128), r));  // [Q2] clamp to [−128, 127]
         q[j] = int8_t(r);
     }
     return s;
 }
 
-// SPEC §5, training form: every row of x (N rows × n) replaced by its dequantized int8 value q/s. The backward
+// [Q2], training form: every row of x (N rows × n) replaced by its dequantized int8 value q/s. The backward
 // is the identity STE (∂L/∂x = ∂L/∂x̃), so there is no act_quant_backward: the model passes the gradient on.
 template <class R>
 void act_quant_rows(R* xq, const R* x, int N, int n) {
@@ -564,45 +628,45 @@ void act_quant_rows(R* xq, const R* x, int N, int n) {
 #pragma omp for schedule(static)
         for (int t = 0; t < N; t++) {
             R s = quantize_int8_absmax(x + size_t(t) * n, n, q.data());
-            for (int j = 0; j < n; j++) xq[size_t(t) * n + j] = R(q[j]) / s;  // SPEC §5 dequantized x_q / s
+            for (int j = 0; j < n; j++) xq[size_t(t) * n + j] = R(q[j]) / s;  // [Q2] dequantized x_q / s
         }
     }
 }
 
-// SPEC §5 weights: γ = mean |W| over the whole tensor, code = RoundClip(W / (γ + ε), −1, 1) ∈ {−1, 0, +1}.
+// [Q1] weights: γ = mean |W| over the whole tensor, code = RoundClip(W / (γ + ε), −1, 1) ∈ {−1, 0, +1}.
 constexpr double kTernaryEps = 1e-5;
 template <class R>
 R absmean(const R* W, size_t count) {
     double sum = 0;
     for (size_t i = 0; i < count; i++) sum += std::fabs(W[i]);
-    return R(sum / double(count));  // SPEC §5 γ
+    return R(sum / double(count));  // [Q1] γ
 }
 template <class R>
 R ternary_code(R w, R gamma) {
-    R c = std::nearbyint(w / (gamma + R(kTernaryEps)));  // SPEC §5 round (half to even, as torch.round)
-    return std::max(R(-1), std::min(R(1), c));          // SPEC §5 clip to [−1, 1]
+    R c = std::nearbyint(w / (gamma + R(kTernaryEps)));  // [Q1] round (half to even, as torch.round)
+    return std::max(R(-1), std::min(R(1), c));          // [Q1] clip to [−1, 1]
 }
-// Ŵ = γ · code (SPEC §5). Returns γ. The backward is the identity STE: ∂L/∂W = ∂L/∂Ŵ (γ is not learned).
+// Ŵ = γ · code ([Q1]). Returns γ. The backward is the identity STE: ∂L/∂W = ∂L/∂Ŵ (γ is not learned).
 template <class R>
 R ternary_forward(R* w_hat, const R* W, int m, int n) {
     const size_t count = size_t(m) * n;
     const R gamma = absmean(W, count);
-    for (size_t i = 0; i < count; i++) w_hat[i] = gamma * ternary_code(W[i], gamma);  // SPEC §5 dequantized γ·W_q
+    for (size_t i = 0; i < count; i++) w_hat[i] = gamma * ternary_code(W[i], gamma);  // [Q1] dequantized γ·W_q
     return gamma;
 }
 
-// ---- DB-LLM Flexible Dual Binarization (SPEC §6) — an UNCONFIRMED reading: the paper's method section could not
+// ---- DB-LLM Flexible Dual Binarization ([Q5]) — an UNCONFIRMED reading: the paper's method section could not
 // be read and its repository has no code. Ŵ = α1·B1 + α2·B2, B1, B2 ∈ {0, 1}, α1, α2 learnable, one per OUTPUT ROW.
 // With α1 > 0 > α2 the four levels are 0, α2, α1 + α2, α1; at initialisation (α1 = 2s, α2 = −s) they are
 // s·{−1, 0, 1, 2}, a 2-bit uniform quantizer. ------------------------------------------------------------------
 
-// SPEC §6 codes with the current scales, H(z) = 1 for z >= 0 (H(0) = 1):
+// [Q5] codes with the current scales, H(z) = 1 for z >= 0 (H(0) = 1):
 //   B1 = H(W − (α1+α2)/2)          (above the midpoint between 0 and α1 + α2)
 //   B2 = H(α1·B1 + α2/2 − W)       (then: the lower of the two remaining levels)
 template <class R>
 void fdb_codes(R w, R a1, R a2, R& b1, R& b2) {
-    b1 = w - (a1 + a2) / R(2) >= R(0) ? R(1) : R(0);      // SPEC §6 B1
-    b2 = a1 * b1 + a2 / R(2) - w >= R(0) ? R(1) : R(0);   // SPEC §6 B2
+    b1 = w - (a1 + a2) / R(2) >= R(0) ? R(1) : R(0);      // [Q5] B1
+    b2 = a1 * b1 + a2 / R(2) - w >= R(0) ? R(1) : R(0);   // [Q5] B2
 }
 // Squared error of the 2-bit quantizer with step s on one row (its Ŵ at α1 = 2s, α2 = −s).
 template <class R>
@@ -616,7 +680,7 @@ double fdb_init_error(const R* row, int n, R s) {
     }
     return err;
 }
-// SPEC §6 initialisation, per row i: α1 = 2s, α2 = −s, with the step s chosen (our choice; SPEC leaves it open)
+// [Q4] initialisation, per row i: α1 = 2s, α2 = −s, with the step s chosen (the project's choice: the reading leaves it open)
 // as the one among s = k/8 · mean|W_i|, k = 2 … 24, with the least squared error. For N(0, σ²) rows the choice
 // lands near s ≈ σ.
 template <class R>
@@ -630,11 +694,11 @@ void fdb_init(R* a1, R* a2, const R* W, int m, int n) {
             double e = fdb_init_error(row, n, s);
             if (e < best) { best = e; best_s = s; }
         }
-        a1[i] = R(2) * best_s;  // SPEC §6 α1 = 2s
-        a2[i] = -best_s;        // SPEC §6 α2 = −s
+        a1[i] = R(2) * best_s;  // [Q4] α1 = 2s
+        a2[i] = -best_s;        // [Q4] α2 = −s
     }
 }
-// SPEC §6: Ŵ_ij = α1_i·B1_ij + α2_i·B2_ij.
+// [Q5]: Ŵ_ij = α1_i·B1_ij + α2_i·B2_ij.
 template <class R>
 void fdb_forward(R* w_hat, const R* W, const R* a1, const R* a2, int m, int n) {
 #pragma omp parallel for schedule(static) if (long(m) * n >= kParallelMinWork)
@@ -642,10 +706,10 @@ void fdb_forward(R* w_hat, const R* W, const R* a1, const R* a2, int m, int n) {
         for (int j = 0; j < n; j++) {
             R b1, b2;
             fdb_codes(W[size_t(i) * n + j], a1[i], a2[i], b1, b2);
-            w_hat[size_t(i) * n + j] = a1[i] * b1 + a2[i] * b2;  // SPEC §6 Ŵ = α1·B1 + α2·B2
+            w_hat[size_t(i) * n + j] = a1[i] * b1 + a2[i] * b2;  // [Q5] Ŵ = α1·B1 + α2·B2
         }
 }
-// SPEC §6 identity STE, in our reading: the quantizer passes ∂L/∂Ŵ to W unchanged (∂L/∂W = G), and the scales
+// [Q6] identity STE, in our reading: the quantizer passes ∂L/∂Ŵ to W unchanged (∂L/∂W = G), and the scales
 // get their exact gradient with the codes held fixed: ∂L/∂α1_i = Σ_j G_ij B1_ij, ∂L/∂α2_i = Σ_j G_ij B2_ij.
 template <class R>
 void fdb_backward(R* dW, R* da1, R* da2, const R* G, const R* W, const R* a1, const R* a2, int m, int n) {
@@ -654,14 +718,14 @@ void fdb_backward(R* dW, R* da1, R* da2, const R* G, const R* W, const R* a1, co
         for (int j = 0; j < n; j++) {
             R g = G[size_t(i) * n + j], b1, b2;
             fdb_codes(W[size_t(i) * n + j], a1[i], a2[i], b1, b2);
-            dW[size_t(i) * n + j] += g;  // SPEC §6 identity STE
-            da1[i] += g * b1;            // SPEC §6 ∂L/∂α1
-            da2[i] += g * b2;            // SPEC §6 ∂L/∂α2
+            dW[size_t(i) * n + j] += g;  // [Q6] identity STE
+            da1[i] += g * b1;            // [Q6] ∂L/∂α1
+            da2[i] += g * b2;            // [Q6] ∂L/∂α2
         }
 }
 
 // ---- The dispatch used by the model: Ŵ from (W, a, b) and ∂L/∂Ŵ back to them ---------------------------------
-// The two scale vectors a, b mean: FBI α, β per input column (SPEC §2); DB α1, α2 per output row (SPEC §6);
+// The two scale vectors a, b mean: FBI α, β per input column ([F2]); DB α1, α2 per output row ([Q5]);
 // unused (null) for FP and b1.58 (whose γ is computed from W, not learned).
 template <class R>
 void quantize_forward(Quant q, R* w_hat, const R* W, const R* a, const R* b, int m, int n) {
@@ -677,7 +741,7 @@ void quantize_backward(Quant q, R* dW, R* da, R* db, const R* G, const R* W, con
     switch (q) {
         case Quant::FBI: fbi_backward(dW, da, db, G, W, a, m, n); return;
         case Quant::DB: fdb_backward(dW, da, db, G, W, a, b, m, n); return;
-        case Quant::B158:  // SPEC §5 identity STE, like full precision
+        case Quant::B158:  // [Q3] identity STE, like full precision
         case Quant::FP:
             for (size_t i = 0; i < size_t(m) * n; i++) dW[i] += G[i];
             return;
@@ -686,12 +750,12 @@ void quantize_backward(Quant q, R* dW, R* da, R* db, const R* G, const R* W, con
 // Initialise the learnable scales from the latent W (after W is drawn or copied).
 template <class R>
 void quantize_init(Quant q, R* a, R* b, const R* W, int m, int n) {
-    if (q == Quant::FBI) fbi_init(a, b, W, m, n);  // SPEC §2 F4
-    if (q == Quant::DB) fdb_init(a, b, W, m, n);   // SPEC §6
+    if (q == Quant::FBI) fbi_init(a, b, W, m, n);  // [F4]
+    if (q == Quant::DB) fdb_init(a, b, W, m, n);   // [Q4]
 }
 
 // =====================================================================================================
-// §4 LOSSES (SPEC §3). z are logits (N×V); every loss is a mean over the N positions.
+// §4 LOSSES ([D0]–[D3]). z are logits (N×V); every loss is a mean over the N positions.
 // =====================================================================================================
 
 // Row-wise softmax, stable (subtract the max). probs may alias nothing.
@@ -713,14 +777,14 @@ template <class R> R log_sum_exp(const R* z, int V) {
     return mx + std::log(sum);
 }
 
-// SPEC §3: L_CE = −(1/N) Σ_t log softmax(z_t)[y_t]. Also fills probs (needed by the backward).
+// [D0]: L_CE = −(1/N) Σ_t log softmax(z_t)[y_t]. Also fills probs (needed by the backward).
 template <class R>
 double cross_entropy_forward(R* probs, const R* logits, const int* targets, int N, int V) {
     softmax_rows(probs, logits, N, V);
     double loss = 0;
     for (int t = 0; t < N; t++) {
         const R* z = logits + size_t(t) * V;
-        loss -= double(z[targets[t]] - log_sum_exp(z, V));  // SPEC §3 L_CE
+        loss -= double(z[targets[t]] - log_sum_exp(z, V));  // [D0] L_CE
     }
     return loss / N;
 }
@@ -732,7 +796,7 @@ void cross_entropy_backward(R* dlogits, const R* probs, const int* targets, int 
             dlogits[size_t(t) * V + v] += (probs[size_t(t) * V + v] - R(v == targets[t])) * scale;
 }
 
-// SPEC §3 D1: L_AD = −(1/N) Σ_t Σ_v p^T_t(v) log softmax(z^S_t)(v),  p^T = softmax(z^T) (temperature 1).
+// [D1]: L_AD = −(1/N) Σ_t Σ_v p^T_t(v) log softmax(z^S_t)(v),  p^T = softmax(z^T) (temperature 1).
 // Fills probs_s = softmax(z^S) and probs_t = p^T for the backward.
 template <class R>
 double distill_forward(R* probs_s, R* probs_t, const R* logits_s, const R* logits_t, int N, int V) {
@@ -742,20 +806,20 @@ double distill_forward(R* probs_s, R* probs_t, const R* logits_s, const R* logit
     for (int t = 0; t < N; t++) {
         const R* z = logits_s + size_t(t) * V;
         R lse = log_sum_exp(z, V);
-        for (int v = 0; v < V; v++) loss -= double(probs_t[size_t(t) * V + v] * (z[v] - lse));  // SPEC §3 D1
+        for (int v = 0; v < V; v++) loss -= double(probs_t[size_t(t) * V + v] * (z[v] - lse));  // [D1]
     }
     return loss / N;
 }
-// SPEC §3: ∂L_AD/∂z^S_t = (softmax(z^S_t) − p^T_t) · scale.
+// [D1]: ∂L_AD/∂z^S_t = (softmax(z^S_t) − p^T_t) · scale.
 template <class R>
 void distill_backward(R* dlogits, const R* probs_s, const R* probs_t, int N, int V, R scale) {
     for (size_t i = 0; i < size_t(N) * V; i++) dlogits[i] += (probs_s[i] - probs_t[i]) * scale;
 }
 
-// SPEC §6 deviation-aware distillation (DAD, DB-LLM) — an UNCONFIRMED reading: a distillation loss in which
+// [D3] deviation-aware distillation (DAD, DB-LLM) — an UNCONFIRMED reading: a distillation loss in which
 // position t has a weight w_t ≥ 0 (how ambiguous the position is), normalised by Σ w:
 //   L_DAD = −Σ_t w_t Σ_v p^T_t(v) log softmax(z^S_t)(v) / Σ_t w_t.
-// SPEC §6 writes Σ_t w_t KL(p^T_t ‖ p^S_t) / Σ_t w_t; KL = (the cross-entropy above) − H(p^T_t), and the entropy
+// [D3] is Σ_t w_t KL(p^T_t ‖ p^S_t) / Σ_t w_t; KL = (the cross-entropy above) − H(p^T_t), and the entropy
 // term does not depend on the student, so the gradients are identical. We report the cross-entropy form so that
 // DAD with w_t = 1 equals L_AD (D1) — the same gradient, the same value up to summation order — and loss curves
 // compare directly.
@@ -773,9 +837,9 @@ double distill_weighted_value(const R* probs_t, const R* logits_s, const R* w, i
         R lse = log_sum_exp(z, V);
         double ce = 0;
         for (int v = 0; v < V; v++) ce -= double(probs_t[size_t(t) * V + v] * (z[v] - lse));
-        loss += (uniform ? 1.0 : double(w[t])) * ce;  // SPEC §6 Σ w_t (·)
+        loss += (uniform ? 1.0 : double(w[t])) * ce;  // [D3] Σ w_t (·)
     }
-    return loss / (uniform ? double(N) : wsum);  // SPEC §6 / Σ w_t
+    return loss / (uniform ? double(N) : wsum);  // [D3] / Σ w_t
 }
 template <class R>
 double distill_weighted_forward(R* probs_s, R* probs_t, const R* logits_s, const R* logits_t, const R* w, int N,
@@ -790,12 +854,12 @@ void distill_weighted_backward(R* dlogits, const R* probs_s, const R* probs_t, c
     for (int t = 0; t < N; t++) wsum += double(w[t]);
     bool uniform = !(wsum > 0);
     for (int t = 0; t < N; t++) {
-        R k = uniform ? R(scale / double(N)) : R(double(w[t]) * scale / wsum);  // SPEC §6 w_t / Σ w
+        R k = uniform ? R(scale / double(N)) : R(double(w[t]) * scale / wsum);  // [D3] w_t / Σ w
         for (int v = 0; v < V; v++) dlogits[size_t(t) * V + v] += (probs_s[size_t(t) * V + v] - probs_t[size_t(t) * V + v]) * k;
     }
 }
 
-// The weight functions shipped with the header (SPEC §6 leaves w_t open; these are our choices, each in [0, 1]):
+// The weight functions shipped with the header ([D3] leaves w_t open; these are our choices, each in [0, 1]):
 //   Uniform       w_t = 1                                  (DAD = AD)
 //   Entropy       w_t = H(p^T_t) / log V                   (how unsure the teacher is)
 //   Disagreement  w_t = ½ Σ_v |p^T_t(v) − p^S_t(v)|        (total-variation distance teacher ↔ student)
@@ -845,7 +909,7 @@ double loss_forward_backward(Loss kind, R* dlogits, R* probs_s, R* probs_t, cons
                              const int* targets, int N, int V, double grad_scale,
                              DadWeight dad = DadWeight::Entropy) {
     R scale = R(grad_scale / N);
-    if (kind == Loss::DAD) {  // SPEC §6: weights from this step's probabilities, then the weighted loss
+    if (kind == Loss::DAD) {  // [D3]: weights from this step's probabilities, then the weighted loss
         softmax_rows(probs_s, logits_s, N, V);
         softmax_rows(probs_t, logits_t, N, V);
         std::vector<R> w(N);
@@ -864,14 +928,14 @@ double loss_forward_backward(Loss kind, R* dlogits, R* probs_s, R* probs_t, cons
         distill_backward(dlogits, probs_s, probs_t, N, V, scale);
         return ad;
     }
-    double ce = cross_entropy_forward(probs_s, logits_s, targets, N, V);  // SPEC §3 mixed: 0.5 CE + 0.5 AD
+    double ce = cross_entropy_forward(probs_s, logits_s, targets, N, V);  // [D2] mixed: 0.5 CE + 0.5 AD
     cross_entropy_backward(dlogits, probs_s, targets, N, V, R(0.5) * scale);
     distill_backward(dlogits, probs_s, probs_t, N, V, R(0.5) * scale);
     return 0.5 * ce + 0.5 * ad;
 }
 
 // =====================================================================================================
-// §5 MODEL (SPEC §1): embedding → L × [x + Attn(RMSNorm(x)); h + MLP(RMSNorm(h))] → RMSNorm → LM head.
+// §5 MODEL ([M1]): embedding → L × [x + Attn(RMSNorm(x)); h + MLP(RMSNorm(h))] → RMSNorm → LM head.
 // All parameters live in ONE flat buffer (`params`), all gradients in another of the same layout (`grads`);
 // a TensorInfo says where each named tensor starts. AdamW is then one flat loop (§6).
 // =====================================================================================================
@@ -892,8 +956,8 @@ inline const char* linear_name(int id) {
 }
 
 struct LinearRef {
-    int W = -1, alpha = -1, beta = -1;  // tensor indices; alpha, beta: FBI's α, β per input column (SPEC §2)
-                                        // or DB's α1, α2 per output row (SPEC §6); −1 for FP and b1.58
+    int W = -1, alpha = -1, beta = -1;  // tensor indices; alpha, beta: FBI's α, β per input column ([F2])
+                                        // or DB's α1, α2 per output row ([Q5]); −1 for FP and b1.58
     int m = 0, n = 0;                   // out, in
     size_t eff = 0;                     // offset of Ŵ in ModelT::w_eff
 };
@@ -905,7 +969,7 @@ struct BlockRef {
 // Saved activations of one block for rows N = B·T.
 template <class R> struct BlockActs {
     std::vector<R> rstd1, ln1, q, k, v, att, atty, h, rstd2, ln2, gate, up, sig, act;
-    std::vector<R> ln1q, attyq, ln2q, actq;  // b1.58 only: the int8-dequantized inputs of the linears (SPEC §5)
+    std::vector<R> ln1q, attyq, ln2q, actq;  // b1.58 only: the int8-dequantized inputs of the linears ([Q2])
 };
 template <class R> struct Activations {
     int B = 0, T = 0;
@@ -967,11 +1031,11 @@ void layout_model(ModelT<R>& model, const Config& cfg) {
             lin.m = out_dim[id];
             lin.n = in_dim[id];
             lin.W = add(pre + linear_name(id), lin.m, lin.n, true);
-            if (cfg.quant == Quant::FBI) {  // SPEC §2: α, β ∈ R^n, one per input column
+            if (cfg.quant == Quant::FBI) {  // [F2]: α, β ∈ R^n, one per input column
                 lin.alpha = add(pre + linear_name(id) + ".alpha", 1, lin.n, false);
                 lin.beta = add(pre + linear_name(id) + ".beta", 1, lin.n, false);
             }
-            if (cfg.quant == Quant::DB) {  // SPEC §6: α1, α2 ∈ R^m, one per output row
+            if (cfg.quant == Quant::DB) {  // [Q5]: α1, α2 ∈ R^m, one per output row
                 lin.alpha = add(pre + linear_name(id) + ".alpha1", 1, lin.m, false);
                 lin.beta = add(pre + linear_name(id) + ".alpha2", 1, lin.m, false);
             }
@@ -989,8 +1053,8 @@ void layout_model(ModelT<R>& model, const Config& cfg) {
     model.acts = Activations<R>{};
 }
 
-// SPEC §1 init: every matrix N(0, 0.02²), norm gains 1; the quantizer's scales from the latent W just drawn
-// (SPEC §2 F4 for FBI's α, β; SPEC §6 for DB's α1, α2).
+// [M0] init: every matrix N(0, 0.02²), norm gains 1; the quantizer's scales from the latent W just drawn
+// ([F4] for FBI's α, β; [Q4] for DB's α1, α2).
 template <class R>
 ModelT<R> build_model(const Config& cfg, uint64_t seed) {
     ModelT<R> model;
@@ -1010,7 +1074,7 @@ ModelT<R> build_model(const Config& cfg, uint64_t seed) {
 }
 
 // Copy every parameter that two models share by name (used to start a student from the teacher's weights);
-// the quantizer's scales are then re-initialised from the copied latent W (SPEC §2 F4, §6). Returns the number copied.
+// the quantizer's scales are then re-initialised from the copied latent W ([F4], [Q4]). Returns the number copied.
 template <class R>
 int copy_shared_params(ModelT<R>& dst, const ModelT<R>& src) {
     int copied = 0;
@@ -1077,7 +1141,7 @@ void quantize_all(ModelT<R>& model) {
 template <class R>
 const R* weight_of(const ModelT<R>& model, const LinearRef& lin) { return model.w_eff.data() + lin.eff; }
 
-// What a block linear multiplies: its input x, or for b1.58 the int8-dequantized x̃ (SPEC §5). The forward makes
+// What a block linear multiplies: its input x, or for b1.58 the int8-dequantized x̃ ([Q2]). The forward makes
 // x̃ with quantize_input; the backward uses the same x̃ for ∂L/∂Ŵ = gᵀ x̃ and passes ∂L/∂x̃ to x unchanged
 // (identity STE), so only this pointer differs from a full-precision linear.
 template <class R>
@@ -1086,7 +1150,7 @@ const R* linear_input(const ModelT<R>& model, const std::vector<R>& x, const std
 }
 template <class R>
 const R* quantize_input(const ModelT<R>& model, const std::vector<R>& x, std::vector<R>& xq, int N, int n) {
-    if (quantizes_activations(model.cfg.quant)) act_quant_rows(xq.data(), x.data(), N, n);  // SPEC §5
+    if (quantizes_activations(model.cfg.quant)) act_quant_rows(xq.data(), x.data(), N, n);  // [Q2]
     return linear_input(model, x, xq);
 }
 
@@ -1125,7 +1189,7 @@ template <class R>
 void model_forward(ModelT<R>& model, const int* tokens, int B, int T) {
     check_tokens(model, tokens, B, T);
     ensure_activations(model, B, T);
-    quantize_all(model);  // SPEC §2 F1–F2 (or Ŵ = W for full precision)
+    quantize_all(model);  // [F1]–[F2] (or Ŵ = W for full precision)
     Activations<R>& a = model.acts;
     const Config& c = model.cfg;
     int N = B * T;
@@ -1198,7 +1262,7 @@ void model_backward(ModelT<R>& model, const int* tokens) {
                      model.p(model.final_norm), a.rstdf.data(), N, c.C);
     for (int l = c.L - 1; l >= 0; l--) block_backward(model, l, a.resid[l].data());
     embedding_backward(model.g(model.tok_emb), a.dresid.data(), tokens, N, c.C);
-    // ∂L/∂Ŵ → ∂L/∂(W, scales): SPEC §2 F5 for FBI, §6 for DB, identity for full precision and b1.58 (§5)
+    // ∂L/∂Ŵ → ∂L/∂(W, scales): [F5] for FBI, [Q6] for DB, identity for full precision and b1.58 ([Q3])
     for (BlockRef& blk : model.blocks)
         for (LinearRef& lin : blk.lin)
             quantize_backward(c.quant, model.g(lin.W), model.g_or_null(lin.alpha), model.g_or_null(lin.beta),
@@ -1208,7 +1272,7 @@ void model_backward(ModelT<R>& model, const int* tokens) {
 
 template <class R> void zero_grad(ModelT<R>& model) { zero(model.grads); }
 
-// Latent weights of every quantized linear, for the flip-flop ratio (SPEC §2 F6).
+// Latent weights of every quantized linear, for the flip-flop ratio ([F6]).
 template <class R>
 void latent_weights(const ModelT<R>& model, std::vector<const R*>& ptrs, std::vector<size_t>& sizes) {
     ptrs.clear();
@@ -1221,7 +1285,7 @@ void latent_weights(const ModelT<R>& model, std::vector<const R*>& ptrs, std::ve
 }
 
 // =====================================================================================================
-// §6 OPTIMIZER (SPEC §4): AdamW with decoupled weight decay, global grad-norm clipping, warm-up + cosine.
+// §6 OPTIMIZER ([O1]–[O3]): AdamW with decoupled weight decay, global grad-norm clipping, warm-up + cosine.
 // =====================================================================================================
 
 enum class DecayOn : int { Matrices = 0, All = 1 };  // FBI-LLM decays all parameters; Matrices is common
@@ -1277,7 +1341,7 @@ struct Schedule {
     int warmup = 100, total = 2000;
 };
 
-// SPEC §4: lr(s) = peak·s/S_w for s < S_w; floor + ½(1 + cos(π (s−S_w)/(S_tot−S_w)))·(peak − floor) up to
+// [O3]: lr(s) = peak·s/S_w for s < S_w; floor + ½(1 + cos(π (s−S_w)/(S_tot−S_w)))·(peak − floor) up to
 // S_tot; then floor. Here s counts updates from 1 (the first update uses peak/S_w, not 0).
 inline double lr_schedule(const Schedule& sc, long s) {
     if (s < sc.warmup) return sc.peak * double(s) / sc.warmup;
@@ -1346,10 +1410,10 @@ inline void get_batch(std::vector<int>& x, std::vector<int>& y, const std::vecto
 struct TrainOptions {
     int B = 12, T = 64;
     Loss loss = Loss::CE;
-    DadWeight dad = DadWeight::Entropy;  // position weights when loss = DAD (SPEC §6)
+    DadWeight dad = DadWeight::Entropy;  // position weights when loss = DAD ([D3])
     Schedule schedule;
     double clip = 1.0;
-    int micro_batches = 1;  // gradient accumulation: each micro-batch's loss is divided by this (SPEC §3)
+    int micro_batches = 1;  // gradient accumulation: each micro-batch's loss is divided by this ([D2])
     uint64_t seed = 1337;
 };
 
@@ -1398,7 +1462,7 @@ StepStats train_step(ModelT<R>& model, ModelT<R>* teacher, AdamW& opt, FlipCount
     std::vector<const R*> ptrs;
     std::vector<size_t> sizes;
     latent_weights(model, ptrs, sizes);
-    st.flip_ratio = flips.update(ptrs, sizes);  // SPEC §2 F6
+    st.flip_ratio = flips.update(ptrs, sizes);  // [F6]
     return st;
 }
 
@@ -1543,7 +1607,7 @@ void decode_step(const DecodeView& d, LinearFn&& linear, KVCache& cache, DecodeS
 }
 
 // y = Ŵ x with the float model's effective weights (call quantize_all(model) once before decoding). For b1.58
-// the input is int8-dequantized first, exactly as in block_forward (SPEC §5).
+// the input is int8-dequantized first, exactly as in block_forward ([Q2]).
 struct FloatLinear {
     const Model* model;
     mutable std::vector<float> xq;
@@ -1552,7 +1616,7 @@ struct FloatLinear {
         const LinearRef& lin = model->blocks[l].lin[id];
         if (quantizes_activations(model->cfg.quant)) {
             xq.resize(lin.n);
-            act_quant_rows(xq.data(), x, 1, lin.n);  // SPEC §5
+            act_quant_rows(xq.data(), x, 1, lin.n);  // [Q2]
             x = xq.data();
         }
         matvec(y, weight_of(*model, lin), x, lin.m, lin.n);
@@ -1611,12 +1675,12 @@ inline std::vector<int> generate(Model& model, const std::vector<int>& prompt, i
 }
 
 // =====================================================================================================
-// §8b PACKED 1-BIT INFERENCE (SPEC §7): bit-packed sign weights, int8 activations, popcount kernels.
+// §9 PACKED 1-BIT INFERENCE ([S7], [P1]): bit-packed sign weights, int8 activations, popcount kernels.
 // =====================================================================================================
 //
 // The problem: one token at generation time needs y = W_b · q, where
 //   W_b ∈ {−1,+1}^{rows×cols}  (rows = out features m, cols = in features n, PyTorch [out, in] layout),
-//   q   ∈ int8^{cols}           (the token's activations u_j = α_j x_j quantized per token, SPEC §5/§7),
+//   q   ∈ int8^{cols}           (the token's activations u_j = α_j x_j quantized per token, [Q2], [P1]),
 //   y   ∈ int32^{rows}          (exact integer result; dequantise later with one multiply by 1/s).
 //
 // The kernels, all returning the same int32 bits (the tests check this):
@@ -1626,16 +1690,13 @@ inline std::vector<int> generate(Model& model, const std::vector<int>& prompt, i
 //   gemv_tl             table lookup: 4 weight bits index a per-token 16-entry table, portable
 //   gemv_tl_avx2        the same lookups for 32 rows per pshufb                     — the fastest (only with AVX2)
 //   gemv_popcount_fast, gemv_tl_fast: pick the best variant the compiler flags allow (portable without AVX2).
-// Measured at 4096×4096, one thread, Xeon (Ice Lake) 2.8 GHz, g++ 12 -O3, per token including quantization
-// and plane/table construction, vs Eigen fp32 GEMV ≈ 4.7 ms (DRAM bound, 64 MiB of weights):
-// gemv_popcount ≈ 1.03 ms with scalar POPCNT (-mavx2 -mpopcnt), ≈ 0.26 ms with -march=native, where GCC
-// vectorises it with AVX-512 VPOPCNTQ; gemv_popcount_avx2 ≈ 0.42 ms; gemv_tl_avx2 ≈ 0.13 ms (36×);
-// gemv_tl (portable) ≈ 2.8 ms. Two threads: gemv_tl_avx2 ≈ 0.07 ms. See bench_gemv.cpp.
+// How fast each one is, against Eigen's fp32 GEMV on the same machine: `make bench` measures it
+// (examples/bench_gemv.cpp; the README's inference tables are made from its CSV). Timings live there, not here.
 //
 // Per-token work that a real decoder pays before the kernel: quantize_int8_absmax, then make_act_planes
 // (popcount kernels) or make_act_tables (table-lookup kernel). The benchmark times them together.
 
-// A second thread only pays above about a million weights (SPEC §7; bench_gemv.cpp measures it):
+// A second thread only pays above about a million weights (bench_gemv.cpp measures it):
 // below that, waking the OpenMP team costs more than the work it shares.
 constexpr long kParallelMinWeights = 1L << 20;
 
@@ -1643,9 +1704,9 @@ constexpr long kParallelMinWeights = 1L << 20;
 // Packed sign matrix
 // ----------------------------------------------------------------------------------------------------------------
 
-// SPEC §7: each row of W_b packed into 64-bit words along the input dimension, bit = 1 for +1.
+// [S7]: each row of W_b packed into 64-bit words along the input dimension, bit = 1 for +1.
 // Row-major: row i occupies bits[i*words .. i*words + words-1]; column j is bit (j % 64) of word (j / 64).
-// SPEC §2 F1: sign(w) = +1 for w > 0 and −1 otherwise, so w == 0 (and −0) packs as bit 0 = −1.
+// [F1]: sign(w) = +1 for w > 0 and −1 otherwise, so w == 0 (and −0) packs as bit 0 = −1.
 //   (torch.sign maps 0 to 0; a 1-bit format cannot hold 0, hence the difference.)
 // Padding: the unused high bits of each row's last word (columns cols .. words*64−1) are always 0.
 // The kernels rely on this: a 0 bit never contributes to popcount(W & anything).
@@ -1671,9 +1732,9 @@ PackedSigns pack_bits(int rows, int cols, BitFn&& bit) {
     }
     return P;
 }
-// SPEC §2 F1 + §7: W (rows × cols, row-major floats, the latent weights) → packed sign bits.
+// [F1] + [S7]: W (rows × cols, row-major floats, the latent weights) → packed sign bits.
 inline PackedSigns pack_signs(const float* W, int rows, int cols) {
-    // SPEC §2 F1: sign(0) = −1 → bit 0
+    // [F1]: sign(0) = −1 → bit 0
     return pack_bits(rows, cols, [&](int i, int j) { return W[(size_t)i * cols + j] > 0.0f; });
 }
 
@@ -1687,13 +1748,13 @@ inline float unpacked_sign(const PackedSigns& P, int i, int j) {
 // Activation quantizer
 // ----------------------------------------------------------------------------------------------------------------
 
-// quantize_int8_absmax (SPEC §5) lives in §3: BitNet b1.58 training uses the same quantizer.
+// quantize_int8_absmax ([Q2]) lives in §3: BitNet b1.58 training uses the same quantizer.
 
 // ----------------------------------------------------------------------------------------------------------------
 // The plain reference kernel (the definition every other kernel is tested against)
 // ----------------------------------------------------------------------------------------------------------------
 
-// SPEC §7: y_i = Σ_j W_b,ij · q_j with W_b given as ±1 floats (rows × cols, row-major), exact in int32.
+// [S7]: y_i = Σ_j W_b,ij · q_j with W_b given as ±1 floats (rows × cols, row-major), exact in int32.
 inline void gemv_reference(const float* Wsign, int rows, int cols, const int8_t* q, int32_t* y) {
     for (int i = 0; i < rows; i++) {
         int32_t sum = 0;
@@ -1707,7 +1768,7 @@ inline void gemv_reference(const float* Wsign, int rows, int cols, const int8_t*
 // Activation bit planes and the popcount kernel
 // ----------------------------------------------------------------------------------------------------------------
 
-// SPEC §7: write q_j = o_j − 128 with o_j = q_j + 128 ∈ [0, 255] (unsigned), and split o into 8 bit planes:
+// [S7]: write q_j = o_j − 128 with o_j = q_j + 128 ∈ [0, 255] (unsigned), and split o into 8 bit planes:
 // bit j of plane k is bit k of o_j. Plane-major layout: word w of plane k is planes[k*words + w].
 // Padding bits (columns n .. words*64−1) are 0 in every plane. sum_q = Σ_j q_j (needed by the identity).
 struct ActPlanes {
@@ -1749,7 +1810,7 @@ inline ActPlanes make_act_planes(const int8_t* q, int n) {
 // builtin; with -mpopcnt or -march=native it compiles to one POPCNT instruction.
 inline int popcount64(uint64_t x) { return __builtin_popcountll(x); }
 
-// SPEC §7 identity for one row with sign bits b (bit 1 = +1):
+// [S7] identity for one row with sign bits b (bit 1 = +1):
 //   Σ_j b_j q_j = 2·Σ_{b_j=+1} q_j − Σ_j q_j                  (the −1 columns are "everything minus the +1 columns")
 //   Σ_{b_j=+1} q_j = Σ_{b_j=+1} o_j − 128·popcount(W)          (q_j = o_j − 128)
 //   Σ_{b_j=+1} o_j = Σ_k 2^k · popcount(W & P_k)               (o_j = Σ_k 2^k · bit k of o_j)
@@ -1760,10 +1821,10 @@ inline int32_t dot_popcount_row(const uint64_t* w_row, const ActPlanes& A) {
     for (int w = 0; w < A.words; w++) {
         n_plus += popcount64(w_row[w]);
         for (int k = 0; k < 8; k++)
-            sum_o_plus += popcount64(w_row[w] & A.planes[(size_t)k * A.words + w]) << k;  // SPEC §7: 2^k·popcount(W & P_k)
+            sum_o_plus += popcount64(w_row[w] & A.planes[(size_t)k * A.words + w]) << k;  // [S7]: 2^k·popcount(W & P_k)
     }
-    int32_t sum_q_plus = sum_o_plus - 128 * n_plus;  // SPEC §7: Σ_{b=+1} q = Σ_{b=+1} o − 128·popcount(W)
-    return 2 * sum_q_plus - A.sum_q;                 // SPEC §7: Σ b q = 2·Σ_{b=+1} q − Σ q
+    int32_t sum_q_plus = sum_o_plus - 128 * n_plus;  // [S7]: Σ_{b=+1} q = Σ_{b=+1} o − 128·popcount(W)
+    return 2 * sum_q_plus - A.sum_q;                 // [S7]: Σ b q = 2·Σ_{b=+1} q − Σ q
 }
 
 // The portable popcount kernel: y_i = Σ_j W_b,ij q_j for every row (8 + 1 popcounts per 64 weights).
@@ -1871,14 +1932,14 @@ inline void gemv_popcount_avx2(const PackedSigns& W, const ActPlanes& A, int32_t
 #pragma omp parallel for schedule(static) if (work >= kParallelMinWeights)
     for (int i = 0; i < W.rows; i++) {
         int32_t sum_q_plus = detail::sum_q_plus_avx2(&W.bits[(size_t)i * W.words], W.words, plo.data(), phi.data());
-        y[i] = 2 * sum_q_plus - A.sum_q;  // SPEC §7: Σ b q = 2·Σ_{b=+1} q − Σ q
+        y[i] = 2 * sum_q_plus - A.sum_q;  // [S7]: Σ b q = 2·Σ_{b=+1} q − Σ q
     }
 }
 #endif  // __AVX2__
 
 // The best popcount kernel for the compiler flags. With AVX-512 VPOPCNTDQ (Ice Lake and later, Zen 4) GCC
-// vectorises the portable loop with vpopcntq at -O3, which beats the AVX2 pshufb emulation (0.26 vs 0.41 ms
-// at 4096², one thread); with AVX2 only, the pshufb kernel wins; otherwise the portable kernel runs.
+// vectorises the portable loop with vpopcntq at -O3, which beats the AVX2 pshufb emulation (`make bench`
+// times both); with AVX2 only, the pshufb kernel wins; otherwise the portable kernel runs.
 inline void gemv_popcount_fast(const PackedSigns& W, const ActPlanes& A, int32_t* y) {
 #if defined(__AVX2__) && !(defined(__AVX512VPOPCNTDQ__) && defined(__AVX512VL__))
     gemv_popcount_avx2(W, A, y);
@@ -1900,7 +1961,7 @@ inline void gemv_popcount_fast(const PackedSigns& W, const ActPlanes& A, int32_t
 // entries. So split every o_j = 16·h_j + l_j (h, l ∈ [0,15], the "o = q + 128 unsigned trick" one step
 // further): two tables per group, T^l_g and T^h_g, each entry ≤ 4·15 = 60, and
 //   Σ_{b=+1} o_j = Σ_g T^l_g[nibble_g] + 16 · Σ_g T^h_g[nibble_g].
-// Then as in §7: y_i = 2·(Σ_{b=+1} o_j − 128·popcount(W_i)) − Σ_j q_j, with popcount(W_i) stored at pack time.
+// Then as in [S7]: y_i = 2·(Σ_{b=+1} o_j − 128·popcount(W_i)) − Σ_j q_j, with popcount(W_i) stored at pack time.
 
 // Columns are handled one byte (8 columns = 2 groups) at a time; the byte count is rounded up to even so
 // the AVX2 loop can take 2 bytes (4 groups) per step. Padding weights are 0, so they look up T[0] = 0.
@@ -1913,7 +1974,7 @@ constexpr int kTileRows = 32;  // rows per tile = bytes per 256-bit register
 struct PackedTL {
     int rows = 0, cols = 0, tiles = 0, byte_cols = 0;
     std::vector<uint8_t> tiles_bytes;  // tiles × byte_cols × 32
-    std::vector<int32_t> n_plus;       // popcount(W_i) for each row (needed by the §7 identity)
+    std::vector<int32_t> n_plus;       // popcount(W_i) for each row (needed by the [S7] identity)
 };
 
 inline PackedTL pack_tl(const PackedSigns& W) {
@@ -1953,7 +2014,7 @@ inline ActTables make_act_tables(const int8_t* q, int n) {
     std::vector<uint8_t> o((size_t)A.groups * 4, 0);  // padded columns: o = 0 (their weights are 0 anyway)
     for (int j = 0; j < n; j++) {
         A.sum_q += q[j];
-        o[j] = (uint8_t)(q[j] + 128);  // SPEC §7: o_j = q_j + 128 ∈ [0, 255]
+        o[j] = (uint8_t)(q[j] + 128);  // [S7]: o_j = q_j + 128 ∈ [0, 255]
     }
     int g = 0;
 #if defined(__AVX2__)
@@ -2017,8 +2078,8 @@ inline void gemv_tl(const PackedTL& W, const ActTables& A, int32_t* y) {
         for (int r = 0; r < kTileRows && t * kTileRows + r < W.rows; r++) {
             const int i = t * kTileRows + r;
             const int32_t sum_o_plus = sum_l[r] + 16 * sum_h[r];          // Σ_{b=+1} o_j, o = 16h + l
-            const int32_t sum_q_plus = sum_o_plus - 128 * W.n_plus[i];  // SPEC §7: − 128·popcount(W_i)
-            y[i] = 2 * sum_q_plus - A.sum_q;                            // SPEC §7: 2·Σ_{b=+1} q − Σ q
+            const int32_t sum_q_plus = sum_o_plus - 128 * W.n_plus[i];  // [S7]: − 128·popcount(W_i)
+            y[i] = 2 * sum_q_plus - A.sum_q;                            // [S7]: 2·Σ_{b=+1} q − Σ q
         }
     }
 }
@@ -2031,9 +2092,8 @@ inline void gemv_tl(const PackedTL& W, const ActTables& A, int32_t* y) {
 //   the 16-bit lanes are read as unsigned (add_epi16 wraps, the sums are ≥ 0): every 16 steps
 //   (≤ 16·4080 = 65280 < 65536) they are zero-extended into int32 accumulators.
 // ≈ 28 vector instructions per 512 weights (≈ 18 weights per instruction vs ≈ 5 for the popcount kernel).
-// Bound: instructions — measured ≈ 10 cycles per step, ≈ 2.8 vector instructions per cycle, 8 of them
-// pshufb — not memory: it streams 1/8 byte per weight (≈ 17 GB/s at 4096², L3-resident in the benchmark)
-// and a second core nearly doubles the speed.
+// Bound: instructions (8 of them pshufb per step), not memory: it streams 1/8 byte per weight, and a second
+// core nearly doubles the speed (`make bench` shows both).
 namespace detail {
 
 inline void tl_tile_avx2(const uint8_t* tile, int byte_cols, const uint8_t* tables, int32_t out[kTileRows]) {
@@ -2090,7 +2150,7 @@ inline void gemv_tl_avx2(const PackedTL& W, const ActTables& A, int32_t* y) {
                              sum_o_plus);
         for (int r = 0; r < kTileRows && t * kTileRows + r < W.rows; r++) {
             const int i = t * kTileRows + r;
-            y[i] = 2 * (sum_o_plus[r] - 128 * W.n_plus[i]) - A.sum_q;  // SPEC §7 identity
+            y[i] = 2 * (sum_o_plus[r] - 128 * W.n_plus[i]) - A.sum_q;  // [S7] identity
         }
     }
 }
@@ -2106,11 +2166,11 @@ inline void gemv_tl_fast(const PackedTL& W, const ActTables& A, int32_t* y) {
 }
 
 // ---- the packed model: a trained student with its block-linear weights as bit masks -----------------------
-// SPEC §7. Each block linear keeps one or two bit masks (and the same bits re-laid out for the table-lookup
+// [S8]. Each block linear keeps one or two bit masks (and the same bits re-laid out for the table-lookup
 // kernel) and its scales; embedding, norms and LM head stay fp32.
 //   FBI    1 mask: sign(W) (bit 1 = +1)                      α, β per input column    y = Σ b q / s + β·x
-//   b1.58  2 masks: codes = +1, codes = −1 (SPEC §7 ternary)  γ per tensor            y = γ/s · (Σ_P q − Σ_M q)
-//   DB     2 masks: B1, B2 ∈ {0, 1} (SPEC §7 dual binary)     α1, α2 per output row   y = (α1 Σ_B1 q + α2 Σ_B2 q) / s
+//   b1.58  2 masks: codes = +1, codes = −1 ([S8] ternary)  γ per tensor            y = γ/s · (Σ_P q − Σ_M q)
+//   DB     2 masks: B1, B2 ∈ {0, 1} ([S8] dual binary)     α1, α2 per output row   y = (α1 Σ_B1 q + α2 Σ_B2 q) / s
 // Every kernel above computes the ±1 sum Σ_j (2·bit_j − 1) q_j; a {0,1} mask's sum follows from it exactly:
 //   Σ_{bit_j = 1} q_j = (Σ_j (2·bit_j − 1) q_j + Σ_j q_j) / 2          (the numerator is always even)
 // so ternary and dual-binary weights run on the same kernel family, once per mask.
@@ -2123,7 +2183,7 @@ inline const char* kernel_name(Kernel k) {
 struct PackedLinear {
     Quant quant = Quant::FBI;
     int m = 0, n = 0;
-    PackedSigns signs;               // FBI: sign(W), bit 1 = +1 (SPEC §2 F1, sign(0) = −1); b1.58: code = +1; DB: B1
+    PackedSigns signs;               // FBI: sign(W), bit 1 = +1 ([F1], sign(0) = −1); b1.58: code = +1; DB: B1
     PackedSigns signs2;              // b1.58: code = −1; DB: B2; empty for FBI
     PackedTL tl, tl2;                // the same bits for the table-lookup kernel (rebuilt at load, not stored)
     std::vector<float> alpha, beta;  // FBI: α, β per input column; DB: α1, α2 per output row; b1.58: alpha = {γ}
@@ -2153,16 +2213,16 @@ inline void pack_linear(PackedLinear& p, Quant quant, const float* W, const floa
     p.n = n;
     auto w = [&](int i, int j) { return W[size_t(i) * n + j]; };
     if (quant == Quant::FBI) {
-        p.signs = pack_signs(W, m, n);  // SPEC §2 F1
+        p.signs = pack_signs(W, m, n);  // [F1]
         p.alpha.assign(a, a + n);
         p.beta.assign(b, b + n);
     } else if (quant == Quant::B158) {
-        float gamma = absmean(W, size_t(m) * n);  // SPEC §5
-        p.signs = pack_bits(m, n, [&](int i, int j) { return ternary_code(w(i, j), gamma) > 0; });   // SPEC §7: +1 codes
+        float gamma = absmean(W, size_t(m) * n);  // [Q1]
+        p.signs = pack_bits(m, n, [&](int i, int j) { return ternary_code(w(i, j), gamma) > 0; });   // [S8]: +1 codes
         p.signs2 = pack_bits(m, n, [&](int i, int j) { return ternary_code(w(i, j), gamma) < 0; });  //          −1 codes
         p.alpha = {gamma};
     } else if (quant == Quant::DB) {
-        auto code = [&](int i, int j, int which) {  // SPEC §6: B1 (which = 1) or B2 (which = 2) of weight (i, j)
+        auto code = [&](int i, int j, int which) {  // [Q5]: B1 (which = 1) or B2 (which = 2) of weight (i, j)
             float b1, b2;
             fdb_codes(w(i, j), a[i], b[i], b1, b2);
             return (which == 1 ? b1 : b2) > 0;
@@ -2179,7 +2239,7 @@ inline void pack_linear(PackedLinear& p, Quant quant, const float* W, const floa
 }
 
 // Compact scales (optional). The scales are a small part of the file at 1 bit per weight: FBI stores α and β per
-// input column, 2 × 32 bits / m per weight (SPEC §2), which is 0.060 bits at the 130M shape. A codebook shrinks
+// input column, 2 × 32 bits / m per weight ([P4]), which is 0.060 bits at the 130M shape. A codebook shrinks
 // them: each scale vector v keeps only 2^bits distinct values ("levels"), fitted to v by 1-D k-means (Lloyd):
 // start from the uniform grid of levels between min(v) and max(v), then alternate "each value takes its nearest
 // level" and "each level moves to the mean of the values that took it" until no value changes level. Neither
@@ -2223,7 +2283,7 @@ inline void codebook_quantize(std::vector<float>& v, int bits) {
     for (size_t j = 0; j < n; j++) v[j] = float(level[which[j]]);
 }
 
-// scale_bits = 32 keeps α, β exactly (the int8 activation is then the only approximation, SPEC §7);
+// scale_bits = 32 keeps α, β exactly (the int8 activation is then the only approximation, [P1]);
 // 1..8 stores them through a 2^scale_bits-level codebook per vector (codebook_quantize).
 inline PackedModel pack_model(const Model& model, const std::string& vocab, int scale_bits = 32) {
     if (model.cfg.quant == Quant::FP)
@@ -2306,8 +2366,8 @@ inline void signed_gemv(Kernel kernel, const PackedSigns& P, const PackedTL& T, 
     }
 }
 
-// y = Ŵ x for one token through the packed weights (SPEC §7). The int8 rounding of the activation is the only
-// approximation of FBI and DB (trained in float); b1.58 was trained with the same int8 activation (SPEC §5), so
+// y = Ŵ x for one token through the packed weights ([P1]). The int8 rounding of the activation is the only
+// approximation of FBI and DB (trained in float); b1.58 was trained with the same int8 activation ([Q2]), so
 // its packed output equals its training forward up to fp32 rounding. The integer sums are exact in every kernel.
 struct PackedLinearFn {
     const PackedModel* pm;
@@ -2326,24 +2386,24 @@ struct PackedLinearFn {
             u.resize(p.n);
             float beta_x = 0;
             for (int j = 0; j < p.n; j++) {
-                u[j] = p.alpha[j] * x[j];    // SPEC §7: fold α into the activation
-                beta_x += p.beta[j] * x[j];  // SPEC §2 F3: the β term, one scalar shared by every output
+                u[j] = p.alpha[j] * x[j];    // [P1]: fold α into the activation
+                beta_x += p.beta[j] * x[j];  // [F3]: the β term, one scalar shared by every output
             }
-            float s = quantize_int8_absmax(u.data(), p.n, a.q.data());  // SPEC §7: the only approximation
+            float s = quantize_int8_absmax(u.data(), p.n, a.q.data());  // [P1]: the only approximation
             prepare_token_acts(a, kernel, p.n);
             signed_gemv(kernel, p.signs, p.tl, a, acc.data(), scratch);
-            for (int i = 0; i < p.m; i++) y[i] = float(acc[i]) / s + beta_x;  // SPEC §7: y = Σ b q / s + β·x
+            for (int i = 0; i < p.m; i++) y[i] = float(acc[i]) / s + beta_x;  // [P1]: y = Σ b q / s + β·x
             return;
         }
-        float s = quantize_int8_absmax(x, p.n, a.q.data());  // SPEC §5: per-token int8 of x itself
+        float s = quantize_int8_absmax(x, p.n, a.q.data());  // [Q2]: per-token int8 of x itself
         prepare_token_acts(a, kernel, p.n);
         signed_gemv(kernel, p.signs, p.tl, a, acc.data(), scratch);
         signed_gemv(kernel, p.signs2, p.tl2, a, acc2.data(), scratch);
         if (p.quant == Quant::B158) {
-            // Σ_j code_j q_j = Σ_P q − Σ_M q = (signed(P) − signed(M)) / 2, then one multiply by γ/s (SPEC §5)
+            // Σ_j code_j q_j = Σ_P q − Σ_M q = (signed(P) − signed(M)) / 2, then one multiply by γ/s ([Q1])
             float gamma_over_s = p.alpha[0] / s;
             for (int i = 0; i < p.m; i++) y[i] = float((acc[i] - acc2[i]) / 2) * gamma_over_s;
-        } else {  // DB: Σ_{B=1} q = (signed + Σ q) / 2 per mask (SPEC §7 dual binary)
+        } else {  // DB: Σ_{B=1} q = (signed + Σ q) / 2 per mask ([S8] dual binary)
             for (int i = 0; i < p.m; i++)
                 y[i] = (p.alpha[i] * float((acc[i] + a.sum_q) / 2) + p.beta[i] * float((acc2[i] + a.sum_q) / 2)) / s;
         }
@@ -2381,7 +2441,7 @@ double evaluate_decoder(const DecodeView& d, LinearFn&& linear, const float* rop
 }
 
 // =====================================================================================================
-// §9 CHECKPOINTS: config, opaque vocabulary bytes, parameters and optimizer state, behind a magic, a
+// §10 CHECKPOINTS: config, opaque vocabulary bytes, parameters and optimizer state, behind a magic, a
 // format version, sizes and a checksum. Written atomically: a temp file, fsync, then rename.
 //   layout (little-endian):  "FBICKPT\0" | u32 version | u32 quant,V,C,L,NH,F,T | u64 step, adam_t |
 //                            u64 vocab_bytes, n_params, n_opt | vocab | f32 params | f32 m, v (n_opt each) |
@@ -2792,7 +2852,7 @@ inline PackedModel parse_packed_model(const std::vector<unsigned char>& bytes, c
 inline PackedModel load_packed_model(const std::string& path) { return parse_packed_model(read_file_bytes(path), path); }
 
 // Storage of the quantized layers in bits per weight: the masks' bits (+ row padding) plus the scales as the file
-// stores them, over the number of quantized weights (SPEC §2 "bits per weight"). FBI with fp32 scales: 1 + 64/m;
+// stores them, over the number of quantized weights ([P4] "bits per weight"). FBI with fp32 scales: 1 + 64/m;
 // b1.58 and DB: 2 bits + scales (b1.58's information content is log2 3 ≈ 1.58 bits; two masks are how the kernels
 // read it).
 inline double packed_bits_per_weight(const PackedModel& pm) {

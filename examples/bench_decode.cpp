@@ -1,14 +1,14 @@
-// bench_decode.cpp — end-to-end generation speed of an FBI-LLM-130M-shaped model, fp32 vs bit-packed (SPEC §7).
+// bench_decode.cpp — end-to-end generation speed of an FBI-LLM-130M-shaped model, fp32 vs bit-packed ([S7]).
 // Run:   ./bench_decode [out.csv] [max_threads] [quick]   (defaults: build/bench_decode.csv, 2; runs 1 .. max_threads)
 //        `quick`: 32 tokens and fewer repetitions (≈ 20 s instead of ≈ 1 min; used by notebooks/03_inference.ipynb)
 //
-// The model is randomly initialised (SPEC §1 init, F4 α/β) with the FBI-LLM-130M shape: V=32000, C=768, L=12,
+// The model is randomly initialised ([M0] init, [F4] α/β) with the FBI-LLM-130M shape: V=32000, C=768, L=12,
 // NH=12, F=2048, T=256. Speed does not depend on what the weights are, only on their shapes and storage.
 // Three decoders, each one token at a time with a KV cache (fbi::decode_step):
 //   fp32      FloatLinear over the dequantized Ŵ = α·sign(W) + β of every block linear (4 bytes per weight)
 //   popcount  PackedLinearFn, Kernel::Popcount (sign bits + int8 activation bit planes)
 //   fast      PackedLinearFn, Kernel::Fast     (table lookup; AVX2 if the build has it)
-// All three keep the embedding, the norms and the 32000×768 LM head in fp32 (SPEC §1/§2).
+// All three keep the embedding, the norms and the 32000×768 LM head in fp32 ([M1], [F2]).
 //
 // Verified first (the program aborts otherwise):
 //   * popcount and fast give bit-identical logits (the integer sums are exact in both kernels);

@@ -1,4 +1,4 @@
-// bench_gemv.cpp — one-token GEMV: packed 1-bit kernels (packed.hpp) vs Eigen fp32, SPEC §7.
+// bench_gemv.cpp — one-token GEMV: packed 1-bit kernels (packed.hpp) vs Eigen fp32, [S7].
 // Run:   ./bench_gemv [out.csv] [max_threads]      (defaults: bench_gemv.csv, 2; runs 1 .. max_threads)
 //
 // What is timed, per token (rows × cols = out × in, PyTorch layout):
@@ -92,7 +92,7 @@ int main(int argc, char** argv) {
     std::normal_distribution<float> normal(0.0f, 0.02f);
     for (const Shape& sh : shapes) {
         const int m = sh.rows, n = sh.cols;
-        // Latent weights (SPEC §1 init N(0, 0.02²)), their ±1 signs, and a token's activations u.
+        // Latent weights ([M0] init N(0, 0.02²)), their ±1 signs, and a token's activations u.
         Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> W(m, n);
         for (int i = 0; i < m; i++)
             for (int j = 0; j < n; j++) W(i, j) = normal(rng);

@@ -1,4 +1,4 @@
-// compare.cpp — the four students of `make compare`, side by side (SPEC §2, §5, §6, §7).
+// compare.cpp — the four students of `make compare`, side by side (FBI [F1]–[F5], b1.58 [Q1]–[Q3], DB [Q4]–[Q6] + [D3], packed [P1], [S7], [S8]).
 // `make compare` first runs train_tiny once per student against the same teacher, with the same data, steps,
 // batch and schedule (fp32 + AD, FBI + AD, b1.58 + AD, DB + DAD); each run writes DIR/summary_<tag>.json.
 // This program reads those summaries and measures, in one process so the numbers compare:

@@ -1,4 +1,4 @@
-// equations: every SPEC equation evaluated by the HEADER's functions on small deterministic inputs, printed as
+// equations: every METHOD NOTES equation of fbi_llm.hpp evaluated by the HEADER's functions on small deterministic inputs, printed as
 // JSON for notebooks/01_equations.ipynb, which recomputes each value independently (numpy and PyTorch).
 //
 //   build/equations [seed]          (default seed 42)  →  JSON on stdout
@@ -7,8 +7,8 @@
 // significant digits, so the notebook uses exactly the same doubles;  "out" — what the header computed.
 // The notebook must only ever read "in" to compute its own values, and compare them with "out".
 // Everything runs in double (fbi::ModelT<double>), so the notebook can compare at ~1e-12.
-// A few inputs are set to exactly 0 on purpose: sign(0) = −1 (SPEC §2 F1) must show in the outputs. Others sit
-// exactly on rounding ties (SPEC §5) or on FDB's decision points (SPEC §6), where the tie rule shows.
+// A few inputs are set to exactly 0 on purpose: sign(0) = −1 ([F1]) must show in the outputs. Others sit
+// exactly on rounding ties ([Q2]) or on FDB's decision points ([Q5]), where the tie rule shows.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -46,7 +46,7 @@ int main(int argc, char** argv) {
     Obj root;
     root.put("seed", int(seed)).put("generator", "\"examples/equations.cpp with fbi_llm.hpp, double precision\"");
 
-    // ---- §1 RMSNorm forward and backward (dy is a random upstream gradient: L = Σ dy ⊙ y) ----
+    // ---- [L1] RMSNorm forward and backward (dy is a random upstream gradient: L = Σ dy ⊙ y) ----
     {
         const int N = 3, C = 8;
         Vec x = randn(N * C), g = positive(C, 0.5, 1.5), dy = randn(N * C);
@@ -57,7 +57,7 @@ int main(int argc, char** argv) {
                                     Obj().tensor("y", y, {N, C}).tensor("rstd", rstd, {N}).tensor("dx", dx, {N, C}).tensor("dg", dg, {C})));
     }
 
-    // ---- §1 RoPE (rotate half), its backward, and the relative-shift invariance of q·k ----
+    // ---- [L2] RoPE (rotate half), its backward, and the relative-shift invariance of q·k ----
     {
         const int B = 1, T = 5, C = 8, NH = 2, hs = C / NH, shift = 7;
         Vec x = randn(T * C), dy = randn(T * C), q = randn(T * C), k = randn(T * C);
@@ -87,7 +87,7 @@ int main(int argc, char** argv) {
                                      .tensor("scores0", scores(q0, k0), {NH, T, T}).tensor("scores_shift", scores(q1, k1), {NH, T, T})));
     }
 
-    // ---- §1 SwiGLU: act = silu(gate) ⊙ up, and its backward ----
+    // ---- [L4] SwiGLU: act = silu(gate) ⊙ up, and its backward ----
     {
         const int n = 7;
         Vec gate = randn(n, 2.0), up = randn(n), dact = randn(n);
@@ -98,7 +98,7 @@ int main(int argc, char** argv) {
                                    Obj().tensor("act", act, {n}).tensor("dgate", dgate, {n}).tensor("dup", dup, {n})));
     }
 
-    // ---- §1 causal multi-head attention forward and backward ----
+    // ---- [L3] causal multi-head attention forward and backward ----
     {
         const int B = 2, T = 4, C = 8, NH = 2;
         Vec q = randn(B * T * C), k = randn(B * T * C), v = randn(B * T * C), dout = randn(B * T * C);
@@ -111,7 +111,7 @@ int main(int argc, char** argv) {
                                           .tensor("dq", dq, {B, T, C}).tensor("dk", dk, {B, T, C}).tensor("dv", dv, {B, T, C})));
     }
 
-    // ---- §2 F1–F3 and F5: one FBI-linear, m = 4 outputs, n = 5 inputs, N = 3 tokens ----
+    // ---- [F1]–[F3] and [F5]: one FBI-linear, m = 4 outputs, n = 5 inputs, N = 3 tokens ----
     // L = Σ g ⊙ y with a random upstream gradient g, so ∂L/∂y = g.
     {
         const int N = 3, m = 4, n = 5;
@@ -135,7 +135,7 @@ int main(int argc, char** argv) {
                                            .tensor("dalpha", dalpha, {n}).tensor("dbeta", dbeta, {n}).tensor("dx", dx, {N, n})));
     }
 
-    // ---- §2 F4: α, β initialisation from a latent W (m = 6, n = 4, scale 0.02 as at init) ----
+    // ---- [F4]: α, β initialisation from a latent W (m = 6, n = 4, scale 0.02 as at init) ----
     {
         const int m = 6, n = 4;
         Vec W = randn(m * n, 0.02), alpha(n), beta(n);
@@ -143,7 +143,7 @@ int main(int argc, char** argv) {
         root.put("fbi_init", section(Obj().tensor("W", W, {m, n}), Obj().tensor("alpha", alpha, {n}).tensor("beta", beta, {n})));
     }
 
-    // ---- §2 F6: flip-flop ratio over two tensors, three snapshots of the latent weights ----
+    // ---- [F6]: flip-flop ratio over two tensors, three snapshots of the latent weights ----
     {
         const int n1 = 12, n2 = 5;
         Vec a0 = randn(n1), b0 = randn(n2);
@@ -167,7 +167,7 @@ int main(int argc, char** argv) {
                                        Obj().put("first", r0).put("step1", r1).put("step2", r2)));
     }
 
-    // ---- §3 losses: CE, AD (D1), the 0.5/0.5 mix, and the gradient scale for accumulation ----
+    // ---- losses: CE [D0], AD [D1], the 0.5/0.5 mix [D2], and the gradient scale for accumulation ----
     {
         const int N = 4, V = 6;
         Vec zs = randn(N * V, 1.5), zt = randn(N * V, 1.5);
@@ -194,7 +194,7 @@ int main(int argc, char** argv) {
                                        .put("ad_student_equals_teacher", ad_same).tensor("dz_student_equals_teacher", d_same, {N, V})));
     }
 
-    // ---- §4 learning-rate schedule: warm-up then cosine to the floor ----
+    // ---- [O3] learning-rate schedule: warm-up then cosine to the floor ----
     {
         Schedule sc;
         sc.peak = 1e-3; sc.floor = 1e-4; sc.warmup = 100; sc.total = 2000;
@@ -206,7 +206,7 @@ int main(int argc, char** argv) {
                                         Obj().tensor("lr", lr, {int(steps.size())})));
     }
 
-    // ---- §4 global grad-norm clipping at 1.0 ----
+    // ---- [O2] global grad-norm clipping at 1.0 ----
     {
         Vec gsmall = randn(6, 0.1), gbig = randn(6, 2.0), a = gsmall, b = gbig;
         double n_small = clip_grad_norm(a, 1.0), n_big = clip_grad_norm(b, 1.0);
@@ -215,7 +215,7 @@ int main(int argc, char** argv) {
                                      .tensor("clipped_big", b, {6})));
     }
 
-    // ---- §4 AdamW: two updates of a 2×3 matrix (decayed) and a 3-vector (not decayed: DecayOn::Matrices) ----
+    // ---- [O1] AdamW: two updates of a 2×3 matrix (decayed) and a 3-vector (not decayed: DecayOn::Matrices) ----
     {
         ModelT<double> md;  // only params, grads and the tensor table are used by adamw_step
         md.tensors.push_back({"w", 0, 2, 3, true});
@@ -238,7 +238,7 @@ int main(int argc, char** argv) {
                                   Obj().tensor("p1", p1, {9}).tensor("p2", p2, {9})));
     }
 
-    // ---- §5 BitNet b1.58 weights: γ = mean|W|, code = RoundClip(W/(γ+ε), −1, 1), Ŵ = γ·code, identity STE ----
+    // ---- [Q1], [Q3] BitNet b1.58 weights: γ = mean|W|, code = RoundClip(W/(γ+ε), −1, 1), Ŵ = γ·code, identity STE ----
     // W has 32 = 2^5 entries, each a multiple of u = 2^-48 with Σ|W| < 32: every partial sum is exact, so γ is the
     // same double in any summation order (numpy's, torch's). Two entries ±t sit exactly on the rounding tie
     // W/(γ+ε) = ±0.5, where round-half-to-even gives code 0 (round-half-away-from-zero would give ±1).
@@ -272,7 +272,7 @@ int main(int argc, char** argv) {
                                         .tensor("dW", dW, {m, n}).put("gamma_big", gamma_big).tensor("code_big", code_big, {M, K})));
     }
 
-    // ---- §5 BitNet b1.58 activations, per token: s = 127/max(max|x|, 1e-5), q = clamp(round(s·x)), x̃ = q/s ----
+    // ---- [Q2] BitNet b1.58 activations, per token: s = 127/max(max|x|, 1e-5), q = clamp(round(s·x)), x̃ = q/s ----
     // Rows: random; max |x| = 127 (so s = 1 exactly) with values on .5 ties; all zero; every |x| below 1e-5.
     {
         const int N = 4, n = 8;
@@ -293,7 +293,7 @@ int main(int argc, char** argv) {
                                       Obj().tensor("s", s, {N}).ints("q", q).tensor("x_q", xq, {N, n})));
     }
 
-    // ---- §6 DB-LLM FDB (UNCONFIRMED reading): init, codes B1 B2, Ŵ = α1·B1 + α2·B2, STE backward ----
+    // ---- [Q4]–[Q6] DB-LLM FDB (UNCONFIRMED reading): init, codes B1 B2, Ŵ = α1·B1 + α2·B2, STE backward ----
     {
         const int m = 4, n = 16;
         Vec W = randn(m * n, 0.02), G = randn(m * n);
@@ -321,7 +321,7 @@ int main(int argc, char** argv) {
                                     .tensor("dalpha2", da2, {m}).tensor("B1_ties", t1, {nt}).tensor("B2_ties", t2, {nt})));
     }
 
-    // ---- §6 DAD (UNCONFIRMED reading): position weights w_t, L = Σ w_t CE(p^T_t, p^S_t) / Σ w_t, its gradient ----
+    // ---- [D3] DAD (UNCONFIRMED reading): position weights w_t, L = Σ w_t CE(p^T_t, p^S_t) / Σ w_t, its gradient ----
     // Position 1: a certain teacher (entropy weight 0). Position 3: student = teacher (disagreement weight 0).
     {
         const int N = 5, V = 6;
@@ -340,7 +340,7 @@ int main(int argc, char** argv) {
             const std::string k = dad_weight_name(d);
             out.tensor("w_" + k, w, {N}).put("loss_" + k, L).tensor("dz_" + k, dz, {N, V});
         }
-        // AD (§3 D1) on the same logits; all-zero weights (falls back to w_t = 1); the Loss::DAD dispatch
+        // AD ([D1]) on the same logits; all-zero weights (falls back to w_t = 1); the Loss::DAD dispatch
         Vec d_ad(N * V, 0.0), w0(N, 0.0), d_zero(N * V, 0.0), d_disp(N * V, 0.0);
         std::vector<int> unused_targets(N, 0);
         double ad = distill_forward(ps.data(), pt.data(), zs.data(), zt.data(), N, V);

@@ -1,4 +1,4 @@
-// packed_demo: the bit-packed 1-bit inference path of SPEC §7 on tiny inputs, computed by the HEADER's functions
+// packed_demo: the bit-packed 1-bit inference path of [S7] on tiny inputs, computed by the HEADER's functions
 // and printed as JSON for notebooks/03_inference.ipynb, which recomputes every value from the inputs alone.
 //
 //   build/packed_demo [seed]          (default seed 42)  →  JSON on stdout
@@ -96,7 +96,7 @@ int main(int argc, char** argv) {
         p.n = n;
         p.alpha.resize(n);
         p.beta.resize(n);
-        fbi_init(p.alpha.data(), p.beta.data(), W.data(), m, n);  // SPEC §2 F4: α, β from the latent W
+        fbi_init(p.alpha.data(), p.beta.data(), W.data(), m, n);  // [F4]: α, β from the latent W
         p.signs = pack_signs(W.data(), m, n);
         p.tl = pack_tl(p.signs);
         std::vector<float> u(n), y(m);

@@ -3,9 +3,9 @@
 //   2. train a 1-bit FBI student FROM RANDOM INIT with autoregressive distillation against the frozen teacher
 //   3. evaluate both on the validation split, print a side-by-side table, sample text from both,
 //      save checkpoints, a CSV log per run and a JSON summary.
-// Ablations (SPEC §2, §3; the paper's two questions):   --student-loss ce      (no teacher)
+// Ablations (the FBI-LLM paper's two questions, [D0]/[D1] and [F4]):   --student-loss ce      (no teacher)
 //                                                       --student-init teacher (start from the teacher's weights)
-// Other students (SPEC §5, §6):  --student-quant b1.58 | db | fp32,  --student-loss dad (make compare runs them all)
+// Other students (b1.58 [Q1]–[Q3], DB [Q4]–[Q6], DAD [D3]):  --student-quant b1.58 | db | fp32,  --student-loss dad (make compare runs them all)
 #include "common.hpp"
 
 using namespace fbi;
@@ -16,16 +16,16 @@ static const char* kUsage =
     "  --teacher-steps 2000  --student-steps 2000  --batch 12  --context 64  --seed 1337\n"
     "  --width 128 --layers 4 --heads 4         the student (and teacher) shape\n"
     "  --teacher-width W --teacher-layers L      a bigger teacher (default: same shape as the student)\n"
-    "  --lr 1e-3 --lr-min 1e-4 --warmup 100      schedule (SPEC §4): --lr and --warmup of both runs, --lr-min the\n"
+    "  --lr 1e-3 --lr-min 1e-4 --warmup 100      schedule ([O3]): --lr and --warmup of both runs, --lr-min the\n"
     "                                            teacher's floor; --teacher-lr, --teacher-lr-min, --student-lr one run's\n"
     "  --student-lr-min 0                        the student's floor: its cosine decays to zero (1-bit signs keep\n"
     "                                            flipping at 1e-4; README, \"The student's learning-rate floor\")\n"
     "  --student-loss ad|ce|mix|dad              AD = distillation (FBI-LLM), ce = no teacher, mix = 0.5/0.5,\n"
     "                                            dad = DB-LLM's weighted distillation (--dad-weight entropy|disagreement|uniform)\n"
-    "  --student-quant fbi|b1.58|db|fp32         the student's block linears (SPEC §2, §5, §6; fp32 = no quantization)\n"
+    "  --student-quant fbi|b1.58|db|fp32         the student's block linears ([F2], [Q1], [Q5]; fp32 = none)\n"
     "  --student-init random|teacher             from scratch (FBI-LLM) or from the teacher's weights\n"
     "  --decay matrices|all  --wd 0.1            AdamW weight decay on 2-D weights only, or on everything\n"
-    "  --beta2 0.95                              AdamW β2 (SPEC §4)\n"
+    "  --beta2 0.95                              AdamW β2 ([O1])\n"
     "  --student-wd W --student-decay D          the student's own weight decay settings\n"
     "  --tag NAME                                names the student's files (default: <loss>_<init>)\n"
     "  --scale-bits 32                           packed file: α, β as fp32 (32, exact) or 2^N-level codebooks (1..8)\n"
@@ -257,7 +257,7 @@ int main(int argc, char** argv) try {
         if (teacher_cfg.C != student_cfg.C || teacher_cfg.L != student_cfg.L)
             throw std::invalid_argument("--student-init teacher needs a teacher of the student's shape");
         int n = copy_shared_params(student, teacher);
-        std::printf("student: initialised from the teacher (%d tensors copied; scales from SPEC §2 F4 / §6)\n", n);
+        std::printf("student: initialised from the teacher (%d tensors copied; scales from [F4] / [Q4])\n", n);
     }
     std::printf("student: %s, loss %s%s, init %s, %zu parameters, %d steps\n", describe(student_cfg).c_str(),
                 loss_name(sspec.opt.loss), sspec.opt.loss == Loss::DAD ? (" (" + dadw + " weights)").c_str() : "",
@@ -282,7 +282,7 @@ int main(int argc, char** argv) try {
         packed_file_bytes = double(read_file_bytes(ppath).size());
     }
     // the packed model decodes token by token (KV cache); so does the float student here, so that the
-    // difference between the two is only the int8 activation of SPEC §7
+    // difference between the two is only the int8 activation of [S7]
     quantize_all(student);
     double sv_dec = evaluate_decoder(decode_view(student), FloatLinear{&student}, student.rope_cos.data(),
                                      student.rope_sin.data(), val_data, T, ew);
@@ -355,7 +355,7 @@ int main(int argc, char** argv) try {
                   t_student, pv, sv_dec, packed_file_bytes, packs ? packed_bits_per_weight(packed) : 32.0, scale_bits,
                   tok_s[0], tok_s[1], tok_s[2], num_threads());
     std::string json = buf;
-    for (const RunSpec* r : {&tspec, &sspec}) {  // each run's learning-rate schedule (SPEC §4)
+    for (const RunSpec* r : {&tspec, &sspec}) {  // each run's learning-rate schedule ([O3])
         const Schedule& sc = r->opt.schedule;
         std::snprintf(buf, sizeof buf, "  \"%s_schedule\": {\"peak\": %g, \"floor\": %g, \"warmup\": %d},\n",
                       r->name.c_str(), sc.peak, sc.floor, sc.warmup);

@@ -1,4 +1,4 @@
-// SPEC §2 (FBI-linear, F1–F6) and §3 (losses, D1). Worked examples a student can follow by hand.
+// FBI-linear [F1]–[F6] and the losses [D0]–[D2]. Worked examples a student can follow by hand.
 #include "testing.hpp"
 
 using namespace fbi;
@@ -91,7 +91,7 @@ TEST_CASE("F6 flip-flop ratio: 0 for unchanged weights, 1 for negated, exact fra
     CHECK(fc.update(ptrs, sizes) == doctest::Approx(1.0 / 7));
 }
 
-// ---- §3 losses ----------------------------------------------------------------------------------------------
+// ---- losses [D0]–[D2] -------------------------------------------------------------------------------------------
 
 TEST_CASE("D0 cross-entropy: value on a hand example, gradient by finite differences") {
     // one position, logits {0, ln 3}: softmax = {1/4, 3/4}; target 1 → loss = -ln(3/4)

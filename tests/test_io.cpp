@@ -1,4 +1,4 @@
-// §9 checkpoints: bit-exact round trip, atomic writes, and clear errors for bad files.
+// §10 checkpoints: bit-exact round trip, atomic writes, and clear errors for bad files.
 #include "testing.hpp"
 
 #include <fstream>

@@ -41,7 +41,7 @@ TEST_CASE("M1 whole-model backward, FBI student: α, β, norms, embedding, head 
     GradCase gc(Quant::FBI, 7);
     auto& m = gc.m;
     auto f = [&] { return gc.loss(); };
-    // latent W by the STE formula (SPEC §2 F5): ∂L/∂W_ij = α_j G_ij
+    // latent W by the STE formula ([F5]): ∂L/∂W_ij = α_j G_ij
     check_latent_grads(gc, [&](const LinearRef& lin, int, int j, double G) { return m.p(lin.alpha)[j] * G; });
     for (size_t t = 0; t < m.tensors.size(); t++) {
         const TensorInfo& ti = m.tensors[t];

@@ -1,4 +1,4 @@
-// SPEC §4: AdamW, clipping, the learning-rate schedule; §7 deterministic batches.
+// [O1]–[O3]: AdamW, clipping, the learning-rate schedule; §7 deterministic batches.
 #include "testing.hpp"
 
 using namespace fbi;

@@ -1,4 +1,4 @@
-// test_packed.cpp — §8b of fbi_llm.hpp (SPEC §5 activation quantizer, §7 packed GEMV kernels).
+// test_packed.cpp — §9 of fbi_llm.hpp ([Q2] activation quantizer, [S7]/[S6] packed GEMV kernels).
 // All kernel comparisons are exact (integers): no tolerance is needed or allowed.
 #include "testing.hpp"
 
@@ -11,7 +11,7 @@ using namespace fbi;
 
 namespace {
 
-// Random latent weights with some exact zeros (they must pack as −1, SPEC §2 F1).
+// Random latent weights with some exact zeros (they must pack as −1, [F1]).
 std::vector<float> random_weights(int rows, int cols, std::mt19937& rng, double zero_fraction = 0.05) {
     std::normal_distribution<float> normal(0.0f, 0.02f);
     std::uniform_real_distribution<double> uniform(0.0, 1.0);
@@ -20,7 +20,7 @@ std::vector<float> random_weights(int rows, int cols, std::mt19937& rng, double 
     return W;
 }
 
-// The ±1 float matrix the reference kernel takes: SPEC §2 F1 sign with sign(0) = −1.
+// The ±1 float matrix the reference kernel takes: [F1] sign with sign(0) = −1.
 std::vector<float> sign_matrix(const std::vector<float>& W) {
     std::vector<float> S(W.size());
     for (size_t t = 0; t < W.size(); t++) S[t] = W[t] > 0.0f ? 1.0f : -1.0f;
@@ -79,7 +79,7 @@ std::vector<int8_t> random_q(int n, std::mt19937& rng) {
 }  // namespace
 
 TEST_CASE("S7 worked example: 1x5 row through the popcount identity") {
-    // Latent row W = [0.5, -0.2, 0.0, 1.0, -3.0] → signs [+1, −1, −1, +1, −1]  (0.0 packs as −1, SPEC §2 F1)
+    // Latent row W = [0.5, -0.2, 0.0, 1.0, -3.0] → signs [+1, −1, −1, +1, −1]  (0.0 packs as −1, [F1])
     const float W[5] = {0.5f, -0.2f, 0.0f, 1.0f, -3.0f};
     const int8_t q[5] = {3, -2, 5, -128, 127};
     // Direct: +3 − (−2) − 5 + (−128) − 127 = −255

@@ -1,4 +1,4 @@
-// §8b the packed model: kernels agree bit for bit inside the decoder, the int8 activation is the only
+// §9 the packed model: kernels agree bit for bit inside the decoder, the int8 activation is the only
 // approximation, and the packed file round-trips and rejects bad files.
 #include "testing.hpp"
 
@@ -181,7 +181,7 @@ TEST_CASE("P7 codebook scales: the file holds what the decoder uses, round trip 
     }
     CHECK_THROWS_WITH(pack_model(mc, "", 9), doctest::Contains("scale_bits must be 32 (fp32) or 1..8"));
     CHECK_THROWS_WITH(pack_model(mc, "", 0), doctest::Contains("scale_bits must be 32 (fp32) or 1..8"));
-    // The 130M shape (SPEC §8): fp32 scales cost 64/m bits per weight, 4-bit codebooks 16·32 + 4 bits per vector.
+    // The FBI-LLM-130M shape (C = 768, F = 2048): fp32 scales cost 64/m bits per weight, 4-bit codebooks 16·32 + 4 bits per vector.
     double w130 = 4.0 * 768 * 768 + 3.0 * 2048 * 768, v130 = 6 * 768 * 2 + 2048 * 2;  // weights, scales per block
     CHECK(1 + 32 * v130 / w130 == doctest::Approx(1.0602).epsilon(1e-4));
     CHECK(1 + (14 * 32 * 16 + 4 * v130) / w130 < 1.01);

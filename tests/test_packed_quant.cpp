@@ -1,5 +1,5 @@
-// §8b packed inference for the other quantizers: b1.58 ternary (two masks, SPEC §7) and DB dual binary (two {0,1}
-// masks with per-row scales, SPEC §6/§7). Every kernel exact against a plain reference, the packed decoder
+// §9 packed inference for the other quantizers: b1.58 ternary (two masks, [S8]) and DB dual binary (two {0,1}
+// masks with per-row scales, [Q5], [S8]). Every kernel exact against a plain reference, the packed decoder
 // against the float model, and the packed file.
 #include "testing.hpp"
 

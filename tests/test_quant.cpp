@@ -1,5 +1,5 @@
-// §3 the other quantizers: BitNet b1.58 (SPEC §5) and DB-LLM's dual binarization (SPEC §6, unconfirmed reading);
-// §4 deviation-aware distillation (SPEC §6). Model-level gradients for both quantizers.
+// §3 the other quantizers: BitNet b1.58 ([Q1]–[Q3]) and DB-LLM's dual binarization ([Q4]–[Q6], unconfirmed reading);
+// §4 deviation-aware distillation ([D3]). Model-level gradients for both quantizers.
 #include "testing.hpp"
 
 #include <cmath>
@@ -10,7 +10,7 @@ using namespace fbi_test;
 
 
 // ---------------------------------------------------------------------------------------------------------------
-// BitNet b1.58 (SPEC §5)
+// BitNet b1.58 ([Q1]–[Q3])
 // ---------------------------------------------------------------------------------------------------------------
 
 TEST_CASE("Q1 b1.58 weights: codes in {-1, 0, +1}, Ŵ = γ·code with γ = mean|W|, hand example") {
@@ -88,7 +88,7 @@ TEST_CASE("Q3 b1.58 STE: ∂L/∂W = ∂L/∂Ŵ exactly; the linears multiply th
     const int B = gc.B, T = gc.T;
     for (const BlockRef& blk : m.blocks)
         for (const LinearRef& lin : blk.lin) CHECK(lin.alpha < 0);  // no learnable scale: γ comes from W
-    check_latent_grads(gc, [](const LinearRef&, int, int, double G) { return G; });  // SPEC §5 identity STE
+    check_latent_grads(gc, [](const LinearRef&, int, int, double G) { return G; });  // [Q3] identity STE
     // Wiring of the activation quantizer: after the backward, acts.dq holds ∂L/∂q of block 0 (it is processed
     // last), so ∂L/∂Ŵ_q of block 0 must be dqᵀ · x̃ with x̃ = int8(RMSNorm(x)), not dqᵀ · RMSNorm(x).
     const auto& s0 = m.acts.blocks[0];
@@ -116,7 +116,7 @@ TEST_CASE("Q3 b1.58 STE: ∂L/∂W = ∂L/∂Ŵ exactly; the linears multiply th
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// DB-LLM Flexible Dual Binarization (SPEC §6, unconfirmed reading)
+// DB-LLM Flexible Dual Binarization ([Q4]–[Q6], unconfirmed reading)
 // ---------------------------------------------------------------------------------------------------------------
 
 TEST_CASE("Q4 FDB at initialisation equals round-to-nearest onto s·{-1, 0, 1, 2}") {
@@ -213,7 +213,7 @@ TEST_CASE("Q6 whole-model backward, DB student: α1, α2, norms, embedding, head
     auto& m = gc.m;
     for (const BlockRef& blk : m.blocks)
         for (const LinearRef& lin : blk.lin) CHECK(m.tensors[lin.alpha].cols == lin.m);  // one α1, α2 per output row
-    check_latent_grads(gc, [](const LinearRef&, int, int, double G) { return G; });  // SPEC §6 identity STE
+    check_latent_grads(gc, [](const LinearRef&, int, int, double G) { return G; });  // [Q6] identity STE
     auto f = [&] { return gc.loss(); };
     for (size_t t = 0; t < m.tensors.size(); t++) {
         const TensorInfo& ti = m.tensors[t];
@@ -225,7 +225,7 @@ TEST_CASE("Q6 whole-model backward, DB student: α1, α2, norms, embedding, head
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Deviation-aware distillation (SPEC §6, unconfirmed reading)
+// Deviation-aware distillation ([D3], unconfirmed reading)
 // ---------------------------------------------------------------------------------------------------------------
 
 TEST_CASE("D3 DAD with uniform weights equals AD (value and gradient); weighted gradient by finite differences") {
