@@ -87,13 +87,14 @@ $(BUILD)/run_tests: $(TEST_OBJ)
 	$(CXX) $(CXXFLAGS) $^ -o $@
 
 # ---- tests: doctest; the last line restates doctest's summary as "N passed, N failed" ---------------------
-test: deps status $(BUILD)/run_tests $(BUILD)/train_tiny $(BUILD)/sample  ## build and run the test suite (ARGS='-tc="F2*"' runs one check), then test-examples and the label check
+test: deps status $(BUILD)/run_tests $(BUILD)/train_tiny $(BUILD)/sample  ## build and run the test suite (ARGS='-tc="F2*"' runs one check), then test-examples, the label and the copy-paste checks
 	@set -o pipefail 2>/dev/null; OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} ./$(BUILD)/run_tests $(ARGS) | tee $(BUILD)/test.log; \
 	rc=$${PIPESTATUS[0]}; \
 	awk '/test cases:/ { for (i=1;i<=NF;i++) { if ($$(i+1) ~ /^passed/) p=$$i; if ($$(i+1) ~ /^failed/) f=$$i } } END { if (p!="") print "tests: " p " passed, " f " failed" }' $(BUILD)/test.log; \
 	exit $$rc
 	@$(MAKE) --no-print-directory test-examples
 	@bash tests/check_labels.sh
+	@CXX='$(CXX)' CXXFLAGS='$(CXXFLAGS)' EIGEN_INC='$(or $(EIGEN_INC),/usr/include/eigen3)' bash tests/copy_paste.sh $(BUILD)
 
 # ---- bad inputs through the examples: clear errors, nothing on disk damaged (tests/examples_bad_input.sh) -----
 .PHONY: test-examples

@@ -19,6 +19,12 @@
 //   fbi::model_forward(model, tokens, B, T);     // logits in model.acts.logits  (B×T×V)
 //   see examples/train_tiny.cpp for the whole teacher → student pipeline, tests/ for worked examples.
 //
+// COPY-PASTE
+//   Three blocks stand alone: the FBI-linear layer, the losses (softmax, CE, AD) and the portable popcount
+//   GEMV. Copy the lines between "// >>> copy-paste NAME (needs: …)" and "// <<< copy-paste NAME", add the
+//   standard headers and the one-line definitions the marker names; nothing else of this header, no Eigen.
+//   `make test` proves it (tests/copy_paste.sh: each block compiled alone gives the header's results).
+//
 // NOTATION (the letters used in every comment and signature, as in llm.c)
 //   B batch, T time (context), C model width, V vocabulary, L layers, NH heads, hs = C/NH head size,
 //   F SwiGLU hidden width, N = B·T rows. A linear layer has latent weight W ∈ R^{m×n} (m out, n in; the
@@ -526,6 +532,7 @@ void add_inplace(R* a, const R* b, size_t n) {
 // the forward pass, and where ∂L/∂Ŵ is sent back to those parameters.
 // =====================================================================================================
 
+// >>> copy-paste fbi_linear (needs: <cmath> <cstddef>; kParallelMinWork)   the FBI-linear layer: [F1]–[F5]
 // [F1]: sign(w) = +1 for w > 0, −1 otherwise. NOTE: sign(0) = −1 here, because the packed 1-bit format
 // (§9, [S7]) cannot hold a 0. The official PyTorch code uses torch.sign, which maps 0 to 0; latent weights
 // are exactly 0 with probability ~0, so the two agree in practice.
@@ -568,6 +575,7 @@ void fbi_backward(R* dW, R* dalpha, R* dbeta, const R* G, const R* W, const R* a
             dbeta[j] += g;                                     // [F5]
         }
 }
+// <<< copy-paste fbi_linear
 
 // [F6], the flip-flop ratio: after each optimizer step, the fraction of latent weights (over every
 // quantized linear) whose sign differs from the previous step (sign(0) = −1, as in F1).
@@ -758,6 +766,7 @@ void quantize_init(Quant q, R* a, R* b, const R* W, int m, int n) {
 // §4 LOSSES ([D0]–[D3]). z are logits (N×V); every loss is a mean over the N positions.
 // =====================================================================================================
 
+// >>> copy-paste ad_loss (needs: <algorithm> <cmath> <cstddef>; kParallelMinWork)   softmax, CE [D0], AD [D1]
 // Row-wise softmax, stable (subtract the max). probs may alias nothing.
 template <class R>
 void softmax_rows(R* probs, const R* logits, int N, int V) {
@@ -815,6 +824,7 @@ template <class R>
 void distill_backward(R* dlogits, const R* probs_s, const R* probs_t, int N, int V, R scale) {
     for (size_t i = 0; i < size_t(N) * V; i++) dlogits[i] += (probs_s[i] - probs_t[i]) * scale;
 }
+// <<< copy-paste ad_loss
 
 // [D3] deviation-aware distillation (DAD, DB-LLM) — an UNCONFIRMED reading: a distillation loss in which
 // position t has a weight w_t ≥ 0 (how ambiguous the position is), normalised by Σ w:
@@ -1704,6 +1714,7 @@ constexpr long kParallelMinWeights = 1L << 20;
 // Packed sign matrix
 // ----------------------------------------------------------------------------------------------------------------
 
+// >>> copy-paste popcount (needs: <cassert> <cstddef> <cstdint> <vector>; kParallelMinWeights)   pack, [S7] GEMV
 // [S7]: each row of W_b packed into 64-bit words along the input dimension, bit = 1 for +1.
 // Row-major: row i occupies bits[i*words .. i*words + words-1]; column j is bit (j % 64) of word (j / 64).
 // [F1]: sign(w) = +1 for w > 0 and −1 otherwise, so w == 0 (and −0) packs as bit 0 = −1.
@@ -1784,21 +1795,7 @@ inline ActPlanes make_act_planes(const int8_t* q, int n) {
     A.planes.assign((size_t)8 * A.words, 0);
     A.sum_q = 0;
     for (int j = 0; j < n; j++) A.sum_q += q[j];
-    int j0 = 0;
-#if defined(__AVX2__)
-    // Fast path: 32 bytes o_0..o_31 at once. movemask_epi8 collects bit 7 of every byte into a 32-bit mask,
-    // i.e. 32 bits of plane 7; shifting every byte left by one (add to itself) brings bit 6 up to bit 7, etc.
-    const __m256i flip = _mm256_set1_epi8((char)0x80);  // q + 128 == q XOR 0x80 for int8 q
-    for (; j0 + 32 <= n; j0 += 32) {
-        __m256i o = _mm256_xor_si256(_mm256_loadu_si256((const __m256i*)(q + j0)), flip);
-        for (int k = 7; k >= 0; k--) {
-            uint32_t bits32 = (uint32_t)_mm256_movemask_epi8(o);  // bit k of o_{j0..j0+31}
-            A.planes[(size_t)k * A.words + j0 / 64] |= (uint64_t)bits32 << (j0 % 64);
-            o = _mm256_add_epi8(o, o);  // shift each byte left by 1
-        }
-    }
-#endif
-    for (int j = j0; j < n; j++) {  // portable path (and the AVX2 tail)
+    for (int j = 0; j < n; j++) {
         unsigned o = (unsigned)(q[j] + 128);
         for (int k = 0; k < 8; k++)
             A.planes[(size_t)k * A.words + j / 64] |= (uint64_t)((o >> k) & 1) << (j % 64);
@@ -1835,6 +1832,7 @@ inline void gemv_popcount(const PackedSigns& W, const ActPlanes& A, int32_t* y) 
 #pragma omp parallel for schedule(static) if (work >= kParallelMinWeights)
     for (int i = 0; i < W.rows; i++) y[i] = dot_popcount_row(&W.bits[(size_t)i * W.words], A);
 }
+// <<< copy-paste popcount
 
 #if defined(__AVX2__)
 // ----------------------------------------------------------------------------------------------------------------
@@ -1936,6 +1934,38 @@ inline void gemv_popcount_avx2(const PackedSigns& W, const ActPlanes& A, int32_t
     }
 }
 #endif  // __AVX2__
+
+// make_act_planes with 32 activations at a time: movemask_epi8 collects bit 7 of every byte into a 32-bit
+// mask, i.e. 32 bits of plane 7; shifting every byte left by one (add to itself) brings bit 6 up, etc.
+// The same planes as make_act_planes (test "S7 make_act_planes"); portable code without AVX2.
+inline ActPlanes make_act_planes_fast(const int8_t* q, int n) {
+#if defined(__AVX2__)
+    ActPlanes A;
+    A.n = n;
+    A.words = words_for(n);
+    A.planes.assign((size_t)8 * A.words, 0);
+    A.sum_q = 0;
+    for (int j = 0; j < n; j++) A.sum_q += q[j];
+    int j0 = 0;
+    const __m256i flip = _mm256_set1_epi8((char)0x80);  // q + 128 == q XOR 0x80 for int8 q
+    for (; j0 + 32 <= n; j0 += 32) {
+        __m256i o = _mm256_xor_si256(_mm256_loadu_si256((const __m256i*)(q + j0)), flip);
+        for (int k = 7; k >= 0; k--) {
+            uint32_t bits32 = (uint32_t)_mm256_movemask_epi8(o);  // bit k of o_{j0..j0+31}
+            A.planes[(size_t)k * A.words + j0 / 64] |= (uint64_t)bits32 << (j0 % 64);
+            o = _mm256_add_epi8(o, o);  // shift each byte left by 1
+        }
+    }
+    for (int j = j0; j < n; j++) {  // the tail, as in make_act_planes
+        unsigned o = (unsigned)(q[j] + 128);
+        for (int k = 0; k < 8; k++)
+            A.planes[(size_t)k * A.words + j / 64] |= (uint64_t)((o >> k) & 1) << (j % 64);
+    }
+    return A;
+#else
+    return make_act_planes(q, n);
+#endif
+}
 
 // The best popcount kernel for the compiler flags. With AVX-512 VPOPCNTDQ (Ice Lake and later, Zen 4) GCC
 // vectorises the portable loop with vpopcntq at -O3, which beats the AVX2 pshufb emulation (`make bench`
@@ -2341,7 +2371,7 @@ struct TokenActs {
 };
 inline void prepare_token_acts(TokenActs& a, Kernel kernel, int n) {
     if (kernel == Kernel::Popcount) {
-        a.planes = make_act_planes(a.q.data(), n);
+        a.planes = make_act_planes_fast(a.q.data(), n);
         a.sum_q = a.planes.sum_q;
     } else if (kernel == Kernel::Fast) {
         a.tables = make_act_tables(a.q.data(), n);

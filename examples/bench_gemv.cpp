@@ -5,8 +5,8 @@
 //   eigen_fp32           y = W x with W a row-major fp32 matrix: fbi::matvec, Eigen's GEMV with the rows split
 //                        over the threads as the decoder runs it (4 bytes per weight)
 //   reference            quantize u → q, then gemv_reference over a ±1 float matrix (4 bytes per weight)
-//   popcount             quantize, make_act_planes, gemv_popcount        (1/8 byte per weight)
-//   popcount_avx2        quantize, make_act_planes, gemv_popcount_avx2   (AVX2 builds only)
+//   popcount             quantize, make_act_planes_fast, gemv_popcount        (1/8 byte per weight)
+//   popcount_avx2        quantize, make_act_planes_fast, gemv_popcount_avx2   (AVX2 builds only)
 //   tl                   quantize, make_act_tables, gemv_tl (portable table lookup)
 //   tl_avx2              quantize, make_act_tables, gemv_tl_avx2         (AVX2 builds only)
 //   tl_avx2_kernel_only  gemv_tl_avx2 alone (tables prebuilt): shows what the per-token preparation costs
@@ -113,7 +113,7 @@ int main(int argc, char** argv) {
         };
         auto run_popcount = [&] {
             quantize_int8_absmax(u.data(), n, q.data());
-            gemv_popcount(P, make_act_planes(q.data(), n), y.data());
+            gemv_popcount(P, make_act_planes_fast(q.data(), n), y.data());
         };
         auto run_tl = [&] {
             quantize_int8_absmax(u.data(), n, q.data());
@@ -122,7 +122,7 @@ int main(int argc, char** argv) {
 #if defined(__AVX2__)
         auto run_popcount_avx2 = [&] {
             quantize_int8_absmax(u.data(), n, q.data());
-            gemv_popcount_avx2(P, make_act_planes(q.data(), n), y.data());
+            gemv_popcount_avx2(P, make_act_planes_fast(q.data(), n), y.data());
         };
         auto run_tl_avx2 = [&] {
             quantize_int8_absmax(u.data(), n, q.data());

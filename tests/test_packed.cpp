@@ -180,11 +180,14 @@ TEST_CASE("S5 quantize_int8_absmax: max |u| maps to +-127, zero row stays zero")
     CHECK(worst <= 0.5f / sw * 1.0001f);
 }
 
-TEST_CASE("S7 make_act_planes: o = q + 128 bit planes, padding bits are zero") {
+TEST_CASE("S7 make_act_planes: o = q + 128 bit planes, padding bits are zero; make_act_planes_fast gives the same") {
     std::mt19937 rng(2);
     for (int n : {1, 31, 32, 33, 63, 64, 65, 130, 1000}) {
         const std::vector<int8_t> q = random_q(n, rng);
         const ActPlanes A = make_act_planes(q.data(), n);
+        const ActPlanes F = make_act_planes_fast(q.data(), n);  // AVX2 where the flags allow: the same planes
+        CHECK(F.planes == A.planes);
+        CHECK(F.sum_q == A.sum_q);
         CHECK(A.words == (n + 63) / 64);
         int32_t sum_q = 0;
         for (int j = 0; j < n; j++) {
