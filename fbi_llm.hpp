@@ -1788,18 +1788,26 @@ struct ActPlanes {
     int32_t sum_q = 0;
 };
 
-inline ActPlanes make_act_planes(const int8_t* q, int n) {
+// All planes zero, sizes and sum_q set.
+inline ActPlanes act_planes_empty(const int8_t* q, int n) {
     ActPlanes A;
     A.n = n;
     A.words = words_for(n);
     A.planes.assign((size_t)8 * A.words, 0);
-    A.sum_q = 0;
     for (int j = 0; j < n; j++) A.sum_q += q[j];
-    for (int j = 0; j < n; j++) {
+    return A;
+}
+// Bit k of o_j = q_j + 128 into plane k, for the columns j0 .. n−1.
+inline void set_act_plane_bits(ActPlanes& A, const int8_t* q, int j0, int n) {
+    for (int j = j0; j < n; j++) {
         unsigned o = (unsigned)(q[j] + 128);
         for (int k = 0; k < 8; k++)
             A.planes[(size_t)k * A.words + j / 64] |= (uint64_t)((o >> k) & 1) << (j % 64);
     }
+}
+inline ActPlanes make_act_planes(const int8_t* q, int n) {
+    ActPlanes A = act_planes_empty(q, n);
+    set_act_plane_bits(A, q, 0, n);
     return A;
 }
 
@@ -1940,12 +1948,7 @@ inline void gemv_popcount_avx2(const PackedSigns& W, const ActPlanes& A, int32_t
 // The same planes as make_act_planes (test "S7 make_act_planes"); portable code without AVX2.
 inline ActPlanes make_act_planes_fast(const int8_t* q, int n) {
 #if defined(__AVX2__)
-    ActPlanes A;
-    A.n = n;
-    A.words = words_for(n);
-    A.planes.assign((size_t)8 * A.words, 0);
-    A.sum_q = 0;
-    for (int j = 0; j < n; j++) A.sum_q += q[j];
+    ActPlanes A = act_planes_empty(q, n);
     int j0 = 0;
     const __m256i flip = _mm256_set1_epi8((char)0x80);  // q + 128 == q XOR 0x80 for int8 q
     for (; j0 + 32 <= n; j0 += 32) {
@@ -1956,11 +1959,7 @@ inline ActPlanes make_act_planes_fast(const int8_t* q, int n) {
             o = _mm256_add_epi8(o, o);  // shift each byte left by 1
         }
     }
-    for (int j = j0; j < n; j++) {  // the tail, as in make_act_planes
-        unsigned o = (unsigned)(q[j] + 128);
-        for (int k = 0; k < 8; k++)
-            A.planes[(size_t)k * A.words + j / 64] |= (uint64_t)((o >> k) & 1) << (j % 64);
-    }
+    set_act_plane_bits(A, q, j0, n);  // the tail, as in make_act_planes
     return A;
 #else
     return make_act_planes(q, n);
