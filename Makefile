@@ -47,7 +47,11 @@ SAN_ARCH      := $(if $(filter x86-64%,$(SAN_ARCH_NAME)),-march=$(SAN_ARCH_NAME)
 SAN_CXXFLAGS   = $(filter-out -march=native,$(CXXFLAGS)) $(SAN_ARCH)
 
 HEADER   := fbi_llm.hpp
+# examples/ by role: pipeline/ (train_tiny, sample, compare), bench/ (the benchmarks), notebook/ (the programs
+# the notebooks run); the helpers they share (common, json_out, bench_util) sit in examples/ itself.
 EXAMPLES := train_tiny sample bench_train bench_gemv bench_decode compare
+EX_HDRS  := examples/common.hpp examples/json_out.hpp examples/bench_util.hpp
+vpath %.cpp examples/pipeline examples/bench examples/notebook
 TEST_SRC := $(wildcard tests/*.cpp)
 TEST_OBJ := $(TEST_SRC:tests/%.cpp=$(BUILD)/tests/%.o)
 
@@ -75,7 +79,7 @@ deps:  ## check (and as root on Debian/Ubuntu, install) Eigen and doctest
 	  exit 1; \
 	fi
 # A fresh shell sees the just-installed Eigen; the variable is re-read in sub-makes.
-$(BUILD)/%: examples/%.cpp examples/common.hpp examples/json_out.hpp examples/bench_util.hpp $(HEADER) | deps
+$(BUILD)/%: %.cpp $(EX_HDRS) $(HEADER) | deps
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -isystem /usr/include/eigen3 $< -o $@
 
@@ -125,7 +129,7 @@ $(SAN_BUILD)/tests/%.o: tests/%.cpp tests/testing.hpp $(HEADER) $(SAN_BUILD)/fla
 $(SAN_BUILD)/run_tests: $(SAN_OBJ)
 	$(CXX) $(SAN_CXXFLAGS) $(SAN_FLAGS) $^ -o $@
 
-$(SAN_BUILD)/%: examples/%.cpp examples/common.hpp examples/json_out.hpp $(HEADER) $(SAN_BUILD)/flags | deps
+$(SAN_BUILD)/%: %.cpp $(EX_HDRS) $(HEADER) $(SAN_BUILD)/flags | deps
 	@mkdir -p $(dir $@)
 	$(CXX) $(SAN_CXXFLAGS) -isystem /usr/include/eigen3 -O1 $(SAN_FLAGS) $(SAN_WARN) $< -o $@
 

@@ -17,7 +17,7 @@
 //   fbi::Config cfg;  cfg.V = 65;  cfg.quant = fbi::Quant::FBI;
 //   auto model = fbi::build_model<float>(cfg, /*seed=*/1337);
 //   fbi::model_forward(model, tokens, B, T);     // logits in model.acts.logits  (B×T×V)
-//   see examples/train_tiny.cpp for the whole teacher → student pipeline, tests/ for worked examples.
+//   see examples/pipeline/train_tiny.cpp for the whole teacher → student pipeline, tests/ for worked examples.
 //
 // COPY-PASTE
 //   Three blocks stand alone: the FBI-linear layer, the losses (softmax, CE, AD) and the portable popcount
@@ -1701,7 +1701,7 @@ inline std::vector<int> generate(Model& model, const std::vector<int>& prompt, i
 //   gemv_tl_avx2        the same lookups for 32 rows per pshufb                     — the fastest (only with AVX2)
 //   gemv_popcount_fast, gemv_tl_fast: pick the best variant the compiler flags allow (portable without AVX2).
 // How fast each one is, against Eigen's fp32 GEMV on the same machine: `make bench` measures it
-// (examples/bench_gemv.cpp; the README's inference tables are made from its CSV). Timings live there, not here.
+// (examples/bench/bench_gemv.cpp; the README's inference tables are made from its CSV). Timings live there, not here.
 //
 // Per-token work that a real decoder pays before the kernel: quantize_int8_absmax, then make_act_planes
 // (popcount kernels) or make_act_tables (table-lookup kernel). The benchmark times them together.
@@ -2677,17 +2677,18 @@ inline Model model_from_checkpoint(const Checkpoint& ck) {
 }
 
 // ---- the packed model file ---------------------------------------------------------------------------------
-//   "FBIPACK\0" | u32 version (3) | u32 quant | u32 scale_bits | u32 V,C,L,NH,F,T | u64 vocab_bytes | vocab |
+//   "FBIPACK\0" | u32 version (1) | u32 quant | u32 scale_bits | u32 V,C,L,NH,F,T | u64 vocab_bytes | vocab |
 //   f32 tok_emb (V×C) | per block: f32 attn_norm (C), f32 mlp_norm (C), per linear (q,k,v,o,gate,up,down):
 //   u64 mask bits (m × words), [b1.58, DB: u64 second mask (m × words)], scale vectors (FBI: α (n), β (n);
 //   b1.58: γ; DB: α1 (m), α2 (m)) | f32 final_norm (C) | f32 lm_head (V×C) | u64 FNV-1a checksum of everything
 //   before it. A scale vector of k values is k × f32 when scale_bits = 32; otherwise 2^scale_bits f32 levels
 //   (ascending, the last one repeated to fill) then k level numbers of scale_bits bits each, packed from the
 //   lowest bit of each byte up, unused bits of the last byte 0.
-// Version 1 (FBI only) had no quant field, version 2 no scale_bits (fp32 scales); both are still read. Every
-// size follows from the header, so a truncated or padded file is caught before anything is read.
+// One version, 1. Every size follows from the header, so a truncated or padded file is caught before anything
+// is read. (Development builds before the format was frozen wrote versions 2 and 3 under the same magic;
+// they are refused with a message that says to pack the checkpoint again.)
 constexpr char kPackedMagic[8] = {'F', 'B', 'I', 'P', 'A', 'C', 'K', '\0'};
-constexpr uint32_t kPackedVersion = 3;
+constexpr uint32_t kPackedVersion = 1;
 
 // Bytes of one stored scale vector of k values (see the layout above).
 inline uint64_t scale_bytes(uint64_t k, int bits) {
@@ -2799,16 +2800,17 @@ inline PackedModel parse_packed_model(const std::vector<unsigned char>& bytes, c
     if (std::memcmp(magic, kPackedMagic, 8) != 0)
         throw std::runtime_error(r.what + ": not an fbi_llm packed model (bad magic)");
     uint32_t version = r.get<uint32_t>();
-    if (version < 1 || version > kPackedVersion)
-        throw std::runtime_error(r.what + ": format version " + std::to_string(version) + ", this build reads versions 1 to " +
-                                 std::to_string(kPackedVersion));
+    if (version != kPackedVersion)
+        throw std::runtime_error(r.what + ": format version " + std::to_string(version) + ", this build reads version " +
+                                 std::to_string(kPackedVersion) +
+                                 (version == 2 || version == 3 ? " (a pre-release layout: pack the checkpoint again)" : ""));
     PackedModel pm;
     Config& c = pm.cfg;
-    uint32_t quant = version == 1 ? uint32_t(Quant::FBI) : r.get<uint32_t>();
+    uint32_t quant = r.get<uint32_t>();
     if (quant == uint32_t(Quant::FP) || quant > uint32_t(Quant::DB))
         throw std::runtime_error(r.what + ": unknown packed quantizer id " + std::to_string(quant));
     c.quant = Quant(quant);
-    uint32_t bits = version < 3 ? 32 : r.get<uint32_t>();
+    uint32_t bits = r.get<uint32_t>();
     if (!valid_scale_bits(long(bits)))
         throw std::runtime_error(r.what + ": scale_bits " + std::to_string(bits) + " (must be 32 or 1..8)");
     pm.scale_bits = int(bits);

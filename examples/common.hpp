@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <initializer_list>
 #include <map>
 #include <sstream>
 #include <string>
@@ -160,6 +161,14 @@ struct Args {
                 std::exit(2);
             }
             kv[a.substr(2)] = argv[++i];
+        }
+    }
+    // Every flag given must be one of `known`: a misspelt or removed flag is an error, not silently ignored.
+    void only(std::initializer_list<const char*> known) const {
+        for (const auto& given : kv) {
+            bool ok = false;
+            for (const char* n : known) ok = ok || given.first == n;
+            if (!ok) throw std::invalid_argument("unknown flag --" + given.first + " (--help lists the flags)");
         }
     }
     std::string str(const std::string& k, const std::string& def) const { auto it = kv.find(k); return it == kv.end() ? def : it->second; }

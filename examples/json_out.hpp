@@ -1,8 +1,10 @@
-// A tiny JSON writer for the programs that feed the notebooks (equations.cpp, packed_demo.cpp): objects keep
-// insertion order, tensors are {"shape": [...], "data": [...]}, 64-bit words are hex strings (a JSON number is a
-// double and cannot hold every 64-bit integer). Digits = significant digits of every number: 17 round-trips a
-// double exactly, 9 a float32.
+// The one JSON writer of the examples (train_tiny's summary, and the notebooks' feeders equations.cpp and
+// packed_demo.cpp): objects keep insertion order, strings are escaped (quotes, backslashes, control characters;
+// other bytes, UTF-8 included, pass through), tensors are {"shape": [...], "data": [...]}, 64-bit words are hex
+// strings (a JSON number is a double and cannot hold every 64-bit integer), a NaN or infinity is null.
+// Digits = significant digits of every number: 17 round-trips a double exactly, 9 a float32.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <string>
@@ -10,6 +12,18 @@
 #include <vector>
 
 namespace example {
+
+// A JSON string literal for any bytes.
+inline std::string json_string(const std::string& s) {
+    std::string o = "\"";
+    for (unsigned char c : s) {
+        if (c == '"' || c == '\\') o += '\\', o += char(c);
+        else if (c == '\n') o += "\\n";
+        else if (c < 32) { char b[8]; std::snprintf(b, sizeof b, "\\u%04x", c); o += b; }
+        else o += char(c);
+    }
+    return o + "\"";
+}
 
 inline std::string hex64(uint64_t w) {
     char b[24];
@@ -22,6 +36,7 @@ struct JsonObj {
     std::vector<std::pair<std::string, std::string>> kv;
 
     static std::string num(double x) {
+        if (!std::isfinite(x)) return "null";
         char b[40];
         std::snprintf(b, sizeof b, "%.*g", Digits, x);
         return b;
@@ -30,6 +45,7 @@ struct JsonObj {
     JsonObj& put(const std::string& k, double x) { return put(k, num(x)); }
     JsonObj& put(const std::string& k, int x) { return put(k, std::to_string(x)); }
     JsonObj& put(const std::string& k, const JsonObj& o) { return put(k, o.str()); }
+    JsonObj& text(const std::string& k, const std::string& s) { return put(k, json_string(s)); }
     template <class T>
     JsonObj& tensor(const std::string& k, const std::vector<T>& v, std::vector<int> shape) {
         std::string s = "{\"shape\": [";

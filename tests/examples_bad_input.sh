@@ -137,8 +137,8 @@ else
 fi
 
 # ---- NaN during training: stop with a message naming the step; keep the last good checkpoint ----
-# (--inject-nan-at is a test hook: it poisons one LM-head weight before the given step)
-"$TRAIN" --data corpus.txt --out nan "${TINY[@]}" --teacher-steps 10 --ckpt-every 2 --inject-nan-at teacher:7 \
+# (FBI_INJECT_NAN is a test hook, not a flag: it poisons one LM-head weight before the given step)
+FBI_INJECT_NAN=teacher:7 "$TRAIN" --data corpus.txt --out nan "${TINY[@]}" --teacher-steps 10 --ckpt-every 2 \
   > nan.log 2> nan.err
 rc=$?
 if [ $rc -ne 0 ] && grep -qF "teacher stopped at step 7/10: fbi: non-finite loss at step 7" nan.err &&
@@ -155,7 +155,7 @@ else fail "NaN: the kept checkpoint does not load as step 6" "$(cat s.err)"; fi
 # A NaN in the student: the finished teacher (reused from good/) stays byte-identical, the student keeps step 2.
 cp -r good nan_student
 teacher_before=$(sha nan_student/teacher_s4.ckpt nan_student/teacher_s4.ckpt.meta)
-"$TRAIN" --data corpus.txt --out nan_student "${TINY[@]}" --ckpt-every 2 --inject-nan-at student:3 > ns.log 2> ns.err
+FBI_INJECT_NAN=student:3 "$TRAIN" --data corpus.txt --out nan_student "${TINY[@]}" --ckpt-every 2 > ns.log 2> ns.err
 rc=$?
 if [ $rc -ne 0 ] && grep -qF "student stopped at step 3/4" ns.err &&
    grep -qF "last good checkpoint: nan_student/student_ad_random.ckpt (after step 2" ns.err &&
@@ -167,7 +167,7 @@ else fail "NaN at student step 3" "$(cat ns.err s.err 2>/dev/null)"; fi
 # A NaN before the first periodic checkpoint: the previous run's checkpoint and .meta are not touched.
 cp -r good nan_early
 before=$(snapshot nan_early | grep -v '\.csv$')
-"$TRAIN" --data corpus.txt --out nan_early "${TINY[@]}" --seed 7 --inject-nan-at teacher:1 > ne.log 2> ne.err
+FBI_INJECT_NAN=teacher:1 "$TRAIN" --data corpus.txt --out nan_early "${TINY[@]}" --seed 7 > ne.log 2> ne.err
 rc=$?
 if [ $rc -ne 0 ] && grep -qF "no checkpoint of this run was written: the first was due after step 2" ne.err &&
    [ "$before" = "$(snapshot nan_early | grep -v '\.csv$')" ]; then
@@ -184,8 +184,12 @@ else fail "--lr 1e30 did not stop with a non-finite error (exit $rc)" "$(cat dv.
 # ---- bad arguments ----
 run "a number argument that is not a number" "--context expects a number, got 'abc'" \
     "$TRAIN" --data corpus.txt --out good --context abc
-run "a malformed test hook" "--inject-nan-at expects teacher:STEP or student:STEP" \
-    "$TRAIN" --data corpus.txt --out good "${TINY[@]}" --inject-nan-at 5
+run "a malformed test hook" "FBI_INJECT_NAN expects teacher:STEP or student:STEP" \
+    env FBI_INJECT_NAN=5 "$TRAIN" --data corpus.txt --out good "${TINY[@]}"
+run "a removed or misspelt flag" "unknown flag --tag" \
+    "$TRAIN" --data corpus.txt --out good "${TINY[@]}" --tag x
+run "a misspelt sample flag" "unknown flag --temp" \
+    "$SAMPLE" --ckpt good/student_ad_random.ckpt --temp 0.5
 
 echo "# $passed ok, $failed failed"
 [ $failed -eq 0 ]

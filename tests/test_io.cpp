@@ -4,6 +4,7 @@
 #include <fstream>
 
 using namespace fbi;
+using namespace fbi_test;
 
 int second_tu_param_count() {  // used by test_main.cpp: the header links from two translation units
     return int(build_model<float>(Config{}, 1).params.size());
@@ -11,11 +12,7 @@ int second_tu_param_count() {  // used by test_main.cpp: the header links from t
 
 namespace {
 std::string temp_path(const char* name) { return std::string("build/test_") + name; }
-Config small() {
-    Config c;
-    c.V = 11; c.C = 16; c.L = 2; c.NH = 2; c.F = 24; c.T = 8; c.quant = Quant::FBI;
-    return c;
-}
+Config small() { return small_config(Quant::FBI); }
 void write_bytes(const std::string& path, const std::vector<unsigned char>& b) {
     std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), b.size());
 }
@@ -97,12 +94,7 @@ TEST_CASE("C4 writes are atomic: a failed write leaves the old file intact and n
 
 // ---- malformed files: every prefix, every corrupted byte, and headers that claim absurd sizes ----------------
 namespace {
-// Small enough that every prefix and every byte can be tried; F = 70 gives packed rows with padding bits.
-Config tiny(Quant q) {
-    Config c;
-    c.V = 3; c.C = 4; c.L = 1; c.NH = 1; c.F = 70; c.T = 4; c.quant = q;
-    return c;
-}
+Config tiny(Quant q) { return file_config(q); }  // every prefix and every byte of its files can be tried
 std::vector<unsigned char> tiny_checkpoint_bytes(Quant q) {
     Model m = build_model<float>(tiny(q), 11);
     AdamW opt;
@@ -133,11 +125,7 @@ struct Header {
         return b;
     }
 };
-Config big(int V, int C, int L, int NH, int F, int T, Quant q = Quant::FP) {
-    Config c;
-    c.V = V; c.C = C; c.L = L; c.NH = NH; c.F = F; c.T = T; c.quant = q;
-    return c;
-}
+Config big(int V, int C, int L, int NH, int F, int T, Quant q = Quant::FP) { return make_config(q, V, C, L, NH, F, T); }
 }  // namespace
 
 TEST_CASE("C5 a checkpoint or packed file cut at ANY byte is a clear 'truncated' error (every quantizer)") {

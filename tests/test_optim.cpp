@@ -2,13 +2,10 @@
 #include "testing.hpp"
 
 using namespace fbi;
+using namespace fbi_test;
 
 namespace {
-Config one_block() {
-    Config c;
-    c.V = 3; c.C = 2; c.L = 1; c.NH = 1; c.F = 2; c.T = 2;
-    return c;
-}
+Config one_block() { return make_config(Quant::FP, 3, 2, 1, 1, 2, 2); }
 }  // namespace
 
 TEST_CASE("O1 AdamW: one and two steps against a hand computation; which parameters decay") {

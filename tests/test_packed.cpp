@@ -3,20 +3,18 @@
 #include "testing.hpp"
 
 #include <functional>
-#include <random>
 #include <string>
 
 
 using namespace fbi;
+using namespace fbi_test;
 
 namespace {
 
 // Random latent weights with some exact zeros (they must pack as −1, [F1]).
-std::vector<float> random_weights(int rows, int cols, std::mt19937& rng, double zero_fraction = 0.05) {
-    std::normal_distribution<float> normal(0.0f, 0.02f);
-    std::uniform_real_distribution<double> uniform(0.0, 1.0);
+std::vector<float> random_weights(int rows, int cols, Rng& rng, double zero_fraction = 0.05) {
     std::vector<float> W((size_t)rows * cols);
-    for (auto& w : W) w = uniform(rng) < zero_fraction ? 0.0f : normal(rng);
+    for (auto& w : W) w = rng.uniform() < zero_fraction ? 0.0f : float(0.02 * rng.normal());
     return W;
 }
 
@@ -69,12 +67,6 @@ void check_all_kernels(const std::vector<float>& W, int rows, int cols, const st
     }
 }
 
-std::vector<int8_t> random_q(int n, std::mt19937& rng) {
-    std::uniform_int_distribution<int> d(-128, 127);
-    std::vector<int8_t> q(n);
-    for (auto& v : q) v = (int8_t)d(rng);
-    return q;
-}
 
 }  // namespace
 
@@ -115,7 +107,7 @@ TEST_CASE("S7 worked example: 1x5 row through the popcount identity") {
 }
 
 TEST_CASE("S7 pack_signs: bit layout, sign(0) = -1, padding bits are zero") {
-    std::mt19937 rng(1);
+    Rng rng(1);
     for (int cols : {1, 63, 64, 65, 127, 128, 130, 1000}) {
         const int rows = 3;
         std::vector<float> W = random_weights(rows, cols, rng, 0.2);
@@ -169,10 +161,9 @@ TEST_CASE("S5 quantize_int8_absmax: max |u| maps to +-127, zero row stays zero")
     for (int8_t x : qz) CHECK(x == 0);
 
     // Round trip error is at most half a step: |q/s − u| ≤ 0.5/s.
-    std::mt19937 rng(7);
-    std::normal_distribution<float> normal(0.0f, 1.0f);
+    Rng rng(7);
     std::vector<float> w(1000);
-    for (auto& x : w) x = normal(rng);
+    for (auto& x : w) x = float(rng.normal());
     std::vector<int8_t> qw(1000);
     const float sw = quantize_int8_absmax(w.data(), 1000, qw.data());
     float worst = 0.0f;
@@ -181,9 +172,9 @@ TEST_CASE("S5 quantize_int8_absmax: max |u| maps to +-127, zero row stays zero")
 }
 
 TEST_CASE("S7 make_act_planes: o = q + 128 bit planes, padding bits are zero; make_act_planes_fast gives the same") {
-    std::mt19937 rng(2);
+    Rng rng(2);
     for (int n : {1, 31, 32, 33, 63, 64, 65, 130, 1000}) {
-        const std::vector<int8_t> q = random_q(n, rng);
+        const std::vector<int8_t> q = random_int8(n, rng);
         const ActPlanes A = make_act_planes(q.data(), n);
         const ActPlanes F = make_act_planes_fast(q.data(), n);  // AVX2 where the flags allow: the same planes
         CHECK(F.planes == A.planes);
@@ -204,7 +195,7 @@ TEST_CASE("S7 make_act_planes: o = q + 128 bit planes, padding bits are zero; ma
 }
 
 TEST_CASE("S7 table-lookup layout: tiles are byte-transposed rows, tables are nibble sums") {
-    std::mt19937 rng(3);
+    Rng rng(3);
     const int rows = 33, cols = 70;
     const std::vector<float> W = random_weights(rows, cols, rng);
     const PackedSigns P = pack_signs(W.data(), rows, cols);
@@ -227,7 +218,7 @@ TEST_CASE("S7 table-lookup layout: tiles are byte-transposed rows, tables are ni
         CHECK(T.n_plus[i] == plus);
     }
 
-    const std::vector<int8_t> q = random_q(cols, rng);
+    const std::vector<int8_t> q = random_int8(cols, rng);
     const ActTables A = make_act_tables(q.data(), cols);
     CHECK(A.groups == 20);
     for (int g = 0; g < A.groups; g++)
@@ -244,20 +235,20 @@ TEST_CASE("S7 table-lookup layout: tiles are byte-transposed rows, tables are ni
 }
 
 TEST_CASE("S7 every kernel equals gemv_reference exactly: awkward shapes, random activations") {
-    std::mt19937 rng(4);
+    Rng rng(4);
     for (int cols : {1, 5, 63, 64, 65, 127, 128, 130, 255, 256, 257, 1000, 4096})
         for (int rows : {1, 3, 7, 32, 33, 65}) {
             const std::vector<float> W = random_weights(rows, cols, rng);
-            check_all_kernels(W, rows, cols, random_q(cols, rng));
+            check_all_kernels(W, rows, cols, random_int8(cols, rng));
         }
     // Large enough to take the OpenMP path (rows·cols ≥ kParallelMinWeights) when built with -fopenmp.
     const int rows = 301, cols = 4096;
     REQUIRE((long)rows * cols >= kParallelMinWeights);
-    check_all_kernels(random_weights(rows, cols, rng), rows, cols, random_q(cols, rng));
+    check_all_kernels(random_weights(rows, cols, rng), rows, cols, random_int8(cols, rng));
 }
 
 TEST_CASE("S7 every kernel equals gemv_reference exactly: extreme activations and weights") {
-    std::mt19937 rng(5);
+    Rng rng(5);
     const char* patterns[] = {"all 0", "all +127", "all -128", "alternating +127 / -128"};
     // 11008 columns = 43 chunks of 256: exercises the AVX2 popcount kernel's byte-counter flush (every 31).
     for (int cols : {1, 63, 64, 65, 130, 1000, 4096, 11008})
@@ -279,11 +270,10 @@ TEST_CASE("S7 every kernel equals gemv_reference exactly: extreme activations an
 }
 
 TEST_CASE("S7 quantize then multiply: the whole per-token path on float activations") {
-    std::mt19937 rng(6);
+    Rng rng(6);
     const int rows = 65, cols = 300;
-    std::normal_distribution<float> normal(0.0f, 1.0f);
     std::vector<float> u(cols);
-    for (auto& x : u) x = normal(rng);
+    for (auto& x : u) x = float(rng.normal());
     std::vector<int8_t> q(cols);
     const float s = quantize_int8_absmax(u.data(), cols, q.data());
     const std::vector<float> W = random_weights(rows, cols, rng);

@@ -8,16 +8,9 @@ using namespace fbi;
 using namespace fbi_test;
 
 namespace {
-Config packed_config() {
-    Config c;
-    c.V = 13; c.C = 64; c.L = 2; c.NH = 2; c.F = 130; c.T = 12; c.quant = Quant::FBI;  // F = 130: padded rows
-    return c;
-}
-// A student whose latent weights were moved away from init, with a few exact zeros (sign(0) = −1).
+// An FBI student as after training (testing.hpp's trained_like), with a few exact zeros (sign(0) = −1).
 Model trained_like_student(uint64_t seed) {
-    Model m = build_model<float>(packed_config(), seed);
-    Rng rng(seed + 1);
-    for (float& p : m.params) p += float(0.01 * rng.normal());
+    Model m = trained_like(Quant::FBI, seed);
     for (const BlockRef& blk : m.blocks) m.p(blk.lin[WQ].W)[3] = 0.0f;
     return m;
 }
@@ -82,7 +75,7 @@ TEST_CASE("P3 packed file: round trip is exact; truncated, foreign and corrupted
 }
 
 TEST_CASE("P4 bits per binarized weight: 1 + 64/m for fp32 α, β per column") {
-    Config c = packed_config();
+    Config c = packed_config(Quant::FBI);
     c.F = 128;  // no padding: every linear has m = 64 or 128 rows
     PackedModel pm = pack_model(build_model<float>(c, 4), "");
     // q,k,v,o: m = 64 (C), gate, up: m = 128 (F), down: m = 64; weights 4·64² + 2·128·64 + 64·128
@@ -140,7 +133,7 @@ TEST_CASE("P6 codebook_quantize: at most 2^bits levels, a Lloyd fixed point, exa
 }
 
 TEST_CASE("P7 codebook scales: the file holds what the decoder uses, round trip is exact, bits per weight") {
-    Config c = packed_config();
+    Config c = packed_config(Quant::FBI);
     c.F = 128;  // m = 64 or 128 rows, n = 64 or 128 columns, no row padding
     Model mc = build_model<float>(c, 7);
     for (int bits : {1, 4, 8}) {
@@ -188,7 +181,7 @@ TEST_CASE("P7 codebook scales: the file holds what the decoder uses, round trip 
 }
 
 TEST_CASE("P8 codebook scales in the file: bad scale_bits, non-canonical codebooks, set padding bits are errors") {
-    Config c = packed_config();
+    Config c = packed_config(Quant::FBI);
     c.L = 1;
     c.F = 70;  // the down projection's 70 scales → 70·3 bits = 26.25 bytes: 6 padding bits
     Model mc = build_model<float>(c, 8);

@@ -10,11 +10,6 @@ using namespace fbi_test;
 
 namespace {
 
-std::vector<int8_t> random_int8(int n, Rng& rng) {
-    std::vector<int8_t> q(n);
-    for (int8_t& x : q) x = int8_t(int(rng.below(256)) - 128);  // the full range, −128 included
-    return q;
-}
 // A float matrix of ±1 with about `density` of +1 entries (pack_signs' input for a mask).
 std::vector<float> random_mask(int rows, int cols, double density, Rng& rng) {
     std::vector<float> w(size_t(rows) * cols);
@@ -28,18 +23,6 @@ TokenActs token_acts(const std::vector<int8_t>& q, Kernel k) {
     return a;
 }
 
-Config packed_config(Quant q) {
-    Config c;
-    c.V = 13; c.C = 64; c.L = 2; c.NH = 2; c.F = 130; c.T = 12; c.quant = q;  // F = 130: padded rows
-    return c;
-}
-// A model whose latent weights (and scales) were moved away from init.
-Model trained_like(Quant q, uint64_t seed) {
-    Model m = build_model<float>(packed_config(q), seed);
-    Rng rng(seed + 1);
-    for (float& p : m.params) p += float(0.01 * rng.normal());
-    return m;
-}
 const std::vector<int> kTokens = {1, 5, 12, 0, 7, 7, 3, 9, 11, 2, 4, 6};
 
 }  // namespace
@@ -167,7 +150,7 @@ TEST_CASE("S8 DB packed decoder ≈ float model: the int8 activation is the only
     CHECK(worst > 0.0);
 }
 
-TEST_CASE("S8 packed file for b1.58 and DB: round trip, version-1 and version-2 files still read, bits per weight") {
+TEST_CASE("S8 packed file for b1.58 and DB: round trip, bits per weight; one format version, others refused") {
     for (Quant q : {Quant::B158, Quant::DB}) {
         Model m = trained_like(q, 11);
         PackedModel pm = pack_model(m, "xyz");
@@ -186,24 +169,15 @@ TEST_CASE("S8 packed file for b1.58 and DB: round trip, version-1 and version-2 
         }
         CHECK(packed_bits_per_weight(pm) == doctest::Approx(bits / weights).epsilon(1e-12));
     }
-    // version 1 (FBI, no quant field) and version 2 (no scale_bits field: fp32 scales) are still read
-    PackedModel fbi = pack_model(trained_like(Quant::FBI, 12), "v");
-    auto v3 = packed_model_bytes(fbi);
-    auto older = [&](uint32_t version, size_t drop_from) {  // v3 without the fields from byte drop_from to 20
-        std::vector<unsigned char> b(v3.begin(), v3.begin() + 8);
-        b.insert(b.end(), (unsigned char*)&version, (unsigned char*)&version + 4);
-        b.insert(b.end(), v3.begin() + 12, v3.begin() + long(drop_from));
-        b.insert(b.end(), v3.begin() + 20, v3.end() - 8);  // and the old checksum
-        uint64_t sum = fnv1a(b.data(), b.size());
-        b.insert(b.end(), (unsigned char*)&sum, (unsigned char*)&sum + 8);
-        return b;
-    };
-    for (auto [version, drop_from] : {std::pair<uint32_t, size_t>{1, 12}, {2, 16}}) {
+    // the format has one version: any other, including the pre-release layouts 2 and 3, is refused by name
+    auto bytes = packed_model_bytes(pack_model(trained_like(Quant::FBI, 12), "v"));
+    for (uint32_t version : {0u, 2u, 3u, 4u}) {
         CAPTURE(version);
-        PackedModel old = parse_packed_model(older(version, drop_from), "old");
-        CHECK(old.cfg.quant == Quant::FBI);
-        CHECK(old.scale_bits == 32);
-        CHECK(packed_model_bytes(old) == v3);
+        auto other = bytes;
+        std::memcpy(&other[8], &version, 4);
+        const std::string want = "format version " + std::to_string(version) + ", this build reads version 1" +
+                                 (version == 2 || version == 3 ? " (a pre-release layout: pack the checkpoint again)" : "");
+        CHECK_THROWS_WITH(parse_packed_model(reseal(other), "v"), doctest::Contains(want));
     }
 }
 

@@ -2,19 +2,10 @@
 #include "testing.hpp"
 
 using namespace fbi;
+using namespace fbi_test;
 
 namespace {
-Config small_config(Quant q) {
-    Config c;
-    c.V = 11; c.C = 16; c.L = 2; c.NH = 2; c.F = 24; c.T = 8; c.quant = q;
-    return c;
-}
-std::vector<int> token_stream(size_t n, int V) {
-    std::vector<int> d(n);
-    Rng rng(3);
-    for (int& t : d) t = int(rng.below(uint64_t(V)));
-    return d;
-}
+std::vector<int> token_stream(size_t n, int V) { return random_tokens(n, V, 3); }
 TrainOptions small_options() {
     TrainOptions o;
     o.B = 3; o.T = 8; o.schedule.warmup = 2; o.schedule.total = 10; o.schedule.peak = 1e-2; o.schedule.floor = 1e-3;

@@ -59,12 +59,33 @@ inline double dot(const std::vector<double>& a, const std::vector<double>& b) {
     return s;
 }
 
-// ---- small models (test_model, test_quant) ----------------------------------------------------------------------
-// The tiny shape every whole-model gradient check uses: small enough for finite differences over every tensor.
-inline fbi::Config tiny_config(fbi::Quant q) {
+// ---- configs: one maker, and the named shapes the test files share --------------------------------------------
+inline fbi::Config make_config(fbi::Quant q, int V, int C, int L, int NH, int F, int T) {
     fbi::Config c;
-    c.V = 7; c.C = 8; c.L = 2; c.NH = 2; c.F = 12; c.T = 6; c.quant = q;
+    c.V = V; c.C = C; c.L = L; c.NH = NH; c.F = F; c.T = T; c.quant = q;
     return c;
+}
+// tiny: every whole-model gradient check (test_model, test_quant): finite differences over every tensor
+inline fbi::Config tiny_config(fbi::Quant q) { return make_config(q, 7, 8, 2, 2, 12, 6); }
+// small: training and checkpoint round trips (test_train, test_io)
+inline fbi::Config small_config(fbi::Quant q) { return make_config(q, 11, 16, 2, 2, 24, 8); }
+// packed: the packed decoder (test_packed_model, test_packed_quant); F = 130 gives padded rows
+inline fbi::Config packed_config(fbi::Quant q) { return make_config(q, 13, 64, 2, 2, 130, 12); }
+// file: small enough that every prefix and every byte of a file can be tried (test_io); F = 70 pads rows
+inline fbi::Config file_config(fbi::Quant q) { return make_config(q, 3, 4, 1, 1, 70, 4); }
+
+// A model whose latent weights (and scales) were moved away from their init, as training would move them.
+inline fbi::Model trained_like(fbi::Quant q, uint64_t seed) {
+    fbi::Model m = fbi::build_model<float>(packed_config(q), seed);
+    fbi::Rng rng(seed + 1);
+    for (float& p : m.params) p += float(0.01 * rng.normal());
+    return m;
+}
+// int8 activations over the full range, −128 included.
+inline std::vector<int8_t> random_int8(int n, fbi::Rng& rng) {
+    std::vector<int8_t> q(n);
+    for (int8_t& x : q) x = int8_t(int(rng.below(256)) - 128);
+    return q;
 }
 // Scale every parameter up so that gradients are O(0.01–1) instead of O(1e-4) at the 0.02 init: the
 // finite-difference check is then relative, not lost in the absolute floor. noise = 0 only scales.

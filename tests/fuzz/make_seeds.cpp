@@ -43,17 +43,6 @@ int main(int argc, char** argv) try {
     packed("db.fbipack", tiny(Quant::DB, 4, 4, 1, 2, 10, 3), "wxyz");
     packed("fbi_cb2.fbipack", tiny(Quant::FBI, 3, 4, 1, 1, 10, 4), "xyz", 2);  // α, β as 4-level codebooks
     packed("db_cb1.fbipack", tiny(Quant::DB, 4, 4, 1, 2, 10, 3), "wxyz", 1);
-    {  // the version-1 layout (FBI only, no quantizer field), which the loader still reads
-        auto b = packed_model_bytes(pack_model(build_model<float>(tiny(Quant::FBI, 3, 4, 1, 1, 8, 4), 3), "v1!"));
-        b.erase(b.begin() + 12, b.begin() + 20);  // the u32 quantizer id and scale_bits after magic and version
-        uint32_t one = 1;
-        std::memcpy(b.data() + 8, &one, 4);
-        uint64_t sum = fnv1a(b.data(), b.size() - 8);
-        std::memcpy(b.data() + b.size() - 8, &sum, 8);
-        write_file_atomic(dir + "/v1.fbipack", b);
-        load_packed_model(dir + "/v1.fbipack");  // a seed that does not load would be no seed
-        written++;
-    }
     std::printf("make_seeds: wrote %d seed files to %s\n", written, dir.c_str());
     return 0;
 } catch (const std::exception& e) {

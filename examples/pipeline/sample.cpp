@@ -1,12 +1,13 @@
 // sample: generate text from a checkpoint with the KV-cache decoder.
 //   build/sample --ckpt runs/tiny/student_ad_random.ckpt --prompt "ROMEO:" --n 300 --temperature 0.8 --seed 1
-#include "common.hpp"
+#include "../common.hpp"
 
 using namespace fbi;
 using namespace example;
 
 int main(int argc, char** argv) try {
     Args args(argc, argv, "usage: sample --ckpt PATH [--prompt TEXT] [--n 300] [--temperature 0.8] [--seed 1]");
+    args.only({"ckpt", "prompt", "n", "temperature", "seed"});
     std::string path = args.str("ckpt", "");
     if (path.empty()) throw std::invalid_argument("--ckpt PATH is required");
     Checkpoint ck = load_checkpoint(path);

@@ -7,8 +7,8 @@
 //     the reference kernel, bit for bit);
 //   * decode tokens/s of each trained model at its own (tiny) shape: KV cache, greedy, 256 tokens, median of 3.
 // It prints one table and writes DIR/compare.csv and DIR/compare.md.
-#include "bench_util.hpp"
-#include "common.hpp"
+#include "../bench_util.hpp"
+#include "../common.hpp"
 
 using namespace fbi;
 using namespace example;

@@ -43,8 +43,8 @@
 #include <string>
 #include <vector>
 
-#include "bench_util.hpp"
-#include "common.hpp"
+#include "../bench_util.hpp"
+#include "../common.hpp"
 
 using namespace fbi;
 using example::cpu_model;

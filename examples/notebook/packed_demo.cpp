@@ -16,8 +16,8 @@
 #include <utility>
 #include <vector>
 
-#include "../fbi_llm.hpp"
-#include "json_out.hpp"
+#include "../../fbi_llm.hpp"
+#include "../json_out.hpp"
 
 using namespace fbi;
 

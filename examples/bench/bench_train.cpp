@@ -1,8 +1,8 @@
 // bench_train: throughput of one training step at the tiny config (4 layers, 4 heads, width 128, context 64,
 // batch 12), for the FP teacher (CE) and the FBI student (AD, with the teacher's forward), at 1 and 2 threads.
 // Reports the median over repeated steps after warm-up, tokens/s and the achieved GFLOP/s.
-#include "bench_util.hpp"
-#include "common.hpp"
+#include "../bench_util.hpp"
+#include "../common.hpp"
 
 using namespace fbi;
 using example::median;

@@ -1,0 +1,405 @@
+// train_tiny: the whole FBI-LLM recipe on TinyShakespeare, small enough for a laptop. Read it top to bottom:
+//   0. settings: every flag with its default, checked before anything is written
+//   1. the full-precision teacher: trained, or reused from OUT when its config, data and recipe match
+//   2. the 1-bit FBI student FROM RANDOM INIT, trained by autoregressive distillation ([D1]) from the frozen teacher
+//   3. evaluation of both on the validation split, the student packed to 1 bit ([P1], [S7]) and evaluated again,
+//      samples from both, a table, and a JSON summary (checkpoints and a CSV log per run are written on the way)
+// Ablations (the FBI-LLM paper's two questions):  --student-loss ce (no teacher)  --student-init teacher
+// Other students (b1.58 [Q1]–[Q3], DB [Q4]–[Q6], DAD [D3]):  --student-quant b1.58|db|fp32  --student-loss dad
+// (make compare runs them all).
+#include "../common.hpp"
+#include "../json_out.hpp"
+
+using namespace fbi;
+using namespace example;
+
+// ---- 0. settings ------------------------------------------------------------------------------------------------
+static const char* kUsage =
+    "usage: train_tiny --data PATH [--out DIR] [options]\n"
+    "  --teacher-steps 2000  --student-steps 2000  --batch 12  --context 64  --seed 1337\n"
+    "  --width 128 --layers 4 --heads 4         the shape of the student and of the teacher\n"
+    "  --lr 1e-3 --lr-min 1e-4 --warmup 100      schedule ([O3]) of both runs; --lr-min is the teacher's floor\n"
+    "  --student-lr 1e-3 --student-lr-min 0      the student's peak and floor: its cosine decays to zero (1-bit signs\n"
+    "                                            keep flipping at 1e-4; README, \"The student's learning-rate floor\")\n"
+    "  --student-loss ad|ce|mix|dad              AD = distillation (FBI-LLM), ce = no teacher, mix = 0.5/0.5,\n"
+    "                                            dad = DB-LLM's weighted distillation (--dad-weight entropy|disagreement|uniform)\n"
+    "  --student-quant fbi|b1.58|db|fp32         the student's block linears ([F2], [Q1], [Q5]; fp32 = none)\n"
+    "  --student-init random|teacher             from scratch (FBI-LLM) or from the teacher's weights\n"
+    "  --wd 0.1 --decay matrices|all             AdamW weight decay ([O1]): on 2-D weights only, or on everything\n"
+    "  --scale-bits 32                           packed file: α, β as fp32 (32, exact) or 2^N-level codebooks (1..8)\n"
+    "  --eval-every 500 --samples 300            progress evaluation interval, sample length\n"
+    "  --eval-windows 0                          final evaluation on this many evenly spaced windows (0 = all)\n"
+    "  --ckpt-every N                            save each run's checkpoint (with optimizer state) every N steps,\n"
+    "                                            atomically; default: --eval-every. 0 = only at the end\n"
+    "Removed (the header's TrainOptions and AdamW still hold them): --teacher-width, --teacher-layers, --teacher-lr,\n"
+    "--teacher-lr-min, --student-wd, --student-decay, --beta2, --tag. Test hook (not a flag): FBI_INJECT_NAN=RUN:STEP\n"
+    "makes RUN (teacher or student) hit a NaN loss at STEP, to check that training stops and keeps its checkpoint.";
+
+struct Settings {
+    std::string data, out = "runs/tiny";
+    int context = 64, batch = 12, width = 128, layers = 4, heads = 4;
+    int teacher_steps = 2000, student_steps = 2000, warmup = 100;
+    double lr = 1e-3, lr_min = 1e-4, student_lr = 1e-3, student_lr_min = 0.0, wd = 0.1;
+    uint64_t seed = 1337;
+    Quant student_quant = Quant::FBI;
+    std::string student_loss = "ad", student_init = "random", dad_weight = "entropy", decay = "matrices";
+    int scale_bits = 32, eval_every = 500, ckpt_every = 500, eval_windows = 0, samples = 300;
+    std::string inject_nan;  // FBI_INJECT_NAN (test hook): "teacher:7" or "student:3"
+};
+
+static Settings parse_settings(int argc, char** argv) {
+    Args a(argc, argv, kUsage);
+    a.only({"data", "out", "context", "batch", "width", "layers", "heads", "teacher-steps", "student-steps", "warmup",
+            "lr", "lr-min", "student-lr", "student-lr-min", "wd", "seed", "student-quant", "student-loss",
+            "student-init", "dad-weight", "decay", "scale-bits", "eval-every", "ckpt-every", "eval-windows", "samples"});
+    Settings s;
+    s.data = a.str("data", ""), s.out = a.str("out", s.out);
+    if (s.data.empty()) throw std::invalid_argument("--data PATH is required (make train-tiny passes it)");
+    s.context = a.integer("context", s.context), s.batch = a.integer("batch", s.batch);
+    if (s.context < 1 || s.batch < 1) throw std::invalid_argument("--context and --batch must be at least 1");
+    s.width = a.integer("width", s.width), s.layers = a.integer("layers", s.layers), s.heads = a.integer("heads", s.heads);
+    s.teacher_steps = a.integer("teacher-steps", s.teacher_steps), s.student_steps = a.integer("student-steps", s.student_steps);
+    s.warmup = a.integer("warmup", s.warmup);
+    s.lr = a.num("lr", s.lr), s.lr_min = a.num("lr-min", s.lr_min), s.student_lr = a.num("student-lr", s.lr);
+    s.student_lr_min = a.num("student-lr-min", s.student_lr_min), s.wd = a.num("wd", s.wd);
+    s.seed = uint64_t(a.num("seed", double(s.seed)));
+    s.student_quant = quant_from_name(a.str("student-quant", "fbi"));
+    s.student_loss = a.str("student-loss", s.student_loss), s.student_init = a.str("student-init", s.student_init);
+    s.dad_weight = a.str("dad-weight", s.dad_weight), s.decay = a.str("decay", s.decay);
+    (void)loss_from_name(s.student_loss);  // both throw on an unknown name
+    (void)dad_weight_from_name(s.dad_weight);
+    if (s.student_init != "random" && s.student_init != "teacher")
+        throw std::invalid_argument("--student-init must be random or teacher");
+    if (s.decay != "matrices" && s.decay != "all") throw std::invalid_argument("--decay must be matrices or all");
+    s.scale_bits = a.integer("scale-bits", s.scale_bits);  // checked now, not after two training runs
+    if (!valid_scale_bits(s.scale_bits))
+        throw std::invalid_argument("--scale-bits must be 32 (fp32 scales) or 1..8 (codebook), not " +
+                                    std::to_string(s.scale_bits));
+    s.eval_every = a.integer("eval-every", s.eval_every), s.ckpt_every = a.integer("ckpt-every", s.eval_every);
+    if (s.ckpt_every < 0) throw std::invalid_argument("--ckpt-every must be 0 (only at the end) or more");
+    s.eval_windows = a.integer("eval-windows", s.eval_windows), s.samples = a.integer("samples", s.samples);
+    if (const char* hook = std::getenv("FBI_INJECT_NAN")) s.inject_nan = hook;
+    return s;
+}
+
+// One training run: its name, optimizer settings, length and checkpoint interval.
+struct RunSpec {
+    std::string name;  // "teacher" or "student"
+    TrainOptions opt;
+    AdamW adam;
+    int steps = 2000;
+    int eval_every = 500;
+    int ckpt_every = 500;  // 0: the checkpoint is written only at the end (by main)
+    long nan_at = 0;       // test hook (FBI_INJECT_NAN): poison a parameter before this 1-based step
+};
+
+static RunSpec run_spec(const Settings& s, bool teacher) {
+    RunSpec r;
+    r.name = teacher ? "teacher" : "student";
+    r.steps = teacher ? s.teacher_steps : s.student_steps;
+    r.opt.B = s.batch, r.opt.T = s.context, r.opt.seed = s.seed;
+    r.opt.loss = teacher ? Loss::CE : loss_from_name(s.student_loss);
+    r.opt.dad = dad_weight_from_name(s.dad_weight);
+    r.opt.schedule.peak = teacher ? s.lr : s.student_lr;
+    // The student's cosine goes to zero (not to --lr-min): at a floor of 1e-4 its signs still flip at ~8e-4 of the
+    // weights per step at the end, and annealing them away gave −0.009 … −0.017 nats at 4 of 4 seeds (README).
+    r.opt.schedule.floor = teacher ? s.lr_min : s.student_lr_min;
+    r.opt.schedule.warmup = s.warmup, r.opt.schedule.total = r.steps;
+    r.adam.weight_decay = s.wd;
+    r.adam.decay_on = s.decay == "all" ? DecayOn::All : DecayOn::Matrices;
+    r.eval_every = s.eval_every, r.ckpt_every = s.ckpt_every;
+    if (!s.inject_nan.empty()) {
+        size_t colon = s.inject_nan.find(':');
+        std::string run = s.inject_nan.substr(0, colon);
+        long at = colon == std::string::npos ? 0 : std::atol(s.inject_nan.c_str() + colon + 1);
+        if ((run != "teacher" && run != "student") || at < 1)
+            throw std::invalid_argument("FBI_INJECT_NAN expects teacher:STEP or student:STEP, got '" + s.inject_nan + "'");
+        if (run == r.name) r.nan_at = at;
+    }
+    return r;
+}
+
+// The character-level corpus, split 90/10 (checked before anything is created on disk).
+struct Data {
+    std::string text;
+    CharTokenizer tok;
+    std::vector<int> train, val;
+};
+static Data load_data(const Settings& s) {
+    Data d;
+    d.text = load_corpus(s.data, 2 * (s.context + 1) * 10, s.context);
+    d.tok = CharTokenizer::from_text(d.text);
+    split_90_10(d.tok.encode(d.text), d.train, d.val);
+    std::printf("data: %zu characters, vocabulary %d, train %zu / val %zu tokens\n", d.text.size(), d.tok.size(),
+                d.train.size(), d.val.size());
+    return d;
+}
+
+static Config model_config(const Settings& s, int V, Quant q) {
+    Config c;
+    c.V = V, c.C = s.width, c.L = s.layers, c.NH = s.heads, c.F = swiglu_width(s.width), c.T = s.context, c.quant = q;
+    check_config(c);
+    return c;
+}
+
+// ---- the training loop both runs share ------------------------------------------------------------------------
+// Train `model` for spec.steps, printing progress lines and writing one CSV row per step. Every
+// spec.ckpt_every steps the checkpoint at ckpt_path is replaced atomically (parameters and optimizer state).
+// `stale_on_save` (teacher.ckpt.meta) describes the checkpoint there before; it is removed just before that
+// checkpoint is first replaced. NaN/inf in the loss or gradients (fbi::NonFiniteError, thrown before the
+// update) stops the run with a message that names the step and the last good checkpoint, left as it was.
+static std::string kept_checkpoint(const RunSpec& spec, long saved, const std::string& ckpt_path) {
+    if (saved > 0)
+        return "last good checkpoint: " + ckpt_path + " (after step " + std::to_string(saved) +
+               "; parameters and optimizer state), left as it was";
+    if (spec.ckpt_every > 0)
+        return "no checkpoint of this run was written: the first was due after step " + std::to_string(spec.ckpt_every) +
+               " (--ckpt-every); " + ckpt_path + " was not touched";
+    return "no checkpoint was written (--ckpt-every 0: only at the end); " + ckpt_path + " was not touched";
+}
+static void train(Model& model, Model* teacher, const Data& d, const RunSpec& spec, const std::string& csv_path,
+                  const std::string& ckpt_path, const std::string& stale_on_save = "") {
+    CsvLog log(csv_path);
+    AdamW adam = spec.adam;
+    FlipCounter flips;
+    std::vector<const float*> ptrs;
+    std::vector<size_t> sizes;
+    latent_weights(model, ptrs, sizes);
+    flips.update(ptrs, sizes);  // record the initial signs
+    double t0 = now_seconds(), t_last = t0;
+    long tokens_per_step = long(spec.opt.B) * spec.opt.T * spec.opt.micro_batches;
+    long saved = 0;  // the step of the last checkpoint this run wrote (0: none yet)
+    for (long step = 0; step < spec.steps; step++) {
+        if (step + 1 == spec.nan_at) model.p(model.lm_head)[0] = std::numeric_limits<float>::quiet_NaN();
+        StepStats st;
+        try {
+            st = train_step(model, teacher, adam, flips, d.train, spec.opt, step);
+        } catch (const NonFiniteError& e) {
+            throw std::runtime_error(spec.name + " stopped at step " + std::to_string(step + 1) + "/" +
+                                     std::to_string(spec.steps) + ": " + e.what() + "\n       " +
+                                     kept_checkpoint(spec, saved, ckpt_path));
+        }
+        double now = now_seconds();
+        double tok_s = tokens_per_step / std::max(1e-9, now - t_last);
+        t_last = now;
+        double val = -1;
+        bool last = step + 1 == spec.steps;
+        if ((spec.eval_every > 0 && (step + 1) % spec.eval_every == 0) || last)
+            val = evaluate(model, d.val, spec.opt.B, spec.opt.T, 200);
+        log.row(step + 1, st, tok_s, val);
+        if (spec.ckpt_every > 0 && (step + 1) % spec.ckpt_every == 0 && !last) {  // the last one: the caller saves it
+            if (saved == 0 && !stale_on_save.empty()) std::remove(stale_on_save.c_str());
+            save_checkpoint(ckpt_path, make_checkpoint(model, d.tok.chars, step + 1, &adam));
+            saved = step + 1;
+        }
+        if ((step + 1) % 100 == 0 || step == 0 || last) {
+            double elapsed = now - t0, avg = tokens_per_step * (step + 1) / elapsed;
+            std::printf("%-7s step %5ld/%d | loss %.4f | lr %.2e | grad %.3f | flips %.5f | %6.0f tok/s | ETA %s",
+                        spec.name.c_str(), step + 1, spec.steps, st.loss, st.lr, st.grad_norm, st.flip_ratio, avg,
+                        fmt_duration(elapsed / (step + 1) * (spec.steps - step - 1)).c_str());
+            if (val >= 0) std::printf(" | val %.4f", val);
+            std::printf("\n");
+            std::fflush(stdout);
+        }
+    }
+}
+
+// ---- 1. the teacher ---------------------------------------------------------------------------------------------
+// It is reused when this fingerprint of its recipe and data matches the one saved next to it (teacher.ckpt.meta).
+static std::string fingerprint(const Config& c, const std::string& text, const RunSpec& s) {
+    char buf[512];
+    std::snprintf(buf, sizeof buf, "%s|data=%016llx|steps=%d|B=%d|lr=%g,%g,%d|seed=%llu|wd=%g|decay=%d|b2=%g|v3",
+                  describe(c).c_str(), (unsigned long long)fnv1a((const unsigned char*)text.data(), text.size()),
+                  s.steps, s.opt.B, s.opt.schedule.peak, s.opt.schedule.floor, s.opt.schedule.warmup,
+                  (unsigned long long)s.opt.seed, s.adam.weight_decay, int(s.adam.decay_on), s.adam.beta2);
+    return buf;
+}
+static std::string read_text(const std::string& path) {
+    std::vector<unsigned char> b;
+    try { b = read_file_bytes(path); } catch (const std::exception&) { return ""; }  // no meta file: not reusable
+    return std::string(b.begin(), b.end());
+}
+struct TeacherRun {
+    Model model;
+    std::string ckpt;
+    bool reused = false;
+    double seconds = 0;
+};
+static TeacherRun teacher_run(const Settings& s, const Data& d, const Config& cfg, const RunSpec& spec) {
+    TeacherRun t;
+    std::string name = spec.steps != 2000 ? "teacher_s" + std::to_string(spec.steps) : "teacher";
+    t.ckpt = s.out + "/" + name + ".ckpt";
+    std::string meta = t.ckpt + ".meta", fp = fingerprint(cfg, d.text, spec);
+    if (read_text(meta) == fp) {
+        try {
+            Checkpoint ck = load_checkpoint(t.ckpt);
+            if (ck.cfg == cfg && ck.vocab == d.tok.chars) { t.model = model_from_checkpoint(ck); t.reused = true; }
+        } catch (const std::exception& e) {
+            std::printf("teacher checkpoint not reused: %s\n", e.what());
+        }
+    }
+    if (t.reused) {
+        std::printf("teacher: reusing %s (same config, data and recipe)\n", t.ckpt.c_str());
+        return t;
+    }
+    std::printf("teacher: %s, %zu parameters, %d steps\n", describe(cfg).c_str(), build_model<float>(cfg, 0).params.size(),
+                spec.steps);
+    t.model = build_model<float>(cfg, spec.opt.seed);
+    double t0 = now_seconds();  // .meta goes when teacher.ckpt is first replaced; only a finished run rewrites it
+    train(t.model, nullptr, d, spec, s.out + "/" + name + ".csv", t.ckpt, meta);
+    std::remove(meta.c_str());  // (also with --ckpt-every 0) before the final checkpoint replaces the old one
+    t.seconds = now_seconds() - t0;
+    save_checkpoint(t.ckpt, make_checkpoint(t.model, d.tok.chars, spec.steps, nullptr));
+    write_file_atomic(meta, std::vector<unsigned char>(fp.begin(), fp.end()));
+    return t;
+}
+
+// ---- 2. the student: 1-bit block linears, from random init (or the teacher's weights) ---------------------------
+static std::string student_tag(const Settings& s) {
+    return (s.student_quant == Quant::FBI ? "" : std::string(quant_name(s.student_quant)) + "_") + s.student_loss +
+           "_" + s.student_init;
+}
+static Model student_run(const Settings& s, const Data& d, const Config& cfg, const RunSpec& spec, Model& teacher,
+                         double& seconds) {
+    Model student = build_model<float>(cfg, spec.opt.seed + 1);
+    if (s.student_init == "teacher") {
+        int n = copy_shared_params(student, teacher);
+        std::printf("student: initialised from the teacher (%d tensors copied; scales from [F4] / [Q4])\n", n);
+    }
+    std::printf("student: %s, loss %s%s, init %s, %zu parameters, %d steps\n", describe(cfg).c_str(),
+                loss_name(spec.opt.loss), spec.opt.loss == Loss::DAD ? (" (" + s.dad_weight + " weights)").c_str() : "",
+                s.student_init.c_str(), student.params.size(), spec.steps);
+    double t0 = now_seconds();
+    std::string base = s.out + "/student_" + student_tag(s);
+    train(student, spec.opt.loss == Loss::CE ? nullptr : &teacher, d, spec, base + ".csv", base + ".ckpt");
+    seconds = now_seconds() - t0;
+    save_checkpoint(base + ".ckpt", make_checkpoint(student, d.tok.chars, spec.steps, nullptr));
+    return student;
+}
+
+// ---- 3. evaluate on the whole validation split; pack the student to 1 bit and evaluate that too --------------
+struct Results {
+    double teacher_ce = 0, student_ce = 0, packed_ce = 0, decoder_ce = 0;  // nats per character
+    bool packs = false;                 // a full-precision student has no packed form
+    PackedModel packed;
+    std::string packed_path;
+    double packed_bits = 32, file_bytes = 0;
+    double tok_s[3] = {0, 0, 0};        // decode tokens/s: teacher, float student, packed student
+    std::string samples[3];
+};
+static Results evaluate_pack_sample(const Settings& s, const Data& d, Model& teacher, Model& student) {
+    Results r;
+    const int T = s.context, ew = s.eval_windows;  // ew = 0: every window of the validation split
+    r.teacher_ce = evaluate(teacher, d.val, s.batch, T, ew), r.student_ce = evaluate(student, d.val, s.batch, T, ew);
+    r.packs = student.cfg.quant != Quant::FP;
+    r.file_bytes = 4.0 * student.params.size();  // fp32 parameter bytes when there is no packed file
+    if (r.packs) {
+        r.packed_path = s.out + "/student_" + student_tag(s) + ".fbipack";
+        save_packed_model(r.packed_path, pack_model(student, d.tok.chars, s.scale_bits));
+        r.packed = load_packed_model(r.packed_path);  // evaluate what is on disk
+        r.file_bytes = double(read_file_bytes(r.packed_path).size());
+        r.packed_bits = packed_bits_per_weight(r.packed);
+    }
+    // the packed model decodes token by token (KV cache); so does the float student here, so that the
+    // difference between the two is only the int8 activation of [P1]
+    quantize_all(student);
+    r.decoder_ce = evaluate_decoder(decode_view(student), FloatLinear{&student}, student.rope_cos.data(),
+                                    student.rope_sin.data(), d.val, T, ew);
+    r.packed_ce = !r.packs ? r.decoder_ce
+                           : evaluate_decoder(decode_view(r.packed), PackedLinearFn{&r.packed, Kernel::Fast},
+                                              r.packed.rope_cos.data(), r.packed.rope_sin.data(), d.val, T, ew);
+    std::vector<int> prompt = d.tok.encode("\n");
+    for (int which = 0; which < 3; which++) {  // teacher, float student, packed student
+        double t1 = now_seconds();
+        std::vector<int> ids = which == 0 ? generate(teacher, prompt, s.samples, 0.8, 7)
+                             : which == 2 && r.packs ? generate(r.packed, prompt, s.samples, 0.8, 7)
+                                                     : generate(student, prompt, s.samples, 0.8, 7);
+        r.tok_s[which] = s.samples / std::max(1e-9, now_seconds() - t1);
+        r.samples[which] = d.tok.decode(ids);
+    }
+    return r;
+}
+
+static void print_table(const Settings& s, const Results& r, const Model& teacher, const Model& student) {
+    std::string q = s.student_quant == Quant::FBI ? "FBI" : quant_name(s.student_quant);
+    std::string val = s.eval_windows > 0 ? "validation (" + std::to_string(s.eval_windows) + " windows)"
+                                         : "validation split (all windows)";
+    auto row = [](const char* name, const char* fmt, double a, double b, double c) {
+        std::printf("%-30s ", name), std::printf(fmt, a, b, c), std::printf("\n");
+    };
+    std::printf("\n%-30s %12s %12s %12s\n", val.c_str(), "FP teacher", (q + " student").c_str(),
+                r.packs ? (q + " packed").c_str() : "(no packing)");
+    row("cross-entropy (nats/char)", "%12.4f %12.4f %12.4f", r.teacher_ce, r.student_ce, r.packed_ce);
+    row("perplexity", "%12.3f %12.3f %12.3f", std::exp(r.teacher_ce), std::exp(r.student_ce), std::exp(r.packed_ce));
+    row("bits per character", "%12.4f %12.4f %12.4f", r.teacher_ce / std::log(2.0), r.student_ce / std::log(2.0),
+        r.packed_ce / std::log(2.0));
+    row("parameter bytes", "%12.0f %12.0f %12.0f", 4.0 * teacher.params.size(), 4.0 * student.params.size(), r.file_bytes);
+    std::printf("%-30s %12s %12s %12.3f\n", "bits per quantized weight", "32", "32 (latent)", r.packed_bits);
+    if (r.packs && s.scale_bits < 32)
+        std::printf("%-30s %12s %12s %12s\n", "packed α, β", "", "fp32", (std::to_string(1 << s.scale_bits) + " levels").c_str());
+    row("decode tokens/s (KV cache)", "%12.0f %12.0f %12.0f", r.tok_s[0], r.tok_s[1], r.tok_s[2]);
+    std::printf("student - teacher CE: %+.4f   packed - float student CE (decoder path): %+.4f\n",
+                r.student_ce - r.teacher_ce, r.packed_ce - r.decoder_ce);
+}
+
+// ---- 4. the machine-readable summary (notebook 02 and make compare read it) --------------------------------
+static void write_summary(const Settings& s, const Results& r, const TeacherRun& t, const Model& student,
+                          const RunSpec& ts, const RunSpec& ss, double student_seconds) {
+    using Json = JsonObj<10>;
+    auto schedule = [](const RunSpec& run) {
+        return Json().put("peak", run.opt.schedule.peak).put("floor", run.opt.schedule.floor).put("warmup", run.opt.schedule.warmup);
+    };
+    std::string tag = student_tag(s);
+    Json j;
+    j.text("tag", tag).text("student_quant", quant_name(s.student_quant)).text("student_loss", s.student_loss);
+    j.text("student_init", s.student_init).text("teacher_config", describe(t.model.cfg)).text("student_config", describe(student.cfg));
+    j.put("teacher_steps", ts.steps).put("student_steps", ss.steps);
+    j.put("teacher_val_ce", r.teacher_ce).put("student_val_ce", r.student_ce);
+    j.put("teacher_ppl", std::exp(r.teacher_ce)).put("student_ppl", std::exp(r.student_ce));
+    j.put("teacher_bpc", r.teacher_ce / std::log(2.0)).put("student_bpc", r.student_ce / std::log(2.0));
+    j.put("teacher_bytes_fp32", 4.0 * t.model.params.size()).put("student_bytes_packed", r.file_bytes);
+    j.put("teacher_train_seconds", t.seconds).put("student_train_seconds", student_seconds);
+    j.put("student_packed_val_ce", r.packed_ce).put("student_decoder_val_ce", r.decoder_ce);
+    j.put("packed_file_bytes", r.file_bytes).put("packed_bits_per_weight", r.packed_bits).put("packed_scale_bits", s.scale_bits);
+    j.put("decode_tokens_per_s", Json().put("teacher", r.tok_s[0]).put("student_float", r.tok_s[1]).put("student_packed", r.tok_s[2]));
+    j.put("threads", num_threads()).put("teacher_schedule", schedule(ts)).put("student_schedule", schedule(ss));
+    j.text("teacher_checkpoint", t.ckpt).text("student_checkpoint", s.out + "/student_" + tag + ".ckpt");
+    j.text("packed_file", r.packed_path).text("teacher_sample", r.samples[0]).text("student_sample", r.samples[2]);
+    std::string json = j.str() + "\n";
+    write_file_atomic(s.out + "/summary_" + tag + ".json", std::vector<unsigned char>(json.begin(), json.end()));
+}
+
+int main(int argc, char** argv) try {
+    Settings s = parse_settings(argc, argv);
+    std::printf("fbi_llm train_tiny | %s\n", threading_summary().c_str());
+    Data d = load_data(s);
+    Config teacher_cfg = model_config(s, d.tok.size(), Quant::FP), student_cfg = model_config(s, d.tok.size(), s.student_quant);
+    RunSpec tspec = run_spec(s, true), sspec = run_spec(s, false);
+    // the output directory is created only now that the settings and data are good, and probed for writability
+    // before any training, so that a bad --out costs seconds, not the run
+    make_dirs(s.out);
+    check_writable_dir(s.out);
+    double t_start = now_seconds();
+
+    TeacherRun teacher = teacher_run(s, d, teacher_cfg, tspec);                          // 1.
+    double student_seconds = 0;
+    Model student = student_run(s, d, student_cfg, sspec, teacher.model, student_seconds);  // 2.
+    Results r = evaluate_pack_sample(s, d, teacher.model, student);                     // 3.
+    print_table(s, r, teacher.model, student);
+    std::printf("train time: teacher %s, student %s\n", teacher.reused ? "(reused)" : fmt_duration(teacher.seconds).c_str(),
+                fmt_duration(student_seconds).c_str());
+    std::string q = s.student_quant == Quant::FBI ? "FBI" : quant_name(s.student_quant);
+    std::printf("\n---- teacher sample (temperature 0.8) ----%s\n", r.samples[0].c_str());
+    std::printf("\n---- %s student sample (temperature 0.8) ----%s\n", r.packs ? ("packed " + q).c_str() : "fp32",
+                r.samples[2].c_str());
+    write_summary(s, r, teacher, student, tspec, sspec, student_seconds);                // 4.
+
+    std::string tag = student_tag(s), tname = teacher.ckpt.substr(s.out.size() + 1);
+    std::printf("\nwrote %s/{%s, student_%s.ckpt, %sstudent_%s.csv, summary_%s.json}  (total %s)\n", s.out.c_str(),
+                tname.c_str(), tag.c_str(), r.packs ? ("student_" + tag + ".fbipack, ").c_str() : "", tag.c_str(),
+                tag.c_str(), fmt_duration(now_seconds() - t_start).c_str());
+    return 0;
+} catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+}
