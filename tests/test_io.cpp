@@ -113,8 +113,9 @@ struct Header {
     ByteWriter w;
     Header(const char magic[8], const Config& c, bool checkpoint) {
         w.raw(magic, 8);
-        w.put<uint32_t>(1);
+        w.put<uint32_t>(checkpoint ? kCheckpointVersion : kPackedVersion);
         if (checkpoint) w.put<uint32_t>(uint32_t(c.quant));
+        if (!checkpoint) w.put<uint32_t>(uint32_t(Quant::FBI)), w.put<uint32_t>(32);  // packed: quantizer, scale_bits
         for (int x : {c.V, c.C, c.L, c.NH, c.F, c.T}) w.put<uint32_t>(uint32_t(x));
     }
     std::vector<unsigned char> with_checksum() {  // a correct checksum: the size checks must catch it, not the sum
