@@ -50,7 +50,8 @@ HEADER   := fbi_llm.hpp
 # examples/ by role: pipeline/ (train_tiny, sample, compare), bench/ (the benchmarks), notebook/ (the programs
 # the notebooks run); the helpers they share (common, json_out, bench_util) sit in examples/ itself.
 EXAMPLES := train_tiny sample bench_train bench_gemv bench_decode compare
-EX_HDRS  := examples/common.hpp examples/json_out.hpp examples/bench_util.hpp
+PLUGINS  := examples/kernels/fast_kernels.hpp
+EX_HDRS  := examples/common.hpp examples/json_out.hpp examples/bench_util.hpp $(PLUGINS)
 vpath %.cpp examples/pipeline examples/bench examples/notebook
 TEST_SRC := $(wildcard tests/*.cpp)
 TEST_OBJ := $(TEST_SRC:tests/%.cpp=$(BUILD)/tests/%.o)
@@ -83,7 +84,7 @@ $(BUILD)/%: %.cpp $(EX_HDRS) $(HEADER) | deps
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -isystem /usr/include/eigen3 $< -o $@
 
-$(BUILD)/tests/%.o: tests/%.cpp tests/testing.hpp $(HEADER) | deps
+$(BUILD)/tests/%.o: tests/%.cpp tests/testing.hpp $(HEADER) $(PLUGINS) | deps
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -isystem /usr/include/eigen3 -O2 -c $< -o $@
 
@@ -122,7 +123,7 @@ $(SAN_BUILD)/flags: FORCE
 .PHONY: FORCE
 FORCE:
 
-$(SAN_BUILD)/tests/%.o: tests/%.cpp tests/testing.hpp $(HEADER) $(SAN_BUILD)/flags | deps
+$(SAN_BUILD)/tests/%.o: tests/%.cpp tests/testing.hpp $(HEADER) $(PLUGINS) $(SAN_BUILD)/flags | deps
 	@mkdir -p $(dir $@)
 	$(CXX) $(SAN_CXXFLAGS) -isystem /usr/include/eigen3 -O1 $(SAN_FLAGS) $(SAN_WARN) -c $< -o $@
 
@@ -178,7 +179,7 @@ fuzz-deps:  ## check (and as root on Debian/Ubuntu, install) clang with libFuzze
 	  exit 1; \
 	fi
 
-$(FUZZ_DIR)/fuzz_loaders: tests/fuzz/fuzz_loaders.cpp $(HEADER) $(FUZZ_DIR)/flags | deps fuzz-deps
+$(FUZZ_DIR)/fuzz_loaders: tests/fuzz/fuzz_loaders.cpp $(HEADER) $(PLUGINS) $(FUZZ_DIR)/flags | deps fuzz-deps
 	@mkdir -p $(dir $@)
 	$(FUZZ_CXX) $(FUZZ_FLAGS) $< -o $@
 

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "../fbi_llm.hpp"
+#include "kernels/fast_kernels.hpp"  // Kernel::Fast = the table-lookup kernel (AVX2 where the flags allow)
 
 namespace example {
 

@@ -290,3 +290,38 @@ TEST_CASE("S7 quantize then multiply: the whole per-token path on float activati
         CHECK(std::fabs(y[i] / s - exact) <= cols * 0.5 / s);
     }
 }
+
+// The README's "Adding your own kernel", word for word (not registered here: Kernel::Fast stays the plug-in's).
+namespace {
+inline fbi::FastKernel my_kernel() {
+    fbi::FastKernel k;
+    k.name = "popcount, my way";
+    k.prepare_weights = [](const fbi::PackedSigns&) { return std::shared_ptr<const void>(); };  // use the bits as they are
+    k.prepare_acts = [](const int8_t* q, int n) -> std::shared_ptr<const void> {              // once per token
+        return std::make_shared<fbi::ActPlanes>(fbi::make_act_planes(q, n));
+    };
+    k.gemv = [](const fbi::PackedSigns& bits, const void*, const void* acts, int32_t* y) {  // y_i = Σ_j ±q_j
+        fbi::gemv_popcount(bits, *static_cast<const fbi::ActPlanes*>(acts), y);
+    };
+    return k;
+}
+}  // namespace
+
+TEST_CASE("S7 a FastKernel (the README's example, and the registered one) equals gemv_reference exactly") {
+    REQUIRE(fast_kernel() != nullptr);  // fast_kernels.hpp registered the table-lookup kernel
+    Rng rng(9);
+    for (const FastKernel& k : {my_kernel(), *fast_kernel()})
+        for (int cols : {1, 64, 65, 130, 1000})
+            for (int rows : {1, 33}) {
+                CAPTURE(k.name);
+                const std::vector<float> W = random_weights(rows, cols, rng);
+                const std::vector<int8_t> q = random_int8(cols, rng);
+                std::vector<int32_t> want(rows), got(rows);
+                gemv_reference(sign_matrix(W).data(), rows, cols, q.data(), want.data());
+                const PackedSigns P = pack_signs(W.data(), rows, cols);
+                const auto weights = k.prepare_weights(P);
+                const auto acts = k.prepare_acts(q.data(), cols);
+                k.gemv(P, weights.get(), acts.get(), got.data());
+                CHECK(got == want);
+            }
+}

@@ -34,7 +34,7 @@ TEST_CASE("S8 {0,1}-mask and ternary sums from the ±1 kernels are exact: awkwar
             auto q = random_int8(cols, rng);
             auto m1 = random_mask(rows, cols, 0.3, rng), m2 = random_mask(rows, cols, 0.6, rng);
             PackedSigns P1 = pack_signs(m1.data(), rows, cols);
-            PackedTL T1 = pack_tl(P1);
+            auto T1 = fast_kernel()->prepare_weights(P1);  // the registered kernel's layout (table lookup)
             // the definition, in plain integers: Σ over set bits, and Σ code·q with code = bit1 − bit2
             std::vector<int32_t> want1(rows), want_ternary(rows);
             for (int i = 0; i < rows; i++) {
@@ -51,13 +51,13 @@ TEST_CASE("S8 {0,1}-mask and ternary sums from the ±1 kernels are exact: awkwar
             std::vector<float> mt(m2);
             for (size_t i = 0; i < mt.size(); i++) if (m1[i] > 0) mt[i] = -1.f;
             PackedSigns PM = pack_signs(mt.data(), rows, cols);
-            PackedTL TM = pack_tl(PM);
+            auto TM = fast_kernel()->prepare_weights(PM);
             for (Kernel k : {Kernel::Reference, Kernel::Popcount, Kernel::Fast}) {
                 TokenActs a = token_acts(q, k);
                 std::vector<int32_t> sd1(rows), sdm(rows);
                 std::vector<float> scratch;
-                signed_gemv(k, P1, T1, a, sd1.data(), scratch);
-                signed_gemv(k, PM, TM, a, sdm.data(), scratch);
+                signed_gemv(k, P1, T1.get(), a, sd1.data(), scratch);
+                signed_gemv(k, PM, TM.get(), a, sdm.data(), scratch);
                 for (int i = 0; i < rows; i++) {
                     INFO("kernel " << kernel_name(k) << " rows " << rows << " cols " << cols << " row " << i);
                     REQUIRE((sd1[i] + a.sum_q) % 2 == 0);

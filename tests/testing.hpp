@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "../fbi_llm.hpp"
+#include "../examples/kernels/fast_kernels.hpp"  // the fast kernels are tested like the header's own
 
 namespace fbi_test {
 

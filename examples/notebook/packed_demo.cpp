@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "../../fbi_llm.hpp"
+#include "../kernels/fast_kernels.hpp"  // gemv_tl_fast, and Kernel::Fast
 #include "../json_out.hpp"
 
 using namespace fbi;
@@ -98,7 +99,7 @@ int main(int argc, char** argv) {
         p.beta.resize(n);
         fbi_init(p.alpha.data(), p.beta.data(), W.data(), m, n);  // [F4]: α, β from the latent W
         p.signs = pack_signs(W.data(), m, n);
-        p.tl = pack_tl(p.signs);
+        prepare_fast(p);
         std::vector<float> u(n), y(m);
         for (int j = 0; j < n; j++) u[j] = p.alpha[j] * x[j];
         std::vector<int8_t> q(n);

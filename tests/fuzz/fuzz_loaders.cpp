@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "../../fbi_llm.hpp"
+#include "../../examples/kernels/fast_kernels.hpp"  // Kernel::Fast runs the table-lookup kernel
 
 namespace {
 
