@@ -18,6 +18,8 @@
 //   auto model = fbi::build_model<float>(cfg, /*seed=*/1337);
 //   fbi::model_forward(model, tokens, B, T);     // logits in model.acts.logits  (B×T×V)
 //   see examples/pipeline/train_tiny.cpp for the whole teacher → student pipeline, tests/ for worked examples.
+//   #include "examples/kernels/fast_kernels.hpp" adds the fast packed kernels (AVX2, table lookup): a plug-in
+//   that the packed decoder runs as Kernel::Fast (§9, FastKernel); this header itself has no intrinsics.
 //
 // COPY-PASTE
 //   Three blocks stand alone: the FBI-linear layer, the losses (softmax, CE, AD) and the portable popcount
