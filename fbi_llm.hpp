@@ -2049,10 +2049,15 @@ struct TokenActs {
 // Kernel::Fast with nothing registered is Kernel::Popcount.
 inline Kernel effective_kernel(Kernel k) { return k == Kernel::Fast && !fast_kernel() ? Kernel::Popcount : k; }
 inline void prepare_token_acts(TokenActs& a, Kernel kernel, int n) {
+    kernel = effective_kernel(kernel);
+    if (kernel == Kernel::Popcount) {
+        a.planes = make_act_planes(a.q.data(), n);
+        a.sum_q = a.planes.sum_q;  // make_act_planes has summed q already
+        return;
+    }
     a.sum_q = 0;
     for (int j = 0; j < n; j++) a.sum_q += a.q[j];
-    if (effective_kernel(kernel) == Kernel::Popcount) a.planes = make_act_planes(a.q.data(), n);
-    if (effective_kernel(kernel) == Kernel::Fast) a.fast = fast_kernel()->prepare_acts(a.q.data(), n);
+    if (kernel == Kernel::Fast) a.fast = fast_kernel()->prepare_acts(a.q.data(), n);
 }
 // y_i = Σ_j (2·bit_ij − 1) q_j with the chosen kernel; every kernel gives the same int32 bits.
 inline void signed_gemv(Kernel kernel, const PackedSigns& P, const void* fast_layout, const TokenActs& a, int32_t* y,
