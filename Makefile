@@ -50,7 +50,7 @@ HEADER   := fbi_llm.hpp
 # examples/ by role: pipeline/ (train_tiny, sample, compare), bench/ (the benchmarks), notebook/ (the programs
 # the notebooks run); the helpers they share (common, json_out, bench_util) sit in examples/ itself.
 EXAMPLES := train_tiny sample bench_train bench_gemv bench_decode compare
-PLUGINS  := examples/kernels/fast_kernels.hpp
+PLUGINS  := examples/kernels/fast_kernels.hpp $(wildcard examples/quantizers/*.hpp)
 EX_HDRS  := examples/common.hpp examples/json_out.hpp examples/bench_util.hpp $(PLUGINS)
 vpath %.cpp examples/pipeline examples/bench examples/notebook
 TEST_SRC := $(wildcard tests/*.cpp)
@@ -92,14 +92,20 @@ $(BUILD)/run_tests: $(TEST_OBJ)
 	$(CXX) $(CXXFLAGS) $^ -o $@
 
 # ---- tests: doctest; the last line restates doctest's summary as "N passed, N failed" ---------------------
-test: deps status $(BUILD)/run_tests $(BUILD)/train_tiny $(BUILD)/sample  ## build and run the test suite (ARGS='-tc="F2*"' runs one check), then test-examples, the label and the copy-paste checks
+test: deps status $(BUILD)/run_tests $(BUILD)/train_tiny $(BUILD)/sample $(BUILD)/header_alone  ## build and run the test suite (ARGS='-tc="F2*"' runs one check), then test-examples, the label, README-example, copy-paste and header-alone checks
 	@set -o pipefail 2>/dev/null; OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} ./$(BUILD)/run_tests $(ARGS) | tee $(BUILD)/test.log; \
 	rc=$${PIPESTATUS[0]}; \
 	awk '/test cases:/ { for (i=1;i<=NF;i++) { if ($$(i+1) ~ /^passed/) p=$$i; if ($$(i+1) ~ /^failed/) f=$$i } } END { if (p!="") print "tests: " p " passed, " f " failed" }' $(BUILD)/test.log; \
 	exit $$rc
 	@$(MAKE) --no-print-directory test-examples
 	@bash tests/check_labels.sh
+	@bash tests/readme_examples.sh
 	@CXX='$(CXX)' CXXFLAGS='$(CXXFLAGS)' EIGEN_INC='$(or $(EIGEN_INC),/usr/include/eigen3)' bash tests/copy_paste.sh $(BUILD)
+	@./$(BUILD)/header_alone $(BUILD)
+
+# fbi_llm.hpp with nothing from examples/: it trains, packs and decodes an FBI-LLM on its own.
+$(BUILD)/header_alone: tests/alone/header_alone.cpp $(HEADER) | deps
+	$(CXX) $(CXXFLAGS) -isystem /usr/include/eigen3 $< -o $@
 
 # ---- bad inputs through the examples: clear errors, nothing on disk damaged (tests/examples_bad_input.sh) -----
 .PHONY: test-examples
@@ -187,7 +193,7 @@ $(FUZZ_DIR)/flags: FORCE
 	@mkdir -p $(dir $@)
 	@echo '$(FUZZ_CXX) $(FUZZ_FLAGS)' | cmp -s - $@ || echo '$(FUZZ_CXX) $(FUZZ_FLAGS)' > $@
 
-$(FUZZ_DIR)/make_seeds: tests/fuzz/make_seeds.cpp $(HEADER) | deps
+$(FUZZ_DIR)/make_seeds: tests/fuzz/make_seeds.cpp $(HEADER) $(PLUGINS) | deps
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -isystem /usr/include/eigen3 $< -o $@
 

@@ -7,10 +7,20 @@
 //   FBI-linear (FBI-LLM, Ma, Sun & Shen 2024, arXiv 2407.07093): 1-bit weights sign(W) with a learnable
 //   scale α and shift β per input column, trained from scratch with the straight-through estimator (STE)
 //   and autoregressive distillation (AD) from a frozen full-precision teacher. Also here: AdamW with warm-up
-//   + cosine schedule, deterministic batching, evaluation, KV-cache generation and atomic checkpoints.
-//   Two related methods share the same model and the same quantizer dispatch (§3): BitNet b1.58 (ternary
-//   weights, int8 activations; arXiv 2402.17764) and DB-LLM (dual binarization and deviation-aware
-//   distillation; arXiv 2402.11960 — our reading of it is UNCONFIRMED, see [Q4]–[Q6], [D3]).
+//   + cosine schedule, deterministic batching, evaluation, KV-cache generation, bit-packed 1-bit inference with
+//   popcount kernels, and atomic checkpoint and packed-model files.
+//
+// PLUG-INS (companion headers; include them after this one, each registers itself)
+//   The model, the packed decoder and the files see a block linear's quantizer only through a small table (§3,
+//   Quantizer: init, weight forward, STE backward, optional input quantization, pack, packed forward), the
+//   training losses through LossPlugin (§4), the fast kernels through FastKernel (§9) and compact scales through
+//   ScaleCodec (§9). This header registers FP and FBI; the related methods live beside it:
+//     examples/quantizers/b158.hpp      BitNet b1.58: ternary weights, int8 activations (arXiv 2402.17764)
+//     examples/quantizers/db.hpp        DB-LLM: dual binarization + deviation-aware distillation (arXiv
+//                                       2402.11960; our reading of it is UNCONFIRMED)
+//     examples/quantizers/codebook.hpp  α, β stored as 2^bits-level codebooks in packed files
+//     examples/kernels/fast_kernels.hpp AVX2 popcount and table-lookup GEMV (Kernel::Fast)
+//   Each has its own METHOD NOTES and EQUATION MAP in the same form as below.
 //
 // HOW TO USE
 //   #include "fbi_llm.hpp"                      // needs Eigen 3 (-I/usr/include/eigen3); OpenMP optional
@@ -18,8 +28,7 @@
 //   auto model = fbi::build_model<float>(cfg, /*seed=*/1337);
 //   fbi::model_forward(model, tokens, B, T);     // logits in model.acts.logits  (B×T×V)
 //   see examples/pipeline/train_tiny.cpp for the whole teacher → student pipeline, tests/ for worked examples.
-//   #include "examples/kernels/fast_kernels.hpp" adds the fast packed kernels (AVX2, table lookup): a plug-in
-//   that the packed decoder runs as Kernel::Fast (§9, FastKernel); this header itself has no intrinsics.
+//   #include "examples/kernels/fast_kernels.hpp" adds the fast packed kernels; this header has no intrinsics.
 //
 // COPY-PASTE
 //   Three blocks stand alone: the FBI-linear layer, the losses (softmax, CE, AD) and the portable popcount
@@ -38,14 +47,13 @@
 //   tokenizer), multi-node training, dropout. For those: PyTorch + the official FBI-LLM code, or llm.c.
 //
 // READING ORDER (the § banners below; § always means a part of this header)
-//   §0 config · §1 utilities · §2 layers, forward/backward side by side · §3 quantizers (FBI, b1.58, DB)
-//   §4 losses · §5 model · §6 optimizer + schedule · §7 training · §8 inference (KV cache)
+//   §0 config · §1 utilities · §2 layers, forward/backward side by side · §3 FBI-linear and the quantizer
+//   interface · §4 losses · §5 model · §6 optimizer + schedule · §7 training · §8 inference (KV cache)
 //   §9 packed 1-bit inference (popcount kernels) · §10 checkpoints and the packed model file
 //
 // METHOD NOTES — every equation the code implements, with a label cited as [X] at the line that computes it.
-//   Papers: FBI-LLM = Ma, Sun & Shen 2024, arXiv 2407.07093 (v1); b1.58 = Ma et al. 2024, "The Era of 1-bit
-//   LLMs", arXiv 2402.17764; BitNet = Wang et al. 2023, arXiv 2310.11453; DB-LLM = Chen et al. 2024,
-//   arXiv 2402.11960. "choice" marks what is this project's own decision; "UNCONFIRMED" a reading of a paper
+//   Papers: FBI-LLM = Ma, Sun & Shen 2024, arXiv 2407.07093 (v1); BitNet = Wang et al. 2023, arXiv 2310.11453
+//   (the int8 activation); the plug-ins' papers are named in their own notes. "choice" marks what is this project's own decision; "UNCONFIRMED" a reading of a paper
 //   whose method text we could not check. FBI-LLM equation numbers are as its authors cite them on the
 //   official code's issue tracker (eq. 3, 4–5); the other FBI-LLM items name the method without a number.
 //   The derivations, checked numerically against numpy and PyTorch autograd: notebooks/01_equations.ipynb.
@@ -78,31 +86,18 @@
 //        unused; ∂L/∂z^S_t = (softmax(z^S_t) − p^T_t)/N                        (FBI-LLM's AD loss)
 //   [D2] 0.5 L_CE + 0.5 L_AD (the official code's mixed mode); with micro-batches each one's loss is divided
 //        by their number (choice)
-//   [D3] DAD: Σ_t w_t KL(p^T_t ‖ p^S_t) / Σ_t w_t, w_t from the teacher's entropy or the teacher–student
-//        disagreement                       (DB-LLM's deviation-aware distillation: UNCONFIRMED; w_t a choice)
 //  Optimizer (Loshchilov & Hutter, 1711.05101)
 //   [O1] AdamW, decoupled decay: m ← β1 m + (1−β1) g, v ← β2 v + (1−β2) g², θ ← θ − lr·(m̂/(sqrt(v̂) + ε) +
 //        λθ); β1 = 0.9, β2 = 0.95, ε = 1e-8, λ = 0.1 (FBI-LLM's recipe; which tensors decay is a choice)
 //   [O2] global clipping: g ← g · min(1, c/‖g‖), c = 1
 //   [O3] lr(s) = peak·s/S_w for s < S_w, then floor + ½(1 + cos(π (s−S_w)/(S−S_w)))·(peak − floor), then floor
-//  BitNet b1.58 (b1.58 §2)
-//   [Q1] γ = mean|W| over the tensor, code = RoundClip(W/(γ + ε), −1, 1) ∈ {−1, 0, +1}, Ŵ = γ·code (eq. 1–3)
-//   [Q2] per token: s = 127 / max(max_j |x_j|, 1e-5), q = clamp(round(s·x), −128, 127), x̃ = q/s
-//        (BitNet §2.1 eq. 4–5, per token as b1.58 §2 says; the 1e-5 floor is a choice)
-//   [Q3] identity STE through both quantizers: ∂L/∂W = ∂L/∂Ŵ, ∂L/∂x = ∂L/∂x̃        (BitNet §2.2)
-//  DB-LLM flexible dual binarization — the whole block is an UNCONFIRMED reading of DB-LLM
-//   [Q4] init per row from a 2-bit uniform quantizer with step s: α1 = 2s, α2 = −s (s by least squares: choice)
-//   [Q5] Ŵ = α1·B1 + α2·B2, B1 = H(W − (α1+α2)/2), B2 = H(α1·B1 + α2/2 − W), H(z) = [z ≥ 0]
-//   [Q6] STE: ∂L/∂W = G, ∂L/∂α1_i = Σ_j G_ij B1_ij, ∂L/∂α2_i = Σ_j G_ij B2_ij
 //  Packed inference (this project's derivations)
+//   [Q2] int8 per token: s = 127 / max(max_j |x_j|, 1e-5), q = clamp(round(s·x), −128, 127), x̃ = q/s
+//        (BitNet §2.1 eq. 4–5, per token as b1.58 §2 says; the 1e-5 floor is a choice)
 //   [P1] FBI: u = α ⊙ x, q = int8(u) by [Q2], y_i = (Σ_j b_ij q_j)/s + β·x — [F3] with one approximation
 //   [S7] Σ_j b_j q_j = 2·Σ_{b=+1} q − Σ q for b ∈ {±1}; o = q + 128 ∈ [0, 255] in 8 bit planes P_k:
 //        Σ_{b=+1} o = Σ_k 2^k·popcount(bits & P_k), so Σ_{b=+1} q = that − 128·popcount(bits)
-//   [S6] table lookup: per group of 4 inputs the 16 sums ±q_a ±q_b ±q_c ±q_d, indexed by 4 weight bits
-//        (the T-MAC idea, arXiv 2407.00088)
-//   [S8] ternary: Σ code·q = Σ_{code=+1} q − Σ_{code=−1} q; dual binary: α1·Σ_{B1=1} q + α2·Σ_{B2=1} q
 //   [P4] bits per weight: 1 + 2·32/m for fp32 α, β per column (FBI-LLM reports ≈ 1.01 at its shapes)
-//   [P6] α, β codebooks: each vector keeps 2^bits levels fitted by 1-D Lloyd (choice; not in the papers)
 //
 // EQUATION MAP   (label → function → test; run one check with  make test ARGS='-tc="F2*"')
 //   label                                 function                         test case(s)
@@ -123,24 +118,15 @@
 //   [D0] L_CE                             cross_entropy_forward/backward   "D0 ..."
 //   [D1] L_AD                             distill_forward/backward         "D1 ..."
 //   [D2] 0.5 L_CE + 0.5 L_AD              loss_forward_backward            "D2 ..."
-//   [D3] DAD (weighted distillation)      distill_weighted_*, dad_weights  "D3 ..."
 //   [O1] AdamW                            adamw_step                       "O1 ..."
 //   [O2] grad-norm clipping               clip_grad_norm                   "O2 ..."
 //   [O3] warm-up + cosine                 lr_schedule                      "O3 ..."
-//   [Q1] b1.58 γ, RoundClip ternary codes ternary_forward, ternary_code    "Q1 ..."
-//   [Q2] int8 absmax activation           quantize_int8_absmax, act_quant_rows  "S5 ...", "Q2 ..."
-//   [Q3] identity STE (weights, activations) quantize_backward, linear_input  "Q3 ..."
-//   [Q4] FDB init                         fdb_init                         "Q4 ..."
-//   [Q5] FDB Ŵ = α1·B1 + α2·B2            fdb_codes, fdb_forward           "Q5 ..."
-//   [Q6] FDB STE                          fdb_backward                     "Q6 ..."
+//   [Q2] int8 absmax activation           quantize_int8_absmax             "S5 ...", "Q2 ..."
 //   [F1] sign bits, padding               pack_signs                       "S7 pack_signs ..."
-//   [S7] popcount identity                gemv_popcount (_avx2: plug-in)   "S7 worked example ...", "S7 every kernel ..."
-//   [S6] table lookup                     gemv_tl, _avx2 (plug-in: examples/kernels/fast_kernels.hpp)  "S7 table-lookup ...", "S7 every kernel ..."
-//   [P1] u = α⊙x, y = Σ b q / s + β·x     PackedLinearFn                   "P1 ...", "P2 ..."
+//   [S7] popcount identity                gemv_popcount                    "S7 worked example ...", "S7 every kernel ..."
+//   [P1] u = α⊙x, y = Σ b q / s + β·x     fbi_packed_forward               "P1 ...", "P2 ..."
 //   [P4] packed file, bits per weight     save/load_packed_model           "P3 ...", "P4 ...", "S8 packed file ..."
-//   [P6] bits per weight: α, β codebooks  codebook_quantize, write/read_scales  "P6 ...", "P7 ...", "P8 ..."
-//   [S8] ternary / dual-binary masks      pack_linear, signed_gemv         "S8 ..."
-//   [Q1]+[Q2] integer b1.58 = dequantized PackedLinearFn (B158)            "S8 b1.58: the train path ..."
+//   the quantizer interface               Quantizer, register_quantizer    "I1 ..." (README's worked example)
 //
 // BUILD NOTES
 //   Compile with -O2/-O3 and, if you can, -fopenmp. Never -ffast-math: the loss uses exp/log of large
@@ -169,6 +155,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #ifdef _OPENMP
@@ -185,33 +172,17 @@ namespace fbi {
 // =====================================================================================================
 
 // How the linear layers inside the blocks turn their latent parameters into the weight used in the forward
-// pass (§3). Embedding, norms and LM head are always full precision ([M1]).
+// pass (§3). Embedding, norms and LM head are always full precision ([M1]). The header knows two; a plug-in
+// (examples/quantizers/) registers more under its own id, which files store (b1.58 = 2, DB = 3).
 enum class Quant : int {
-    FP = 0,    // Ŵ = W                                  (the teacher)
-    FBI = 1,   // Ŵ = α ⊙ sign(W) + β, α, β per column   (FBI-LLM, [F2])
-    B158 = 2,  // Ŵ = γ · RoundClip(W/γ, −1, 1) ternary, int8 activations  (BitNet b1.58, [Q1])
-    DB = 3,    // Ŵ = α1·B1 + α2·B2, B ∈ {0,1}, α per row (DB-LLM FDB, [Q5] — UNCONFIRMED reading)
+    FP = 0,   // Ŵ = W                                  (the teacher)
+    FBI = 1,  // Ŵ = α ⊙ sign(W) + β, α, β per column   (FBI-LLM, [F2])
 };
 
-inline const char* quant_name(Quant q) {
-    switch (q) {
-        case Quant::FP: return "fp32";
-        case Quant::FBI: return "fbi";
-        case Quant::B158: return "b1.58";
-        case Quant::DB: return "db";
-    }
-    return "?";
-}
-// Parse a name as written by quant_name (also "fp" and "b158"); throws on anything else.
-inline Quant quant_from_name(const std::string& s) {
-    for (Quant q : {Quant::FP, Quant::FBI, Quant::B158, Quant::DB})
-        if (s == quant_name(q)) return q;
-    if (s == "fp") return Quant::FP;
-    if (s == "b158") return Quant::B158;
-    throw std::invalid_argument("unknown quantizer '" + s + "' (expected fp32, fbi, b1.58 or db)");
-}
-// BitNet b1.58 also quantizes the activations entering every block linear ([Q2]); the others do not.
-inline bool quantizes_activations(Quant q) { return q == Quant::B158; }
+struct Quantizer;                              // §3: the quantizer interface and its registry
+inline const Quantizer* find_quantizer(Quant id);  // null when nothing is registered under id
+inline const char* quant_name(Quant id);           // "fp32", "fbi", or a plug-in's name
+inline std::string unknown_quantizer(Quant id, const std::string& kind = "");  // the message for an unknown id
 
 // SwiGLU hidden width: 8C/3 rounded to a multiple of 8 ([L4]). C = 128 → 344.
 inline int swiglu_width(int C) { return (8 * C / 3 + 7) / 8 * 8; }
@@ -245,7 +216,7 @@ inline void check_config(const Config& c) {
     if (c.V < 1 || c.C < 1 || c.L < 1 || c.NH < 1 || c.F < 1 || c.T < 1) fail("every size must be >= 1");
     if (c.C % c.NH != 0) fail("C must be divisible by NH");
     if ((c.C / c.NH) % 2 != 0) fail("head size C/NH must be even (RoPE rotates pairs)");
-    if (int(c.quant) < 0 || int(c.quant) > int(Quant::DB)) fail("unknown quantizer");
+    if (!find_quantizer(c.quant)) fail(unknown_quantizer(c.quant));
 }
 
 // =====================================================================================================
@@ -599,172 +570,115 @@ struct FlipCounter {
     }
 };
 
-// ---- BitNet b1.58 ([Q1]): ternary weights per tensor, 8-bit activations per token ------------------------
+// ---- The quantizer interface: what the model asks of a block linear's quantizer ---------------------------------
+// A quantizer turns a block linear's latent W (m×n) and at most two learnable scale vectors s1, s2 into the Ŵ of the
+// forward pass, sends ∂L/∂Ŵ back to them (its STE), and packs the trained layer into bit masks that the kernels of
+// §9 run. The model (§5), the packed decoder (§9) and the files (§10) only go through this table, so a method of
+// your own is one more table (README, "Adding your own quantizer"). This header registers FP and FBI; the
+// plug-ins in examples/quantizers/ register BitNet b1.58 (ternary, int8 inputs) and DB-LLM (dual binarization).
+// Every function adds into gradients (+=) and may be null where the comment says so.
+struct PackedLinear;   // §9: one linear as bit masks and scales
+struct PackedScratch;  // §9: one token's work buffers
 
-// [Q2] activations (also [P1]'s quantizer for the packed FBI kernels): per token (one row u of n values)
-//   s = 127 / max(max_j |u_j|, 1e-5),  q_j = clamp(round(s·u_j), −128, 127);  returns s (dequantise: q / s).
-// Rounding: std::nearbyint in the default rounding mode = round half to even, the same as torch.round
-// (BitNet's reference code). The max |u| maps to ±127, so for finite input the clamp is only a safeguard;
-// −128 is never produced here but is a legal input to every kernel (the tests use it).
-// An all-zero u gives s = 127e5 and q = 0 everywhere (no division by zero, no NaN).
-template <class R>
-R quantize_int8_absmax(const R* u, int n, int8_t* q) {
-    // max_j |u_j| with 8 independent running maxima: one chain of dependent max instructions would wait
-    // ~4 cycles per element; 8 chains let the compiler use one 8-wide vector max per 8 elements.
-    R lane_max[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int j8 = 0;
-    for (; j8 + 8 <= n; j8 += 8)
-        for (int l = 0; l < 8; l++) lane_max[l] = std::max(lane_max[l], R(std::fabs(u[j8 + l])));
-    R max_abs = 0;
-    for (int l = 0; l < 8; l++) max_abs = std::max(max_abs, lane_max[l]);
-    for (int j = j8; j < n; j++) max_abs = std::max(max_abs, R(std::fabs(u[j])));
-    const R s = R(127) / std::max(max_abs, R(1e-5));  // [Q2]
-    for (int j = 0; j < n; j++) {
-        R r = std::nearbyint(s * u[j]);          // [Q2] round(s·x)
-        r = std::min(R(127), std::max(R(-128), r));  // [Q2] clamp to [−128, 127]
-        q[j] = int8_t(r);
+template <class R> struct QuantOps {  // the training side, for one scalar type R (float, or double in the tests)
+    void (*init)(R* s1, R* s2, const R* W, int m, int n) = nullptr;  // scales from the latent W; null: no scales
+    void (*forward)(R* w_hat, const R* W, const R* s1, const R* s2, int m, int n) = nullptr;  // Ŵ
+    void (*backward)(R* dW, R* ds1, R* ds2, const R* G, const R* W, const R* s1, const R* s2, int m,
+                     int n) = nullptr;  // G = ∂L/∂Ŵ → ∂L/∂W, ∂L/∂s1, ∂L/∂s2 (the STE)
+    void (*input)(R* xq, const R* x, int N, int n) = nullptr;  // quantize each of N input rows; null: x as it is
+};
+
+struct Quantizer {
+    Quant id = Quant::FP;  // stored in checkpoint and packed files
+    std::string name;      // "fbi": files' messages, describe(), train_tiny --student-quant
+    // The learnable scales: tensor-name suffix of s1 and s2 ("" = none), each one value per output row (length m)
+    // or per input column (length n).
+    std::string scale_name[2];
+    bool per_row[2] = {false, false};
+    QuantOps<float> f32;
+    QuantOps<double> f64;
+    // Packed inference (§9). pack: p.m, p.n are set; fill p.mask[0 .. masks−1] and p.scale[0..1] (null: no packed
+    // form). packed_forward: y = Ŵ x for one token. check: refuse a damaged file's linear (optional).
+    int masks = 1;
+    void (*packed_scale_sizes)(int m, int n, int sizes[2]) = nullptr;
+    void (*pack)(PackedLinear& p, const float* W, const float* s1, const float* s2) = nullptr;
+    void (*packed_forward)(const PackedLinear& p, const float* x, float* y, PackedScratch& ws) = nullptr;
+    void (*check)(const PackedLinear& p, const std::string& what) = nullptr;
+
+    template <class R> const QuantOps<R>& ops() const {
+        if constexpr (std::is_same<R, float>::value) return f32; else return f64;
     }
-    return s;
-}
+};
 
-// [Q2], training form: every row of x (N rows × n) replaced by its dequantized int8 value q/s. The backward
-// is the identity STE (∂L/∂x = ∂L/∂x̃), so there is no act_quant_backward: the model passes the gradient on.
-template <class R>
-void act_quant_rows(R* xq, const R* x, int N, int n) {
-#pragma omp parallel if (long(N) * n >= kParallelMinWork)
-    {
-        std::vector<int8_t> q(n);  // one int8 row per thread
-#pragma omp for schedule(static)
-        for (int t = 0; t < N; t++) {
-            R s = quantize_int8_absmax(x + size_t(t) * n, n, q.data());
-            for (int j = 0; j < n; j++) xq[size_t(t) * n + j] = R(q[j]) / s;  // [Q2] dequantized x_q / s
-        }
+// The registry. FP and FBI are defined with the packed code (§9) and are always there; a plug-in adds its table
+// once, at static initialisation (inline const bool registered = register_quantizer(...)).
+inline Quantizer fp_quantizer();
+inline Quantizer fbi_quantizer();
+inline std::vector<Quantizer>& quantizers() {
+    static std::vector<Quantizer> registered = {fp_quantizer(), fbi_quantizer()};
+    return registered;
+}
+inline bool register_quantizer(Quantizer q) {
+    for (const Quantizer& have : quantizers())
+        if (have.id == q.id || have.name == q.name)
+            throw std::logic_error("fbi::register_quantizer: id " + std::to_string(int(q.id)) + " or name '" + q.name +
+                                   "' is taken by '" + have.name + "'");
+    quantizers().push_back(std::move(q));
+    return true;
+}
+inline const Quantizer* find_quantizer(Quant id) {
+    for (const Quantizer& q : quantizers())
+        if (q.id == id) return &q;
+    return nullptr;
+}
+inline std::string unknown_quantizer(Quant id, const std::string& kind) {
+    return "unknown " + kind + "quantizer id " + std::to_string(int(id)) +
+           " (not registered; b1.58 = 2 and db = 3 register in examples/quantizers/b158.hpp and db.hpp)";
+}
+inline const Quantizer& quantizer(Quant id) {
+    const Quantizer* q = find_quantizer(id);
+    if (!q) throw std::invalid_argument("fbi: " + unknown_quantizer(id));
+    return *q;
+}
+inline const char* quant_name(Quant id) {
+    const Quantizer* q = find_quantizer(id);
+    return q ? q->name.c_str() : "?";
+}
+// Parse a registered name ("fp" is fp32 too); throws on anything else.
+inline Quant quant_from_name(const std::string& s) {
+    std::string known;
+    for (const Quantizer& q : quantizers()) {
+        if (s == q.name || (s == "fp" && q.id == Quant::FP)) return q.id;
+        known += (known.empty() ? "" : ", ") + q.name;
     }
+    throw std::invalid_argument("unknown quantizer '" + s + "' (registered: " + known + ")");
 }
-
-// [Q1] weights: γ = mean |W| over the whole tensor, code = RoundClip(W / (γ + ε), −1, 1) ∈ {−1, 0, +1}.
-constexpr double kTernaryEps = 1e-5;
-template <class R>
-R absmean(const R* W, size_t count) {
-    double sum = 0;
-    for (size_t i = 0; i < count; i++) sum += std::fabs(W[i]);
-    return R(sum / double(count));  // [Q1] γ
-}
-template <class R>
-R ternary_code(R w, R gamma) {
-    R c = std::nearbyint(w / (gamma + R(kTernaryEps)));  // [Q1] round (half to even, as torch.round)
-    return std::max(R(-1), std::min(R(1), c));          // [Q1] clip to [−1, 1]
-}
-// Ŵ = γ · code ([Q1]). Returns γ. The backward is the identity STE: ∂L/∂W = ∂L/∂Ŵ (γ is not learned).
-template <class R>
-R ternary_forward(R* w_hat, const R* W, int m, int n) {
-    const size_t count = size_t(m) * n;
-    const R gamma = absmean(W, count);
-    for (size_t i = 0; i < count; i++) w_hat[i] = gamma * ternary_code(W[i], gamma);  // [Q1] dequantized γ·W_q
-    return gamma;
-}
-
-// ---- DB-LLM Flexible Dual Binarization ([Q5]) — an UNCONFIRMED reading: the paper's method section could not
-// be read and its repository has no code. Ŵ = α1·B1 + α2·B2, B1, B2 ∈ {0, 1}, α1, α2 learnable, one per OUTPUT ROW.
-// With α1 > 0 > α2 the four levels are 0, α2, α1 + α2, α1; at initialisation (α1 = 2s, α2 = −s) they are
-// s·{−1, 0, 1, 2}, a 2-bit uniform quantizer. ------------------------------------------------------------------
-
-// [Q5] codes with the current scales, H(z) = 1 for z >= 0 (H(0) = 1):
-//   B1 = H(W − (α1+α2)/2)          (above the midpoint between 0 and α1 + α2)
-//   B2 = H(α1·B1 + α2/2 − W)       (then: the lower of the two remaining levels)
-template <class R>
-void fdb_codes(R w, R a1, R a2, R& b1, R& b2) {
-    b1 = w - (a1 + a2) / R(2) >= R(0) ? R(1) : R(0);      // [Q5] B1
-    b2 = a1 * b1 + a2 / R(2) - w >= R(0) ? R(1) : R(0);   // [Q5] B2
-}
-// Squared error of the 2-bit quantizer with step s on one row (its Ŵ at α1 = 2s, α2 = −s).
-template <class R>
-double fdb_init_error(const R* row, int n, R s) {
-    double err = 0;
-    for (int j = 0; j < n; j++) {
-        R b1, b2;
-        fdb_codes(row[j], R(2) * s, -s, b1, b2);
-        double d = double(row[j]) - double(R(2) * s * b1 - s * b2);
-        err += d * d;
-    }
-    return err;
-}
-// [Q4] initialisation, per row i: α1 = 2s, α2 = −s, with the step s chosen (the project's choice: the reading leaves it open)
-// as the one among s = k/8 · mean|W_i|, k = 2 … 24, with the least squared error. For N(0, σ²) rows the choice
-// lands near s ≈ σ.
-template <class R>
-void fdb_init(R* a1, R* a2, const R* W, int m, int n) {
-    for (int i = 0; i < m; i++) {
-        const R* row = W + size_t(i) * n;
-        R mean_abs = std::max(absmean(row, size_t(n)), R(1e-12)), best_s = mean_abs;
-        double best = std::numeric_limits<double>::infinity();
-        for (int k = 2; k <= 24; k++) {
-            R s = mean_abs * R(k) / R(8);
-            double e = fdb_init_error(row, n, s);
-            if (e < best) { best = e; best_s = s; }
-        }
-        a1[i] = R(2) * best_s;  // [Q4] α1 = 2s
-        a2[i] = -best_s;        // [Q4] α2 = −s
-    }
-}
-// [Q5]: Ŵ_ij = α1_i·B1_ij + α2_i·B2_ij.
-template <class R>
-void fdb_forward(R* w_hat, const R* W, const R* a1, const R* a2, int m, int n) {
-#pragma omp parallel for schedule(static) if (long(m) * n >= kParallelMinWork)
-    for (int i = 0; i < m; i++)
-        for (int j = 0; j < n; j++) {
-            R b1, b2;
-            fdb_codes(W[size_t(i) * n + j], a1[i], a2[i], b1, b2);
-            w_hat[size_t(i) * n + j] = a1[i] * b1 + a2[i] * b2;  // [Q5] Ŵ = α1·B1 + α2·B2
-        }
-}
-// [Q6] identity STE, in our reading: the quantizer passes ∂L/∂Ŵ to W unchanged (∂L/∂W = G), and the scales
-// get their exact gradient with the codes held fixed: ∂L/∂α1_i = Σ_j G_ij B1_ij, ∂L/∂α2_i = Σ_j G_ij B2_ij.
-template <class R>
-void fdb_backward(R* dW, R* da1, R* da2, const R* G, const R* W, const R* a1, const R* a2, int m, int n) {
-#pragma omp parallel for schedule(static) if (long(m) * n >= kParallelMinWork)
-    for (int i = 0; i < m; i++)  // rows are independent: each owns its α1_i, α2_i
-        for (int j = 0; j < n; j++) {
-            R g = G[size_t(i) * n + j], b1, b2;
-            fdb_codes(W[size_t(i) * n + j], a1[i], a2[i], b1, b2);
-            dW[size_t(i) * n + j] += g;  // [Q6] identity STE
-            da1[i] += g * b1;            // [Q6] ∂L/∂α1
-            da2[i] += g * b2;            // [Q6] ∂L/∂α2
-        }
+// Length of the learnable scale vector k (0 or 1) of an m×n linear; 0 = none.
+inline int scale_length(const Quantizer& q, int k, int m, int n) {
+    return q.scale_name[k].empty() ? 0 : q.per_row[k] ? m : n;
 }
 
-// ---- The dispatch used by the model: Ŵ from (W, a, b) and ∂L/∂Ŵ back to them ---------------------------------
-// The two scale vectors a, b mean: FBI α, β per input column ([F2]); DB α1, α2 per output row ([Q5]);
-// unused (null) for FP and b1.58 (whose γ is computed from W, not learned).
-template <class R>
-void quantize_forward(Quant q, R* w_hat, const R* W, const R* a, const R* b, int m, int n) {
-    switch (q) {
-        case Quant::FBI: fbi_forward(w_hat, W, a, b, m, n); return;
-        case Quant::B158: ternary_forward(w_hat, W, m, n); return;
-        case Quant::DB: fdb_forward(w_hat, W, a, b, m, n); return;
-        case Quant::FP: std::copy(W, W + size_t(m) * n, w_hat); return;  // full precision: Ŵ = W
-    }
+// The two training tables of the header. FP: Ŵ = W, and the gradient passes as it is. FBI: [F4], [F2], [F5].
+template <class R> void copy_forward(R* w_hat, const R* W, const R*, const R*, int m, int n) {
+    std::copy(W, W + size_t(m) * n, w_hat);
 }
-template <class R>
-void quantize_backward(Quant q, R* dW, R* da, R* db, const R* G, const R* W, const R* a, const R* b, int m, int n) {
-    switch (q) {
-        case Quant::FBI: fbi_backward(dW, da, db, G, W, a, m, n); return;
-        case Quant::DB: fdb_backward(dW, da, db, G, W, a, b, m, n); return;
-        case Quant::B158:  // [Q3] identity STE, like full precision
-        case Quant::FP:
-            for (size_t i = 0; i < size_t(m) * n; i++) dW[i] += G[i];
-            return;
-    }
+// Identity STE: ∂L/∂W = ∂L/∂Ŵ (full precision; also b1.58's [Q3]).
+template <class R> void identity_backward(R* dW, R*, R*, const R* G, const R*, const R*, const R*, int m, int n) {
+    for (size_t i = 0; i < size_t(m) * n; i++) dW[i] += G[i];
 }
-// Initialise the learnable scales from the latent W (after W is drawn or copied).
-template <class R>
-void quantize_init(Quant q, R* a, R* b, const R* W, int m, int n) {
-    if (q == Quant::FBI) fbi_init(a, b, W, m, n);  // [F4]
-    if (q == Quant::DB) fdb_init(a, b, W, m, n);   // [Q4]
+template <class R> QuantOps<R> fp_ops() { return {nullptr, &copy_forward<R>, &identity_backward<R>, nullptr}; }
+template <class R> QuantOps<R> fbi_ops() {
+    QuantOps<R> o;
+    o.init = &fbi_init<R>;        // [F4]
+    o.forward = &fbi_forward<R>;  // [F2]
+    o.backward = [](R* dW, R* dalpha, R* dbeta, const R* G, const R* W, const R* alpha, const R*, int m, int n) {
+        fbi_backward(dW, dalpha, dbeta, G, W, alpha, m, n);  // [F5]
+    };
+    return o;
 }
 
 // =====================================================================================================
-// §4 LOSSES ([D0]–[D3]). z are logits (N×V); every loss is a mean over the N positions.
+// §4 LOSSES ([D0]–[D2]). z are logits (N×V); every loss is a mean over the N positions.
 // =====================================================================================================
 
 // >>> copy-paste ad_loss (needs: <algorithm> <cmath> <cstddef>; kParallelMinWork)   softmax, CE [D0], AD [D1]
@@ -827,112 +741,71 @@ void distill_backward(R* dlogits, const R* probs_s, const R* probs_t, int N, int
 }
 // <<< copy-paste ad_loss
 
-// [D3] deviation-aware distillation (DAD, DB-LLM) — an UNCONFIRMED reading: a distillation loss in which
-// position t has a weight w_t ≥ 0 (how ambiguous the position is), normalised by Σ w:
-//   L_DAD = −Σ_t w_t Σ_v p^T_t(v) log softmax(z^S_t)(v) / Σ_t w_t.
-// [D3] is Σ_t w_t KL(p^T_t ‖ p^S_t) / Σ_t w_t; KL = (the cross-entropy above) − H(p^T_t), and the entropy
-// term does not depend on the student, so the gradients are identical. We report the cross-entropy form so that
-// DAD with w_t = 1 equals L_AD (D1) — the same gradient, the same value up to summation order — and loss curves
-// compare directly.
-// The weights are constants in the backward (no gradient flows through w_t):
-//   ∂L_DAD/∂z^S_t = w_t (softmax(z^S_t) − p^T_t) / Σ_t w_t.
-// If every weight is 0 (e.g. a teacher certain everywhere under DadWeight::Entropy) the loss falls back to w_t = 1.
-// The value, given p^T in probs_t (distill_weighted_forward computes both softmaxes first).
-template <class R>
-double distill_weighted_value(const R* probs_t, const R* logits_s, const R* w, int N, int V) {
-    double loss = 0, wsum = 0;
-    for (int t = 0; t < N; t++) wsum += double(w[t]);
-    bool uniform = !(wsum > 0);
-    for (int t = 0; t < N; t++) {
-        const R* z = logits_s + size_t(t) * V;
-        R lse = log_sum_exp(z, V);
-        double ce = 0;
-        for (int v = 0; v < V; v++) ce -= double(probs_t[size_t(t) * V + v] * (z[v] - lse));
-        loss += (uniform ? 1.0 : double(w[t])) * ce;  // [D3] Σ w_t (·)
-    }
-    return loss / (uniform ? double(N) : wsum);  // [D3] / Σ w_t
-}
-template <class R>
-double distill_weighted_forward(R* probs_s, R* probs_t, const R* logits_s, const R* logits_t, const R* w, int N,
-                                int V) {
-    softmax_rows(probs_s, logits_s, N, V);
-    softmax_rows(probs_t, logits_t, N, V);
-    return distill_weighted_value(probs_t, logits_s, w, N, V);
-}
-template <class R>
-void distill_weighted_backward(R* dlogits, const R* probs_s, const R* probs_t, const R* w, int N, int V, R scale) {
-    double wsum = 0;  // scale = grad_scale (NOT divided by N: Σ w plays that part)
-    for (int t = 0; t < N; t++) wsum += double(w[t]);
-    bool uniform = !(wsum > 0);
-    for (int t = 0; t < N; t++) {
-        R k = uniform ? R(scale / double(N)) : R(double(w[t]) * scale / wsum);  // [D3] w_t / Σ w
-        for (int v = 0; v < V; v++) dlogits[size_t(t) * V + v] += (probs_s[size_t(t) * V + v] - probs_t[size_t(t) * V + v]) * k;
-    }
-}
+// The losses the header knows; a plug-in registers more (examples/quantizers/db.hpp: DB-LLM's DAD, ids 3–5).
+enum class Loss : int { CE = 0, AD = 1, Mix = 2 };  // Mix = 0.5 L_CE + 0.5 L_AD (the official code's 2nd mode)
 
-// The weight functions shipped with the header ([D3] leaves w_t open; these are our choices, each in [0, 1]):
-//   Uniform       w_t = 1                                  (DAD = AD)
-//   Entropy       w_t = H(p^T_t) / log V                   (how unsure the teacher is)
-//   Disagreement  w_t = ½ Σ_v |p^T_t(v) − p^S_t(v)|        (total-variation distance teacher ↔ student)
-// To plug in another, compute w yourself and call distill_weighted_forward/backward.
-enum class DadWeight : int { Uniform = 0, Entropy = 1, Disagreement = 2 };
-inline const char* dad_weight_name(DadWeight d) {
-    return d == DadWeight::Uniform ? "uniform" : d == DadWeight::Entropy ? "entropy" : "disagreement";
-}
-inline DadWeight dad_weight_from_name(const std::string& s) {
-    for (DadWeight d : {DadWeight::Uniform, DadWeight::Entropy, DadWeight::Disagreement})
-        if (s == dad_weight_name(d)) return d;
-    throw std::invalid_argument("unknown DAD weight '" + s + "' (expected uniform, entropy or disagreement)");
-}
+// A loss plug-in: value of the loss, and its gradient × grad_scale ADDED into dlogits (the header's own losses
+// below do the same). probs_s/probs_t are N×V scratch; logits_t is the frozen teacher's (null without one).
 template <class R>
-void dad_weights(DadWeight kind, R* w, const R* probs_t, const R* probs_s, int N, int V) {
-    for (int t = 0; t < N; t++) {
-        const R* pt = probs_t + size_t(t) * V;
-        const R* ps = probs_s + size_t(t) * V;
-        double x = 0;
-        if (kind == DadWeight::Uniform) x = 1;
-        else if (kind == DadWeight::Entropy) {
-            for (int v = 0; v < V; v++) if (pt[v] > 0) x -= double(pt[v]) * std::log(double(pt[v]));
-            x = V > 1 ? x / std::log(double(V)) : 0.0;
-        } else {
-            for (int v = 0; v < V; v++) x += 0.5 * std::fabs(double(pt[v]) - double(ps[v]));
-        }
-        w[t] = R(x);
-    }
+using LossFn = double (*)(R* dlogits, R* probs_s, R* probs_t, const R* logits_s, const R* logits_t,
+                          const int* targets, int N, int V, double grad_scale);
+struct LossPlugin {
+    Loss id = Loss::CE;
+    std::string name;
+    LossFn<float> f32 = nullptr;
+    LossFn<double> f64 = nullptr;
+};
+inline std::vector<LossPlugin>& loss_plugins() {
+    static std::vector<LossPlugin> registered;
+    return registered;
 }
-
-enum class Loss : int { CE = 0, AD = 1, Mix = 2, DAD = 3 };  // Mix = 0.5 L_CE + 0.5 L_AD (the official code's 2nd mode)
+inline bool register_loss(LossPlugin l) {
+    if (int(l.id) <= int(Loss::Mix)) throw std::logic_error("fbi::register_loss: ids 0-2 are the header's own");
+    loss_plugins().push_back(std::move(l));
+    return true;
+}
+inline const LossPlugin* find_loss(Loss id) {
+    for (const LossPlugin& l : loss_plugins())
+        if (l.id == id) return &l;
+    return nullptr;
+}
 
 inline const char* loss_name(Loss l) {
-    return l == Loss::CE ? "ce" : l == Loss::AD ? "ad" : l == Loss::Mix ? "mix" : "dad";
+    if (l == Loss::CE) return "ce";
+    if (l == Loss::AD) return "ad";
+    if (l == Loss::Mix) return "mix";
+    const LossPlugin* p = find_loss(l);
+    return p ? p->name.c_str() : "?";
 }
 inline Loss loss_from_name(const std::string& s) {
-    for (Loss l : {Loss::CE, Loss::AD, Loss::Mix, Loss::DAD})
+    std::string known = "ce, ad, mix";
+    for (Loss l : {Loss::CE, Loss::AD, Loss::Mix})
         if (s == loss_name(l)) return l;
-    throw std::invalid_argument("unknown loss '" + s + "' (expected ce, ad, mix or dad)");
+    for (const LossPlugin& p : loss_plugins()) {
+        if (s == p.name) return p.id;
+        known += ", " + p.name;
+    }
+    throw std::invalid_argument("unknown loss '" + s + "' (registered: " + known + ")");
 }
 
 // One place that evaluates the chosen loss and adds its gradient (× grad_scale, e.g. 1/micro-batches) into
-// dlogits. logits_t is the frozen teacher's (unused for CE). probs_s/probs_t are N×V scratch. `dad` picks the
-// position weights of Loss::DAD.
+// dlogits. logits_t is the frozen teacher's (unused for CE). probs_s/probs_t are N×V scratch.
 template <class R>
 double loss_forward_backward(Loss kind, R* dlogits, R* probs_s, R* probs_t, const R* logits_s, const R* logits_t,
-                             const int* targets, int N, int V, double grad_scale,
-                             DadWeight dad = DadWeight::Entropy) {
+                             const int* targets, int N, int V, double grad_scale) {
     R scale = R(grad_scale / N);
-    if (kind == Loss::DAD) {  // [D3]: weights from this step's probabilities, then the weighted loss
-        softmax_rows(probs_s, logits_s, N, V);
-        softmax_rows(probs_t, logits_t, N, V);
-        std::vector<R> w(N);
-        dad_weights(dad, w.data(), probs_t, probs_s, N, V);
-        double l = distill_weighted_value(probs_t, logits_s, w.data(), N, V);
-        distill_weighted_backward(dlogits, probs_s, probs_t, w.data(), N, V, R(grad_scale));
-        return l;
-    }
     if (kind == Loss::CE) {
         double l = cross_entropy_forward(probs_s, logits_s, targets, N, V);
         cross_entropy_backward(dlogits, probs_s, targets, N, V, scale);
         return l;
+    }
+    if (kind != Loss::AD && kind != Loss::Mix) {  // a plug-in
+        const LossPlugin* p = find_loss(kind);
+        if (!p) throw std::invalid_argument("fbi: loss id " + std::to_string(int(kind)) + " is not registered");
+        if constexpr (std::is_same<R, float>::value)
+            return p->f32(dlogits, probs_s, probs_t, logits_s, logits_t, targets, N, V, grad_scale);
+        else
+            return p->f64(dlogits, probs_s, probs_t, logits_s, logits_t, targets, N, V, grad_scale);
     }
     double ad = distill_forward(probs_s, probs_t, logits_s, logits_t, N, V);
     if (kind == Loss::AD) {
@@ -959,19 +832,35 @@ struct TensorInfo {
     size_t size() const { return size_t(rows) * cols; }
 };
 
-// The 7 linears of a block, in forward order.
-enum LinearId { WQ = 0, WK, WV, WO, WGATE, WUP, WDOWN, N_LINEAR };
+// The 7 linears of a block, in forward order, with their shapes (out m, in n): the one place that knows them.
+enum LinearId {
+    WQ = 0,  // (C, C)   q = ln1 Wqᵀ
+    WK,      // (C, C)   k
+    WV,      // (C, C)   v
+    WO,      // (C, C)   attention output
+    WGATE,   // (F, C)   SwiGLU gate
+    WUP,     // (F, C)   SwiGLU up
+    WDOWN,   // (C, F)   SwiGLU down
+    N_LINEAR
+};
 inline const char* linear_name(int id) {
     static const char* names[N_LINEAR] = {"wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down"};
     return names[id];
 }
+inline void linear_shape(const Config& c, int id, int& m, int& n) {
+    m = id == WGATE || id == WUP ? c.F : c.C;
+    n = id == WDOWN ? c.F : c.C;
+}
 
+// One block linear: tensor indices of its latent W (m×n) and its quantizer's learnable scales (−1 = none), named
+// by the quantizer: FBI's α, β (n each, [F2]) are "<linear>.alpha", "<linear>.beta".
 struct LinearRef {
-    int W = -1, alpha = -1, beta = -1;  // tensor indices; alpha, beta: FBI's α, β per input column ([F2])
-                                        // or DB's α1, α2 per output row ([Q5]); −1 for FP and b1.58
-    int m = 0, n = 0;                   // out, in
-    size_t eff = 0;                     // offset of Ŵ in ModelT::w_eff
+    int W = -1;
+    int scale[2] = {-1, -1};
+    int m = 0, n = 0;   // out, in
+    size_t eff = 0;     // offset of Ŵ in ModelT::w_eff
 };
+// One block's weights:  attn_norm (C) · wq wk wv wo · mlp_norm (C) · w_gate w_up w_down.
 struct BlockRef {
     int attn_norm = -1, mlp_norm = -1;
     std::array<LinearRef, N_LINEAR> lin;
@@ -980,7 +869,7 @@ struct BlockRef {
 // Saved activations of one block for rows N = B·T.
 template <class R> struct BlockActs {
     std::vector<R> rstd1, ln1, q, k, v, att, atty, h, rstd2, ln2, gate, up, sig, act;
-    std::vector<R> ln1q, attyq, ln2q, actq;  // b1.58 only: the int8-dequantized inputs of the linears ([Q2])
+    std::vector<R> ln1q, attyq, ln2q, actq;  // only with a quantizer's input step: the inputs it made
 };
 template <class R> struct Activations {
     int B = 0, T = 0;
@@ -1030,8 +919,7 @@ void layout_model(ModelT<R>& model, const Config& cfg) {
         return int(model.tensors.size() - 1);
     };
     model.tok_emb = add("tok_emb", cfg.V, cfg.C, true);
-    const int out_dim[N_LINEAR] = {cfg.C, cfg.C, cfg.C, cfg.C, cfg.F, cfg.F, cfg.C};
-    const int in_dim[N_LINEAR] = {cfg.C, cfg.C, cfg.C, cfg.C, cfg.C, cfg.C, cfg.F};
+    const Quantizer& q = quantizer(cfg.quant);
     for (int l = 0; l < cfg.L; l++) {
         std::string pre = "block" + std::to_string(l) + ".";
         BlockRef& blk = model.blocks[l];
@@ -1039,17 +927,11 @@ void layout_model(ModelT<R>& model, const Config& cfg) {
         for (int id = 0; id < N_LINEAR; id++) {
             if (id == WGATE) blk.mlp_norm = add(pre + "mlp_norm", 1, cfg.C, false);
             LinearRef& lin = blk.lin[id];
-            lin.m = out_dim[id];
-            lin.n = in_dim[id];
+            linear_shape(cfg, id, lin.m, lin.n);
             lin.W = add(pre + linear_name(id), lin.m, lin.n, true);
-            if (cfg.quant == Quant::FBI) {  // [F2]: α, β ∈ R^n, one per input column
-                lin.alpha = add(pre + linear_name(id) + ".alpha", 1, lin.n, false);
-                lin.beta = add(pre + linear_name(id) + ".beta", 1, lin.n, false);
-            }
-            if (cfg.quant == Quant::DB) {  // [Q5]: α1, α2 ∈ R^m, one per output row
-                lin.alpha = add(pre + linear_name(id) + ".alpha1", 1, lin.m, false);
-                lin.beta = add(pre + linear_name(id) + ".alpha2", 1, lin.m, false);
-            }
+            for (int k = 0; k < 2; k++)  // FBI: α, β ∈ R^n, one per input column ([F2])
+                if (int len = scale_length(q, k, lin.m, lin.n))
+                    lin.scale[k] = add(pre + linear_name(id) + "." + q.scale_name[k], 1, len, false);
             lin.eff = eff;
             eff += size_t(lin.m) * lin.n;
         }
@@ -1064,8 +946,17 @@ void layout_model(ModelT<R>& model, const Config& cfg) {
     model.acts = Activations<R>{};
 }
 
-// [M0] init: every matrix N(0, 0.02²), norm gains 1; the quantizer's scales from the latent W just drawn
-// ([F4] for FBI's α, β; [Q4] for DB's α1, α2).
+// The quantizer's scales from the latent W (after W is drawn or copied): [F4] for FBI's α, β.
+template <class R>
+void init_scales(ModelT<R>& model) {
+    auto init = quantizer(model.cfg.quant).template ops<R>().init;
+    if (!init) return;
+    for (BlockRef& blk : model.blocks)
+        for (LinearRef& lin : blk.lin)
+            init(model.p_or_null(lin.scale[0]), model.p_or_null(lin.scale[1]), model.p(lin.W), lin.m, lin.n);
+}
+
+// [M0] init: every matrix N(0, 0.02²), norm gains 1; then the quantizer's scales from the latent W just drawn.
 template <class R>
 ModelT<R> build_model(const Config& cfg, uint64_t seed) {
     ModelT<R> model;
@@ -1078,14 +969,12 @@ ModelT<R> build_model(const Config& cfg, uint64_t seed) {
         else
             std::fill(x, x + t.size(), R(1));  // norm gains (α, β are set just below)
     }
-    for (BlockRef& blk : model.blocks)
-        for (LinearRef& lin : blk.lin)
-            quantize_init(cfg.quant, model.p_or_null(lin.alpha), model.p_or_null(lin.beta), model.p(lin.W), lin.m, lin.n);
+    init_scales(model);
     return model;
 }
 
 // Copy every parameter that two models share by name (used to start a student from the teacher's weights);
-// the quantizer's scales are then re-initialised from the copied latent W ([F4], [Q4]). Returns the number copied.
+// the quantizer's scales are then re-initialised from the copied latent W ([F4]). Returns the number copied.
 template <class R>
 int copy_shared_params(ModelT<R>& dst, const ModelT<R>& src) {
     int copied = 0;
@@ -1095,9 +984,7 @@ int copy_shared_params(ModelT<R>& dst, const ModelT<R>& src) {
         std::copy(src.p(s), src.p(s) + t.size(), dst.params.data() + t.offset);
         copied++;
     }
-    for (BlockRef& blk : dst.blocks)
-        for (LinearRef& lin : blk.lin)
-            quantize_init(dst.cfg.quant, dst.p_or_null(lin.alpha), dst.p_or_null(lin.beta), dst.p(lin.W), lin.m, lin.n);
+    init_scales(dst);
     return copied;
 }
 
@@ -1116,7 +1003,7 @@ void ensure_activations(ModelT<R>& model, int B, int T) {
         for (auto* v : {&s.ln1, &s.q, &s.k, &s.v, &s.atty, &s.h, &s.ln2}) v->resize(NC);
         for (auto* v : {&s.gate, &s.up, &s.sig, &s.act}) v->resize(NF);
         s.att.resize(size_t(B) * c.NH * T * T);
-        if (quantizes_activations(c.quant)) {
+        if (quantizer(c.quant).template ops<R>().input) {
             for (auto* v : {&s.ln1q, &s.attyq, &s.ln2q}) v->resize(NC);
             s.actq.resize(NF);
         }
@@ -1143,25 +1030,26 @@ void check_tokens(const ModelT<R>& model, const int* tokens, int B, int T) {
 // Make Ŵ for every block linear (§3). Called at the start of every forward.
 template <class R>
 void quantize_all(ModelT<R>& model) {
+    auto forward = quantizer(model.cfg.quant).template ops<R>().forward;
     for (BlockRef& blk : model.blocks)
         for (LinearRef& lin : blk.lin)
-            quantize_forward(model.cfg.quant, model.w_eff.data() + lin.eff, model.p(lin.W), model.p_or_null(lin.alpha),
-                             model.p_or_null(lin.beta), lin.m, lin.n);
+            forward(model.w_eff.data() + lin.eff, model.p(lin.W), model.p_or_null(lin.scale[0]),
+                    model.p_or_null(lin.scale[1]), lin.m, lin.n);
 }
 
 template <class R>
 const R* weight_of(const ModelT<R>& model, const LinearRef& lin) { return model.w_eff.data() + lin.eff; }
 
-// What a block linear multiplies: its input x, or for b1.58 the int8-dequantized x̃ ([Q2]). The forward makes
-// x̃ with quantize_input; the backward uses the same x̃ for ∂L/∂Ŵ = gᵀ x̃ and passes ∂L/∂x̃ to x unchanged
-// (identity STE), so only this pointer differs from a full-precision linear.
+// What a block linear multiplies: its input x, or x̃ when the quantizer has an input step (b1.58's int8
+// activations). The forward makes x̃ with quantize_input; the backward uses the same x̃ for ∂L/∂Ŵ = gᵀ x̃ and
+// passes ∂L/∂x̃ to x unchanged (identity STE), so only this pointer differs from a full-precision linear.
 template <class R>
 const R* linear_input(const ModelT<R>& model, const std::vector<R>& x, const std::vector<R>& xq) {
-    return quantizes_activations(model.cfg.quant) ? xq.data() : x.data();
+    return quantizer(model.cfg.quant).template ops<R>().input ? xq.data() : x.data();
 }
 template <class R>
 const R* quantize_input(const ModelT<R>& model, const std::vector<R>& x, std::vector<R>& xq, int N, int n) {
-    if (quantizes_activations(model.cfg.quant)) act_quant_rows(xq.data(), x.data(), N, n);  // [Q2]
+    if (auto input = quantizer(model.cfg.quant).template ops<R>().input) input(xq.data(), x.data(), N, n);
     return linear_input(model, x, xq);
 }
 
@@ -1273,12 +1161,13 @@ void model_backward(ModelT<R>& model, const int* tokens) {
                      model.p(model.final_norm), a.rstdf.data(), N, c.C);
     for (int l = c.L - 1; l >= 0; l--) block_backward(model, l, a.resid[l].data());
     embedding_backward(model.g(model.tok_emb), a.dresid.data(), tokens, N, c.C);
-    // ∂L/∂Ŵ → ∂L/∂(W, scales): [F5] for FBI, [Q6] for DB, identity for full precision and b1.58 ([Q3])
+    // ∂L/∂Ŵ → ∂L/∂(W, scales): [F5] for FBI, the identity for full precision
+    auto backward = quantizer(c.quant).template ops<R>().backward;
     for (BlockRef& blk : model.blocks)
         for (LinearRef& lin : blk.lin)
-            quantize_backward(c.quant, model.g(lin.W), model.g_or_null(lin.alpha), model.g_or_null(lin.beta),
-                              model.dw_eff.data() + lin.eff, model.p(lin.W), model.p_or_null(lin.alpha),
-                              model.p_or_null(lin.beta), lin.m, lin.n);
+            backward(model.g(lin.W), model.g_or_null(lin.scale[0]), model.g_or_null(lin.scale[1]),
+                     model.dw_eff.data() + lin.eff, model.p(lin.W), model.p_or_null(lin.scale[0]),
+                     model.p_or_null(lin.scale[1]), lin.m, lin.n);
 }
 
 template <class R> void zero_grad(ModelT<R>& model) { zero(model.grads); }
@@ -1421,7 +1310,6 @@ inline void get_batch(std::vector<int>& x, std::vector<int>& y, const std::vecto
 struct TrainOptions {
     int B = 12, T = 64;
     Loss loss = Loss::CE;
-    DadWeight dad = DadWeight::Entropy;  // position weights when loss = DAD ([D3])
     Schedule schedule;
     double clip = 1.0;
     int micro_batches = 1;  // gradient accumulation: each micro-batch's loss is divided by this ([D2])
@@ -1458,7 +1346,7 @@ StepStats train_step(ModelT<R>& model, ModelT<R>* teacher, AdamW& opt, FlipCount
         Activations<R>& a = model.acts;
         zero(a.dlogits);
         st.loss += loss_forward_backward(o.loss, a.dlogits.data(), a.probs.data(), a.probs_teacher.data(),
-                                         a.logits.data(), logits_t, y.data(), N, model.cfg.V, 1.0 / o.micro_batches, o.dad) /
+                                         a.logits.data(), logits_t, y.data(), N, model.cfg.V, 1.0 / o.micro_batches) /
                    o.micro_batches;
         model_backward(model, x.data());
     }
@@ -1617,17 +1505,17 @@ void decode_step(const DecodeView& d, LinearFn&& linear, KVCache& cache, DecodeS
     cache.pos++;
 }
 
-// y = Ŵ x with the float model's effective weights (call quantize_all(model) once before decoding). For b1.58
-// the input is int8-dequantized first, exactly as in block_forward ([Q2]).
+// y = Ŵ x with the float model's effective weights (call quantize_all(model) once before decoding). With an
+// input step (b1.58) the input is quantized first, exactly as in block_forward.
 struct FloatLinear {
     const Model* model;
     mutable std::vector<float> xq;
     explicit FloatLinear(const Model* m) : model(m) {}
     void operator()(int l, int id, const float* x, float* y) const {
         const LinearRef& lin = model->blocks[l].lin[id];
-        if (quantizes_activations(model->cfg.quant)) {
+        if (auto input = quantizer(model->cfg.quant).f32.input) {
             xq.resize(lin.n);
-            act_quant_rows(xq.data(), x, 1, lin.n);  // [Q2]
+            input(xq.data(), x, 1, lin.n);
             x = xq.data();
         }
         matvec(y, weight_of(*model, lin), x, lin.m, lin.n);
@@ -1712,7 +1600,7 @@ constexpr long kParallelMinWeights = 1L << 20;
 // Packed sign matrix
 // ----------------------------------------------------------------------------------------------------------------
 
-// >>> copy-paste popcount (needs: <cassert> <cstddef> <cstdint> <vector>; kParallelMinWeights)   pack, [S7] GEMV
+// >>> copy-paste popcount (needs: <algorithm> <cassert> <cmath> <cstddef> <cstdint> <vector>; kParallelMinWeights)   pack, int8 [Q2], [S7] GEMV
 // [S7]: each row of W_b packed into 64-bit words along the input dimension, bit = 1 for +1.
 // Row-major: row i occupies bits[i*words .. i*words + words-1]; column j is bit (j % 64) of word (j / 64).
 // [F1]: sign(w) = +1 for w > 0 and −1 otherwise, so w == 0 (and −0) packs as bit 0 = −1.
@@ -1757,7 +1645,31 @@ inline float unpacked_sign(const PackedSigns& P, int i, int j) {
 // Activation quantizer
 // ----------------------------------------------------------------------------------------------------------------
 
-// quantize_int8_absmax ([Q2]) lives in §3: BitNet b1.58 training uses the same quantizer.
+// [Q2] activations, [P1]'s quantizer for the packed kernels (b1.58 trains with it too): per token (one row u of n values)
+//   s = 127 / max(max_j |u_j|, 1e-5),  q_j = clamp(round(s·u_j), −128, 127);  returns s (dequantise: q / s).
+// Rounding: std::nearbyint in the default rounding mode = round half to even, the same as torch.round
+// (BitNet's reference code). The max |u| maps to ±127, so for finite input the clamp is only a safeguard;
+// −128 is never produced here but is a legal input to every kernel (the tests use it).
+// An all-zero u gives s = 127e5 and q = 0 everywhere (no division by zero, no NaN).
+template <class R>
+R quantize_int8_absmax(const R* u, int n, int8_t* q) {
+    // max_j |u_j| with 8 independent running maxima: one chain of dependent max instructions would wait
+    // ~4 cycles per element; 8 chains let the compiler use one 8-wide vector max per 8 elements.
+    R lane_max[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int j8 = 0;
+    for (; j8 + 8 <= n; j8 += 8)
+        for (int l = 0; l < 8; l++) lane_max[l] = std::max(lane_max[l], R(std::fabs(u[j8 + l])));
+    R max_abs = 0;
+    for (int l = 0; l < 8; l++) max_abs = std::max(max_abs, lane_max[l]);
+    for (int j = j8; j < n; j++) max_abs = std::max(max_abs, R(std::fabs(u[j])));
+    const R s = R(127) / std::max(max_abs, R(1e-5));  // [Q2]
+    for (int j = 0; j < n; j++) {
+        R r = std::nearbyint(s * u[j]);          // [Q2] round(s·x)
+        r = std::min(R(127), std::max(R(-128), r));  // [Q2] clamp to [−128, 127]
+        q[j] = int8_t(r);
+    }
+    return s;
+}
 
 // ----------------------------------------------------------------------------------------------------------------
 // The plain reference kernel (the definition every other kernel is tested against)
@@ -1866,14 +1778,11 @@ inline bool register_fast_kernel(FastKernel k) {
 }
 inline const FastKernel* fast_kernel() { return fast_kernels().empty() ? nullptr : &fast_kernels().back(); }
 // ---- the packed model: a trained student with its block-linear weights as bit masks -----------------------
-// [S8]. Each block linear keeps one or two bit masks (and the same bits re-laid out for the table-lookup
-// kernel) and its scales; embedding, norms and LM head stay fp32.
-//   FBI    1 mask: sign(W) (bit 1 = +1)                      α, β per input column    y = Σ b q / s + β·x
-//   b1.58  2 masks: codes = +1, codes = −1 ([S8] ternary)  γ per tensor            y = γ/s · (Σ_P q − Σ_M q)
-//   DB     2 masks: B1, B2 ∈ {0, 1} ([S8] dual binary)     α1, α2 per output row   y = (α1 Σ_B1 q + α2 Σ_B2 q) / s
-// Every kernel above computes the ±1 sum Σ_j (2·bit_j − 1) q_j; a {0,1} mask's sum follows from it exactly:
+// Each block linear keeps the bit masks its quantizer packs (FBI: one, sign(W), bit 1 = +1) and its scales
+// (FBI: α, β per input column); embedding, norms and LM head stay fp32. Every kernel above computes the ±1 sum
+// Σ_j (2·bit_j − 1) q_j; a {0,1} mask's sum follows from it exactly, which is how a plug-in runs masks that
+// mean "code = +1" or "B = 1" on the same kernels:
 //   Σ_{bit_j = 1} q_j = (Σ_j (2·bit_j − 1) q_j + Σ_j q_j) / 2          (the numerator is always even)
-// so ternary and dual-binary weights run on the same kernel family, once per mask.
 
 enum class Kernel : int { Reference = 0, Popcount = 1, Fast = 2 };
 inline const char* kernel_name(Kernel k) {
@@ -1883,21 +1792,14 @@ inline const char* kernel_name(Kernel k) {
 struct PackedLinear {
     Quant quant = Quant::FBI;
     int m = 0, n = 0;
-    PackedSigns signs;               // FBI: sign(W), bit 1 = +1 ([F1], sign(0) = −1); b1.58: code = +1; DB: B1
-    PackedSigns signs2;              // b1.58: code = −1; DB: B2; empty for FBI
-    std::shared_ptr<const void> fast, fast2;  // the fast kernel's layout of signs, signs2 (made at load, not stored)
-    std::vector<float> alpha, beta;  // FBI: α, β per input column; DB: α1, α2 per output row; b1.58: alpha = {γ}
+    PackedSigns mask[2];                      // FBI: mask[0] = sign(W) ([F1], sign(0) = −1); mask[1] unused
+    std::shared_ptr<const void> fast[2];      // the fast kernel's layout of each mask (made at load, not stored)
+    std::vector<float> scale[2];              // FBI: α, β per input column (n each)
 };
-inline int mask_count(Quant q) { return q == Quant::FBI ? 1 : 2; }
-// Number of fp32 scales in alpha and beta for an m×n linear.
-inline void scale_counts(Quant q, int m, int n, int& n_alpha, int& n_beta) {
-    n_alpha = q == Quant::FBI ? n : q == Quant::DB ? m : 1;
-    n_beta = q == Quant::FBI ? n : q == Quant::DB ? m : 0;
-}
 
 struct PackedModel {
     Config cfg;
-    int scale_bits = 32;  // how the file stores α, β: 32 = fp32, 1..8 = a 2^bits-level codebook per vector (below)
+    int scale_bits = 32;  // how the file stores the scales: 32 = fp32, 1..8 = a 2^bits-level codebook (plug-in, §10)
     std::string vocab;
     std::vector<float> tok_emb, final_norm, lm_head;
     std::vector<std::vector<float>> attn_norm, mlp_norm;
@@ -1907,97 +1809,54 @@ struct PackedModel {
 
 // The registered fast kernel's own layout of a linear's masks (nothing when no kernel is registered).
 inline void prepare_fast(PackedLinear& p) {
-    if (const FastKernel* k = fast_kernel()) {
-        p.fast = k->prepare_weights(p.signs);
-        if (mask_count(p.quant) == 2) p.fast2 = k->prepare_weights(p.signs2);
-    }
+    if (const FastKernel* k = fast_kernel())
+        for (int i = 0; i < quantizer(p.quant).masks; i++) p.fast[i] = k->prepare_weights(p.mask[i]);
 }
 
-// Bit masks of one trained linear. Codes come from the same functions the training forward used (§3), so the
-// packed weights are exactly the trained Ŵ.
-inline void pack_linear(PackedLinear& p, Quant quant, const float* W, const float* a, const float* b, int m, int n) {
+// Bit masks and scales of one trained linear, made by its quantizer from the same codes its training forward
+// used, so the packed weights are exactly the trained Ŵ.
+inline void pack_linear(PackedLinear& p, Quant quant, const float* W, const float* s1, const float* s2, int m, int n) {
+    const Quantizer& q = quantizer(quant);
+    if (!q.pack)
+        throw std::invalid_argument("fbi::pack_model: " + std::string(quant == Quant::FP ? "a full-precision" : q.name) +
+                                    " model has no packed form (quantize it first)");
+    p = PackedLinear{};
     p.quant = quant;
     p.m = m;
     p.n = n;
-    auto w = [&](int i, int j) { return W[size_t(i) * n + j]; };
-    if (quant == Quant::FBI) {
-        p.signs = pack_signs(W, m, n);  // [F1]
-        p.alpha.assign(a, a + n);
-        p.beta.assign(b, b + n);
-    } else if (quant == Quant::B158) {
-        float gamma = absmean(W, size_t(m) * n);  // [Q1]
-        p.signs = pack_bits(m, n, [&](int i, int j) { return ternary_code(w(i, j), gamma) > 0; });   // [S8]: +1 codes
-        p.signs2 = pack_bits(m, n, [&](int i, int j) { return ternary_code(w(i, j), gamma) < 0; });  //          −1 codes
-        p.alpha = {gamma};
-    } else if (quant == Quant::DB) {
-        auto code = [&](int i, int j, int which) {  // [Q5]: B1 (which = 1) or B2 (which = 2) of weight (i, j)
-            float b1, b2;
-            fdb_codes(w(i, j), a[i], b[i], b1, b2);
-            return (which == 1 ? b1 : b2) > 0;
-        };
-        p.signs = pack_bits(m, n, [&](int i, int j) { return code(i, j, 1); });
-        p.signs2 = pack_bits(m, n, [&](int i, int j) { return code(i, j, 2); });
-        p.alpha.assign(a, a + m);
-        p.beta.assign(b, b + m);
-    } else {
-        throw std::invalid_argument("fbi::pack_model: a full-precision model has no packed form (quantize it first)");
-    }
+    q.pack(p, W, s1, s2);
     prepare_fast(p);
 }
 
-// Compact scales (optional). The scales are a small part of the file at 1 bit per weight: FBI stores α and β per
-// input column, 2 × 32 bits / m per weight ([P4]), which is 0.060 bits at the 130M shape. A codebook shrinks
-// them: each scale vector v keeps only 2^bits distinct values ("levels"), fitted to v by 1-D k-means (Lloyd):
-// start from the uniform grid of levels between min(v) and max(v), then alternate "each value takes its nearest
-// level" and "each level moves to the mean of the values that took it" until no value changes level. Neither
-// step can increase the squared error, so the result is never worse than that uniform grid. The file holds 2^bits fp32
-// levels and `bits` bits per scale. This rounds α and β, so unlike the int8 activation it changes Ŵ itself:
-// measure it (make train-tiny TRAIN_ARGS="--scale-bits 4"). A vector with at most 2^bits distinct values is
-// left exactly as it is.
+// Compact scales are a plug-in (examples/quantizers/codebook.hpp, [P6]): fit rounds a scale vector to at most
+// 2^bits distinct values; bytes, write and read are its form in the packed file (§10).
+struct ByteWriter;
+struct ByteReader;
+struct ScaleCodec {
+    void (*fit)(std::vector<float>& v, int bits) = nullptr;
+    uint64_t (*bytes)(uint64_t k, int bits) = nullptr;
+    void (*write)(ByteWriter& w, const std::vector<float>& v, int bits) = nullptr;
+    void (*read)(ByteReader& r, std::vector<float>& v, size_t k, int bits) = nullptr;
+};
+inline const ScaleCodec*& scale_codec() {
+    static const ScaleCodec* registered = nullptr;
+    return registered;
+}
+inline bool register_scale_codec(const ScaleCodec* c) { return (scale_codec() = c) != nullptr; }
 inline bool valid_scale_bits(long bits) { return bits == 32 || (bits >= 1 && bits <= 8); }  // 32 = fp32
-
-// The values of v, ascending, each once (a codebook's levels).
-inline std::vector<float> sorted_distinct(std::vector<float> v) {
-    std::sort(v.begin(), v.end());
-    v.erase(std::unique(v.begin(), v.end()), v.end());
-    return v;
+// Why scale_bits cannot be used here ("" = it can).
+inline std::string scale_bits_problem(long bits) {
+    if (!valid_scale_bits(bits)) return "scale_bits " + std::to_string(bits) + " (must be 32 or 1..8)";
+    if (bits != 32 && !scale_codec())
+        return "scale_bits " + std::to_string(bits) + " needs the codebook plug-in (examples/quantizers/codebook.hpp)";
+    return "";
 }
 
-inline void codebook_quantize(std::vector<float>& v, int bits) {
-    const size_t n = v.size(), k = size_t(1) << bits;
-    const std::vector<float> distinct = sorted_distinct(v);
-    if (distinct.size() <= k) return;
-    const double lo = distinct.front(), hi = distinct.back();
-    std::vector<double> level(k);
-    for (size_t i = 0; i < k; i++) level[i] = lo + (hi - lo) * double(i) / double(k - 1);
-    std::vector<size_t> which(n, k);  // k = "no level yet"
-    for (int iter = 0; iter < 100; iter++) {
-        bool changed = false;
-        for (size_t j = 0; j < n; j++) {  // assign: nearest level (the first one on ties)
-            size_t best = 0;
-            for (size_t i = 1; i < k; i++)
-                if (std::fabs(v[j] - level[i]) < std::fabs(v[j] - level[best])) best = i;
-            changed |= best != which[j];
-            which[j] = best;
-        }
-        if (!changed) break;
-        std::vector<double> sum(k, 0.0);
-        std::vector<size_t> count(k, 0);
-        for (size_t j = 0; j < n; j++) { sum[which[j]] += v[j]; count[which[j]]++; }
-        for (size_t i = 0; i < k; i++)  // update: the mean of its values (a level nobody took stays put)
-            if (count[i]) level[i] = sum[i] / double(count[i]);
-    }
-    for (size_t j = 0; j < n; j++) v[j] = float(level[which[j]]);
-}
-
-// scale_bits = 32 keeps α, β exactly (the int8 activation is then the only approximation, [P1]);
-// 1..8 stores them through a 2^scale_bits-level codebook per vector (codebook_quantize).
+// scale_bits = 32 keeps the scales exactly (the int8 activation is then the only approximation, [P1]);
+// 1..8 stores them through the codebook plug-in.
 inline PackedModel pack_model(const Model& model, const std::string& vocab, int scale_bits = 32) {
-    if (model.cfg.quant == Quant::FP)
-        throw std::invalid_argument("fbi::pack_model: a full-precision model has no packed form (quantize it first)");
-    if (!valid_scale_bits(scale_bits))
-        throw std::invalid_argument("fbi::pack_model: scale_bits must be 32 (fp32) or 1..8 (codebook), not " +
-                                    std::to_string(scale_bits));
+    std::string problem = scale_bits_problem(scale_bits);
+    if (!problem.empty()) throw std::invalid_argument("fbi::pack_model: " + problem);
     PackedModel pm;
     pm.cfg = model.cfg;
     pm.scale_bits = scale_bits;
@@ -2014,12 +1873,10 @@ inline PackedModel pack_model(const Model& model, const std::string& vocab, int 
         for (int id = 0; id < N_LINEAR; id++) {
             const LinearRef& ref = blk.lin[id];
             PackedLinear& p = pm.lin[l][id];
-            pack_linear(p, model.cfg.quant, model.p(ref.W), model.p_or_null(ref.alpha), model.p_or_null(ref.beta),
-                        ref.m, ref.n);
-            if (scale_bits < 32) {
-                codebook_quantize(p.alpha, scale_bits);
-                codebook_quantize(p.beta, scale_bits);
-            }
+            pack_linear(p, model.cfg.quant, model.p(ref.W), model.p_or_null(ref.scale[0]),
+                        model.p_or_null(ref.scale[1]), ref.m, ref.n);
+            if (scale_bits < 32)
+                for (std::vector<float>& v : p.scale) scale_codec()->fit(v, scale_bits);
         }
     }
     rope_tables(pm.rope_cos, pm.rope_sin, pm.cfg.T, pm.cfg.C / pm.cfg.NH);
@@ -2039,7 +1896,7 @@ inline DecodeView decode_view(const PackedModel& pm) {
     return d;
 }
 
-// One token's int8 activations in the form each kernel reads (built once, shared by both masks of a linear).
+// One token's int8 activations in the form each kernel reads (built once, shared by every mask of a linear).
 struct TokenActs {
     std::vector<int8_t> q;
     int32_t sum_q = 0;  // Σ_j q_j
@@ -2075,47 +1932,78 @@ inline void signed_gemv(Kernel kernel, const PackedSigns& P, const void* fast_la
     }
 }
 
-// y = Ŵ x for one token through the packed weights ([P1]). The int8 rounding of the activation is the only
-// approximation of FBI and DB (trained in float); b1.58 was trained with the same int8 activation ([Q2]), so
-// its packed output equals its training forward up to fp32 rounding. The integer sums are exact in every kernel.
+// The work buffers of one packed linear call, and the step every quantizer's packed_forward shares.
+struct PackedScratch {
+    Kernel kernel = Kernel::Fast;
+    std::vector<float> u, scratch;
+    std::vector<int32_t> acc[2];  // acc[k][i] = Σ_j (2·mask_k,ij − 1) q_j
+    TokenActs a;
+};
+// Quantize one token's input u ([Q2]) and run every mask of p on it: fills ws.acc, returns the scale s (q = s·u).
+inline float packed_signed_sums(const PackedLinear& p, const float* u, PackedScratch& ws) {
+    ws.a.q.resize(p.n);
+    float s = quantize_int8_absmax(u, p.n, ws.a.q.data());  // [P1]: the only approximation
+    prepare_token_acts(ws.a, ws.kernel, p.n);
+    for (int k = 0; k < quantizer(p.quant).masks; k++) {
+        ws.acc[k].resize(p.m);
+        signed_gemv(ws.kernel, p.mask[k], p.fast[k].get(), ws.a, ws.acc[k].data(), ws.scratch);
+    }
+    return s;
+}
+
+// FBI packed ([P1]): fold α into the activation, u = α ⊙ x; then y_i = (Σ_j b_ij q_j)/s + β·x.
+inline void fbi_packed_forward(const PackedLinear& p, const float* x, float* y, PackedScratch& ws) {
+    const std::vector<float>& alpha = p.scale[0];
+    const std::vector<float>& beta = p.scale[1];
+    ws.u.resize(p.n);
+    float beta_x = 0;
+    for (int j = 0; j < p.n; j++) {
+        ws.u[j] = alpha[j] * x[j];  // [P1]: u = α ⊙ x
+        beta_x += beta[j] * x[j];   // [F3]: the β term, one scalar shared by every output
+    }
+    float s = packed_signed_sums(p, ws.u.data(), ws);
+    for (int i = 0; i < p.m; i++) y[i] = float(ws.acc[0][i]) / s + beta_x;  // [P1]: y = Σ b q / s + β·x
+}
+inline void fbi_pack(PackedLinear& p, const float* W, const float* alpha, const float* beta) {
+    p.mask[0] = pack_signs(W, p.m, p.n);  // [F1]
+    p.scale[0].assign(alpha, alpha + p.n);
+    p.scale[1].assign(beta, beta + p.n);
+}
+
+// The two quantizers of this header, as tables (§3).
+inline Quantizer fp_quantizer() {
+    Quantizer q;
+    q.id = Quant::FP;
+    q.name = "fp32";
+    q.f32 = fp_ops<float>();
+    q.f64 = fp_ops<double>();
+    q.masks = 0;  // no packed form: pack stays null
+    return q;
+}
+inline Quantizer fbi_quantizer() {
+    Quantizer q;
+    q.id = Quant::FBI;
+    q.name = "fbi";
+    q.scale_name[0] = "alpha";  // α ∈ R^n ([F2])
+    q.scale_name[1] = "beta";   // β ∈ R^n
+    q.f32 = fbi_ops<float>();
+    q.f64 = fbi_ops<double>();
+    q.masks = 1;
+    q.packed_scale_sizes = [](int, int n, int sizes[2]) { sizes[0] = sizes[1] = n; };
+    q.pack = &fbi_pack;
+    q.packed_forward = &fbi_packed_forward;
+    return q;
+}
+
+// y = Ŵ x for one token through the packed weights, by the linear's quantizer. The int8 rounding of the
+// activation is the only approximation of FBI (trained in float); the integer sums are exact in every kernel.
 struct PackedLinearFn {
     const PackedModel* pm;
-    Kernel kernel;
-    explicit PackedLinearFn(const PackedModel* model, Kernel k = Kernel::Fast) : pm(model), kernel(k) {}
-    mutable std::vector<float> u, scratch;
-    mutable std::vector<int32_t> acc, acc2;
-    mutable TokenActs a;
-
+    mutable PackedScratch ws;
+    explicit PackedLinearFn(const PackedModel* model, Kernel k = Kernel::Fast) : pm(model) { ws.kernel = k; }
     void operator()(int l, int id, const float* x, float* y) const {
         const PackedLinear& p = pm->lin[l][id];
-        a.q.resize(p.n);
-        acc.resize(p.m);
-        acc2.resize(p.m);
-        if (p.quant == Quant::FBI) {
-            u.resize(p.n);
-            float beta_x = 0;
-            for (int j = 0; j < p.n; j++) {
-                u[j] = p.alpha[j] * x[j];    // [P1]: fold α into the activation
-                beta_x += p.beta[j] * x[j];  // [F3]: the β term, one scalar shared by every output
-            }
-            float s = quantize_int8_absmax(u.data(), p.n, a.q.data());  // [P1]: the only approximation
-            prepare_token_acts(a, kernel, p.n);
-            signed_gemv(kernel, p.signs, p.fast.get(), a, acc.data(), scratch);
-            for (int i = 0; i < p.m; i++) y[i] = float(acc[i]) / s + beta_x;  // [P1]: y = Σ b q / s + β·x
-            return;
-        }
-        float s = quantize_int8_absmax(x, p.n, a.q.data());  // [Q2]: per-token int8 of x itself
-        prepare_token_acts(a, kernel, p.n);
-        signed_gemv(kernel, p.signs, p.fast.get(), a, acc.data(), scratch);
-        signed_gemv(kernel, p.signs2, p.fast2.get(), a, acc2.data(), scratch);
-        if (p.quant == Quant::B158) {
-            // Σ_j code_j q_j = Σ_P q − Σ_M q = (signed(P) − signed(M)) / 2, then one multiply by γ/s ([Q1])
-            float gamma_over_s = p.alpha[0] / s;
-            for (int i = 0; i < p.m; i++) y[i] = float((acc[i] - acc2[i]) / 2) * gamma_over_s;
-        } else {  // DB: Σ_{B=1} q = (signed + Σ q) / 2 per mask ([S8] dual binary)
-            for (int i = 0; i < p.m; i++)
-                y[i] = (p.alpha[i] * float((acc[i] + a.sum_q) / 2) + p.beta[i] * float((acc2[i] + a.sum_q) / 2)) / s;
-        }
+        quantizer(p.quant).packed_forward(p, x, y, ws);
     }
 };
 
@@ -2291,7 +2179,7 @@ inline Checkpoint parse_checkpoint(const std::vector<unsigned char>& bytes, cons
     Checkpoint ck;
     uint32_t f[7];
     for (uint32_t& x : f) x = r.get<uint32_t>();
-    if (f[0] > uint32_t(Quant::DB)) throw std::runtime_error(r.what + ": unknown quantizer id " + std::to_string(f[0]));
+    if (f[0] > 255 || !find_quantizer(Quant(f[0]))) throw std::runtime_error(r.what + ": " + unknown_quantizer(Quant(f[0] & 255)));
     ck.cfg.quant = Quant(f[0]);
     int* dims[6] = {&ck.cfg.V, &ck.cfg.C, &ck.cfg.L, &ck.cfg.NH, &ck.cfg.F, &ck.cfg.T};
     for (int i = 0; i < 6; i++) {
@@ -2359,64 +2247,27 @@ inline Model model_from_checkpoint(const Checkpoint& ck) {
 // ---- the packed model file ---------------------------------------------------------------------------------
 //   "FBIPACK\0" | u32 version (1) | u32 quant | u32 scale_bits | u32 V,C,L,NH,F,T | u64 vocab_bytes | vocab |
 //   f32 tok_emb (V×C) | per block: f32 attn_norm (C), f32 mlp_norm (C), per linear (q,k,v,o,gate,up,down):
-//   u64 mask bits (m × words), [b1.58, DB: u64 second mask (m × words)], scale vectors (FBI: α (n), β (n);
-//   b1.58: γ; DB: α1 (m), α2 (m)) | f32 final_norm (C) | f32 lm_head (V×C) | u64 FNV-1a checksum of everything
-//   before it. A scale vector of k values is k × f32 when scale_bits = 32; otherwise 2^scale_bits f32 levels
-//   (ascending, the last one repeated to fill) then k level numbers of scale_bits bits each, packed from the
-//   lowest bit of each byte up, unused bits of the last byte 0.
+//   the quantizer's masks, u64 (m × words) each (FBI: 1), then its two scale vectors (FBI: α (n), β (n)) |
+//   f32 final_norm (C) | f32 lm_head (V×C) | u64 FNV-1a checksum of everything before it. A scale vector of k values
+//   is k × f32 when scale_bits = 32, else the codebook plug-in's form (examples/quantizers/codebook.hpp).
 // One version, 1. Every size follows from the header, so a truncated or padded file is caught before anything
 // is read. (Development builds before the format was frozen wrote versions 2 and 3 under the same magic;
 // they are refused with a message that says to pack the checkpoint again.)
 constexpr char kPackedMagic[8] = {'F', 'B', 'I', 'P', 'A', 'C', 'K', '\0'};
 constexpr uint32_t kPackedVersion = 1;
 
-// Bytes of one stored scale vector of k values (see the layout above).
+// Bytes of one stored scale vector of k values: fp32, or the codebook plug-in's form.
 inline uint64_t scale_bytes(uint64_t k, int bits) {
-    if (k == 0) return 0;
-    return bits == 32 ? 4 * k : 4 * (uint64_t(1) << bits) + (k * uint64_t(bits) + 7) / 8;
+    return k == 0 ? 0 : bits == 32 ? 4 * k : scale_codec()->bytes(k, bits);
 }
-
 inline void write_scales(ByteWriter& w, const std::vector<float>& v, int bits) {
-    if (v.empty()) return;
-    if (bits == 32) return w.raw(v.data(), 4 * v.size());
-    std::vector<float> levels = sorted_distinct(v);
-    const size_t k = size_t(1) << bits;
-    if (levels.size() > k)
-        throw std::logic_error("fbi::write_scales: " + std::to_string(levels.size()) + " distinct scales do not fit a " +
-                               std::to_string(bits) + "-bit codebook (pack_model(..., scale_bits) makes them fit)");
-    levels.resize(k, levels.back());
-    w.raw(levels.data(), 4 * k);
-    std::vector<unsigned char> packed((v.size() * bits + 7) / 8, 0);
-    for (size_t j = 0; j < v.size(); j++) {
-        uint32_t code = uint32_t(std::lower_bound(levels.begin(), levels.end(), v[j]) - levels.begin());
-        for (int b = 0; b < bits; b++)
-            if (code >> b & 1) packed[(j * bits + b) / 8] |= uint8_t(1u << ((j * bits + b) % 8));
-    }
-    w.raw(packed.data(), packed.size());
+    if (bits == 32) w.raw(v.data(), 4 * v.size());
+    else if (!v.empty()) scale_codec()->write(w, v, bits);
 }
-
 inline void read_scales(ByteReader& r, std::vector<float>& v, size_t k, int bits) {
     v.resize(k);
-    if (k == 0) return;
-    if (bits == 32) return r.raw(v.data(), 4 * k);
-    const size_t start = r.at;
-    std::vector<float> levels(size_t(1) << bits);
-    r.raw(levels.data(), 4 * levels.size());
-    for (float x : levels)
-        if (!std::isfinite(x)) throw std::runtime_error(r.what + ": a scale codebook level is not finite (corrupted)");
-    std::vector<unsigned char> packed((k * bits + 7) / 8);
-    r.raw(packed.data(), packed.size());
-    for (size_t j = 0; j < k; j++) {
-        uint32_t code = 0;
-        for (int b = 0; b < bits; b++) code |= uint32_t(packed[(j * bits + b) / 8] >> ((j * bits + b) % 8) & 1) << b;
-        v[j] = levels[code];
-    }
-    // Exactly what write_scales makes of these values (levels ascending and used, padding 0), so that a file
-    // reads and writes back to the same bytes; anything else was not written by this header.
-    ByteWriter again;
-    write_scales(again, v, bits);
-    if (!std::equal(again.buf.begin(), again.buf.end(), r.buf.begin() + long(start)))
-        throw std::runtime_error(r.what + ": a scale codebook is not in its canonical form (corrupted)");
+    if (bits == 32) r.raw(v.data(), 4 * k);
+    else if (k) scale_codec()->read(r, v, k, bits);
 }
 
 inline std::vector<unsigned char> packed_model_bytes(const PackedModel& pm) {
@@ -2436,10 +2287,8 @@ inline std::vector<unsigned char> packed_model_bytes(const PackedModel& pm) {
         floats(pm.attn_norm[l]);
         floats(pm.mlp_norm[l]);
         for (const PackedLinear& p : pm.lin[l]) {
-            w.raw(p.signs.bits.data(), 8 * p.signs.bits.size());
-            w.raw(p.signs2.bits.data(), 8 * p.signs2.bits.size());  // empty for FBI
-            write_scales(w, p.alpha, pm.scale_bits);
-            write_scales(w, p.beta, pm.scale_bits);
+            for (int k = 0; k < quantizer(p.quant).masks; k++) w.raw(p.mask[k].bits.data(), 8 * p.mask[k].bits.size());
+            for (const std::vector<float>& v : p.scale) write_scales(w, v, pm.scale_bits);
         }
     }
     floats(pm.final_norm);
@@ -2450,13 +2299,6 @@ inline std::vector<unsigned char> packed_model_bytes(const PackedModel& pm) {
 
 inline void save_packed_model(const std::string& path, const PackedModel& pm) {
     write_file_atomic(path, packed_model_bytes(pm));
-}
-
-// Shapes of the 7 block linears (out m, in n), in file order.
-inline void linear_shapes(const Config& c, int m[N_LINEAR], int n[N_LINEAR]) {
-    const int out_dim[N_LINEAR] = {c.C, c.C, c.C, c.C, c.F, c.F, c.C};
-    const int in_dim[N_LINEAR] = {c.C, c.C, c.C, c.C, c.C, c.C, c.F};
-    for (int i = 0; i < N_LINEAR; i++) { m[i] = out_dim[i]; n[i] = in_dim[i]; }
 }
 
 // One m×n bit mask; padding bits must be 0 (the kernels rely on it).
@@ -2487,12 +2329,15 @@ inline PackedModel parse_packed_model(const std::vector<unsigned char>& bytes, c
     PackedModel pm;
     Config& c = pm.cfg;
     uint32_t quant = r.get<uint32_t>();
-    if (quant == uint32_t(Quant::FP) || quant > uint32_t(Quant::DB))
-        throw std::runtime_error(r.what + ": unknown packed quantizer id " + std::to_string(quant));
+    const Quantizer* q = quant > 255 ? nullptr : find_quantizer(Quant(quant));
+    if (!q) throw std::runtime_error(r.what + ": " + unknown_quantizer(Quant(quant & 255), "packed "));
+    if (!q->pack)
+        throw std::runtime_error(r.what + ": unknown packed quantizer id " + std::to_string(quant) + " (" + q->name +
+                                 " has no packed form)");
     c.quant = Quant(quant);
     uint32_t bits = r.get<uint32_t>();
-    if (!valid_scale_bits(long(bits)))
-        throw std::runtime_error(r.what + ": scale_bits " + std::to_string(bits) + " (must be 32 or 1..8)");
+    std::string problem = scale_bits_problem(long(bits));
+    if (!problem.empty()) throw std::runtime_error(r.what + ": " + problem);
     pm.scale_bits = int(bits);
     int* dims[6] = {&c.V, &c.C, &c.L, &c.NH, &c.F, &c.T};
     for (int* d : dims) {
@@ -2503,14 +2348,13 @@ inline PackedModel parse_packed_model(const std::vector<unsigned char>& bytes, c
     try { check_config(c); } catch (const std::exception& e) { throw std::runtime_error(r.what + ": " + e.what()); }
     check_file_context(c, r.what);
     uint64_t n_vocab = r.get<uint64_t>();
-    int m[N_LINEAR], n[N_LINEAR];
-    linear_shapes(c, m, n);
+    int m[N_LINEAR], n[N_LINEAR], sizes[N_LINEAR][2];
     uint64_t per_block = 8ull * c.C;
     for (int i = 0; i < N_LINEAR; i++) {
-        int na, nb;
-        scale_counts(c.quant, m[i], n[i], na, nb);
-        per_block += 8ull * mask_count(c.quant) * m[i] * words_for(n[i]) + scale_bytes(na, pm.scale_bits) +
-                     scale_bytes(nb, pm.scale_bits);
+        linear_shape(c, i, m[i], n[i]);
+        q->packed_scale_sizes(m[i], n[i], sizes[i]);
+        per_block += 8ull * q->masks * m[i] * words_for(n[i]) + scale_bytes(sizes[i][0], pm.scale_bits) +
+                     scale_bytes(sizes[i][1], pm.scale_bits);
     }
     if (n_vocab > bytes.size() || uint64_t(c.L) > bytes.size() / per_block)  // first: `expect` cannot wrap around
         throw std::runtime_error(r.what + ": truncated (" + describe(c) + " with " + std::to_string(n_vocab) +
@@ -2540,16 +2384,9 @@ inline PackedModel parse_packed_model(const std::vector<unsigned char>& bytes, c
             p.quant = c.quant;
             p.m = m[i];
             p.n = n[i];
-            read_mask(r, p.signs, m[i], n[i]);
-            if (mask_count(c.quant) == 2) read_mask(r, p.signs2, m[i], n[i]);
-            if (c.quant == Quant::B158)  // a weight cannot be both +1 and −1
-                for (size_t w = 0; w < p.signs.bits.size(); w++)
-                    if (p.signs.bits[w] & p.signs2.bits[w])
-                        throw std::runtime_error(r.what + ": a ternary weight is marked both +1 and -1 (corrupted)");
-            int na, nb;
-            scale_counts(c.quant, m[i], n[i], na, nb);
-            read_scales(r, p.alpha, size_t(na), pm.scale_bits);
-            read_scales(r, p.beta, size_t(nb), pm.scale_bits);
+            for (int k = 0; k < q->masks; k++) read_mask(r, p.mask[k], m[i], n[i]);
+            for (int k = 0; k < 2; k++) read_scales(r, p.scale[k], size_t(sizes[i][k]), pm.scale_bits);
+            if (q->check) q->check(p, r.what);  // e.g. b1.58: no weight both +1 and −1
             prepare_fast(p);
         }
     }
@@ -2569,8 +2406,8 @@ inline double packed_bits_per_weight(const PackedModel& pm) {
     double bits = 0, weights = 0;
     for (const auto& block : pm.lin)
         for (const PackedLinear& p : block) {
-            bits += 64.0 * (p.signs.bits.size() + p.signs2.bits.size()) +
-                    8.0 * double(scale_bytes(p.alpha.size(), pm.scale_bits) + scale_bytes(p.beta.size(), pm.scale_bits));
+            bits += 64.0 * (p.mask[0].bits.size() + p.mask[1].bits.size()) +
+                    8.0 * double(scale_bytes(p.scale[0].size(), pm.scale_bits) + scale_bytes(p.scale[1].size(), pm.scale_bits));
             weights += double(p.m) * p.n;
         }
     return bits / weights;

@@ -17,6 +17,9 @@
 
 #include "../fbi_llm.hpp"
 #include "kernels/fast_kernels.hpp"  // Kernel::Fast = the table-lookup kernel (AVX2 where the flags allow)
+#include "quantizers/b158.hpp"       // --student-quant b1.58
+#include "quantizers/codebook.hpp"   // --scale-bits 1..8
+#include "quantizers/db.hpp"         // --student-quant db, --student-loss dad
 
 namespace example {
 

@@ -105,8 +105,8 @@ std::vector<unsigned char> tiny_checkpoint_bytes(Quant q) {
 std::vector<unsigned char> tiny_packed_bytes(Quant q, int scale_bits = 32) {
     return packed_model_bytes(pack_model(build_model<float>(tiny(q), 12), "ab\n", scale_bits));
 }
-const Quant kCheckpointQuants[] = {Quant::FP, Quant::FBI, Quant::B158, Quant::DB};
-const Quant kPackedQuants[] = {Quant::FBI, Quant::B158, Quant::DB};
+const Quant kCheckpointQuants[] = {Quant::FP, Quant::FBI, kB158, kDB};
+const Quant kPackedQuants[] = {Quant::FBI, kB158, kDB};
 const int kScaleBits[] = {32, 2};  // fp32 scales, and 4-level codebooks (the F = 70 vectors need them)
 // A file header as the writers lay it out, for sizes no real model could have.
 struct Header {

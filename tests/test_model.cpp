@@ -42,7 +42,7 @@ TEST_CASE("M1 whole-model backward, FBI student: α, β, norms, embedding, head 
     auto& m = gc.m;
     auto f = [&] { return gc.loss(); };
     // latent W by the STE formula ([F5]): ∂L/∂W_ij = α_j G_ij
-    check_latent_grads(gc, [&](const LinearRef& lin, int, int j, double G) { return m.p(lin.alpha)[j] * G; });
+    check_latent_grads(gc, [&](const LinearRef& lin, int, int j, double G) { return m.p(lin.scale[0])[j] * G; });
     for (size_t t = 0; t < m.tensors.size(); t++) {
         const TensorInfo& ti = m.tensors[t];
         bool latent = ti.is_matrix && ti.name.find("block") == 0;
@@ -54,7 +54,7 @@ TEST_CASE("M1 whole-model backward, FBI student: α, β, norms, embedding, head 
 }
 
 TEST_CASE("M2 causality: changing token t never changes logits at positions < t") {
-    for (Quant q : {Quant::FP, Quant::FBI, Quant::B158, Quant::DB}) {
+    for (Quant q : {Quant::FP, Quant::FBI, kB158, kDB}) {
         Config c = tiny_config(q);
         auto m = build_model<float>(c, 11);
         const int T = 6;
@@ -100,7 +100,7 @@ TEST_CASE("M3 overfitting one fixed batch drives the loss down at least 10×") {
 }
 
 TEST_CASE("M4 KV-cache decoding gives the same logits as the full forward") {
-    for (Quant q : {Quant::FP, Quant::FBI, Quant::B158, Quant::DB}) {
+    for (Quant q : {Quant::FP, Quant::FBI, kB158, kDB}) {
         Config c = tiny_config(q);
         auto m = build_model<float>(c, 16);
         for (float& p : m.params) p *= 10;  // large enough weights that every block (and b1.58's int8 rounding) matters

@@ -52,8 +52,8 @@ TEST_CASE("P3 packed file: round trip is exact; truncated, foreign and corrupted
     CHECK(packed_model_bytes(back) == packed_model_bytes(pm));
     for (int l = 0; l < pm.cfg.L; l++)
         for (int i = 0; i < N_LINEAR; i++)  // the fast kernel's layout (fast_kernels.hpp: PackedTL) is rebuilt at load
-            CHECK(static_cast<const PackedTL*>(back.lin[l][i].fast.get())->tiles_bytes ==
-                  static_cast<const PackedTL*>(pm.lin[l][i].fast.get())->tiles_bytes);
+            CHECK(static_cast<const PackedTL*>(back.lin[l][i].fast[0].get())->tiles_bytes ==
+                  static_cast<const PackedTL*>(pm.lin[l][i].fast[0].get())->tiles_bytes);
     auto bytes = read_file_bytes(path);
     auto write = [&](const std::vector<unsigned char>& b) {
         std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), b.size());
@@ -147,13 +147,13 @@ TEST_CASE("P7 codebook scales: the file holds what the decoder uses, round trip 
         for (int l = 0; l < c.L; l++)
             for (int i = 0; i < N_LINEAR; i++) {
                 const PackedLinear &p = pm.lin[l][i], &e = exact.lin[l][i];
-                CHECK(p.signs.bits == e.signs.bits);  // only the scales change
-                std::vector<float> a = e.alpha, b = e.beta;
+                CHECK(p.mask[0].bits == e.mask[0].bits);  // only the scales change
+                std::vector<float> a = e.scale[0], b = e.scale[1];
                 codebook_quantize(a, bits);
                 codebook_quantize(b, bits);
-                CHECK(p.alpha == a);
-                CHECK(p.beta == b);
-                changed += p.alpha != e.alpha;
+                CHECK(p.scale[0] == a);
+                CHECK(p.scale[1] == b);
+                changed += p.scale[0] != e.scale[0];
             }
         if (bits < 8) CHECK(changed > 0);  // 64 or 128 random scales do not fit 2 or 16 levels (they fit 256)
         auto bytes = packed_model_bytes(pm);
@@ -162,8 +162,8 @@ TEST_CASE("P7 codebook scales: the file holds what the decoder uses, round trip 
         CHECK(packed_model_bytes(back) == bytes);
         for (int l = 0; l < c.L; l++)
             for (int i = 0; i < N_LINEAR; i++) {
-                CHECK(back.lin[l][i].alpha == pm.lin[l][i].alpha);
-                CHECK(back.lin[l][i].beta == pm.lin[l][i].beta);
+                CHECK(back.lin[l][i].scale[0] == pm.lin[l][i].scale[0]);
+                CHECK(back.lin[l][i].scale[1] == pm.lin[l][i].scale[1]);
             }
         std::vector<int> toks = {1, 5, 12, 0, 7};
         CHECK(decode_all(back, Kernel::Fast, toks) == decode_all(pm, Kernel::Fast, toks));
@@ -174,8 +174,8 @@ TEST_CASE("P7 codebook scales: the file holds what the decoder uses, round trip 
         double scales = 2 * (6 * vec_bits(64) + vec_bits(128));
         CHECK(packed_bits_per_weight(pm) == doctest::Approx(1.0 + scales / weights).epsilon(1e-12));
     }
-    CHECK_THROWS_WITH(pack_model(mc, "", 9), doctest::Contains("scale_bits must be 32 (fp32) or 1..8"));
-    CHECK_THROWS_WITH(pack_model(mc, "", 0), doctest::Contains("scale_bits must be 32 (fp32) or 1..8"));
+    CHECK_THROWS_WITH(pack_model(mc, "", 9), doctest::Contains("fbi::pack_model: scale_bits 9 (must be 32 or 1..8)"));
+    CHECK_THROWS_WITH(pack_model(mc, "", 0), doctest::Contains("fbi::pack_model: scale_bits 0 (must be 32 or 1..8)"));
     // The FBI-LLM-130M shape (C = 768, F = 2048): fp32 scales cost 64/m bits per weight, 4-bit codebooks 16·32 + 4 bits per vector.
     double w130 = 4.0 * 768 * 768 + 3.0 * 2048 * 768, v130 = 6 * 768 * 2 + 2048 * 2;  // weights, scales per block
     CHECK(1 + 32 * v130 / w130 == doctest::Approx(1.0602).epsilon(1e-4));

@@ -70,7 +70,7 @@ TEST_CASE("S8 {0,1}-mask and ternary sums from the ±1 kernels are exact: awkwar
 }
 
 TEST_CASE("S8 packed masks hold exactly the trained codes (b1.58 ternary, DB dual binary)") {
-    for (Quant q : {Quant::B158, Quant::DB}) {
+    for (Quant q : {kB158, kDB}) {
         Model m = trained_like(q, 3);
         PackedModel pm = pack_model(m, "v");
         for (int l = 0; l < m.cfg.L; l++)
@@ -78,27 +78,27 @@ TEST_CASE("S8 packed masks hold exactly the trained codes (b1.58 ternary, DB dua
                 const LinearRef& ref = m.blocks[l].lin[id];
                 const PackedLinear& p = pm.lin[l][id];
                 const float* W = m.p(ref.W);
-                float gamma = q == Quant::B158 ? absmean(W, size_t(ref.m) * ref.n) : 0.f;
+                float gamma = q == kB158 ? absmean(W, size_t(ref.m) * ref.n) : 0.f;
                 for (int i = 0; i < ref.m; i++)
                     for (int j = 0; j < ref.n; j++) {
-                        float w = W[size_t(i) * ref.n + j], b1 = unpacked_sign(p.signs, i, j) > 0, b2 = unpacked_sign(p.signs2, i, j) > 0;
-                        if (q == Quant::B158) {
+                        float w = W[size_t(i) * ref.n + j], b1 = unpacked_sign(p.mask[0], i, j) > 0, b2 = unpacked_sign(p.mask[1], i, j) > 0;
+                        if (q == kB158) {
                             REQUIRE(!(b1 && b2));
                             REQUIRE(b1 - b2 == ternary_code(w, gamma));
                         } else {
                             float c1, c2;
-                            fdb_codes(w, m.p(ref.alpha)[i], m.p(ref.beta)[i], c1, c2);
+                            fdb_codes(w, m.p(ref.scale[0])[i], m.p(ref.scale[1])[i], c1, c2);
                             REQUIRE(b1 == c1);
                             REQUIRE(b2 == c2);
                         }
                     }
-                if (q == Quant::B158) CHECK(p.alpha == std::vector<float>{gamma});
+                if (q == kB158) CHECK(p.scale[0] == std::vector<float>{gamma});
             }
     }
 }
 
 TEST_CASE("S8 packed decoder, b1.58 and DB: reference, popcount and fast kernels give bit-identical logits") {
-    for (Quant q : {Quant::B158, Quant::DB}) {
+    for (Quant q : {kB158, kDB}) {
         PackedModel pm = pack_model(trained_like(q, 5), "v");
         auto ref = decode_all(pm, Kernel::Reference, kTokens);
         auto pop = decode_all(pm, Kernel::Popcount, kTokens);
@@ -110,7 +110,7 @@ TEST_CASE("S8 packed decoder, b1.58 and DB: reference, popcount and fast kernels
 }
 
 TEST_CASE("S8 b1.58: the train path (dequantized floats) equals the inference path (integers) within fp32 rounding") {
-    Model m = trained_like(Quant::B158, 7);
+    Model m = trained_like(kB158, 7);
     for (float& p : m.params) p *= 10;  // blocks matter: int8 rounding in the wrong place would show
     PackedModel pm = pack_model(m, "v");
     quantize_all(m);
@@ -140,7 +140,7 @@ TEST_CASE("S8 b1.58: the train path (dequantized floats) equals the inference pa
 }
 
 TEST_CASE("S8 DB packed decoder ≈ float model: the int8 activation is the only approximation") {
-    Model m = trained_like(Quant::DB, 9);
+    Model m = trained_like(kDB, 9);
     PackedModel pm = pack_model(m, "v");
     model_forward(m, kTokens.data(), 1, int(kTokens.size()));
     const MaxDiff diff = max_diff(decode_all(pm, Kernel::Fast, kTokens), m.acts.logits);
@@ -151,7 +151,7 @@ TEST_CASE("S8 DB packed decoder ≈ float model: the int8 activation is the only
 }
 
 TEST_CASE("S8 packed file for b1.58 and DB: round trip, bits per weight; one format version, others refused") {
-    for (Quant q : {Quant::B158, Quant::DB}) {
+    for (Quant q : {kB158, kDB}) {
         Model m = trained_like(q, 11);
         PackedModel pm = pack_model(m, "xyz");
         auto bytes = packed_model_bytes(pm);
@@ -162,9 +162,9 @@ TEST_CASE("S8 packed file for b1.58 and DB: round trip, bits per weight; one for
         // bits per weight: two masks (with row padding) + the scales
         double bits = 0, weights = 0;
         int m_[N_LINEAR], n_[N_LINEAR];
-        linear_shapes(m.cfg, m_, n_);
         for (int id = 0; id < N_LINEAR; id++) {
-            bits += 2.0 * m_[id] * words_for(n_[id]) * 64 + (q == Quant::B158 ? 32.0 : 64.0 * m_[id]);
+            linear_shape(m.cfg, id, m_[id], n_[id]);
+            bits += 2.0 * m_[id] * words_for(n_[id]) * 64 + (q == kB158 ? 32.0 : 64.0 * m_[id]);
             weights += double(m_[id]) * n_[id];
         }
         CHECK(packed_bits_per_weight(pm) == doctest::Approx(bits / weights).epsilon(1e-12));
@@ -182,7 +182,7 @@ TEST_CASE("S8 packed file for b1.58 and DB: round trip, bits per weight; one for
 }
 
 TEST_CASE("S8 packed file errors: unknown quantizer, a ternary weight marked both +1 and -1") {
-    PackedModel pm = pack_model(trained_like(Quant::B158, 13), "v");
+    PackedModel pm = pack_model(trained_like(kB158, 13), "v");
     auto bytes = packed_model_bytes(pm);
     auto bad_quant = bytes;
     bad_quant[12] = 9;  // the u32 quant field after magic and version
@@ -192,7 +192,7 @@ TEST_CASE("S8 packed file errors: unknown quantizer, a ternary weight marked bot
     // the first linear's masks start after header, vocab, tok_emb and the two norms of block 0
     const Config& c = pm.cfg;
     size_t first_mask = 8 + 4 + 4 + 4 + 6 * 4 + 8 + pm.vocab.size() + 4 * size_t(c.V) * c.C + 2 * 4 * size_t(c.C);
-    size_t mask_bytes = 8 * pm.lin[0][WQ].signs.bits.size();
+    size_t mask_bytes = 8 * pm.lin[0][WQ].mask[0].bits.size();
     auto both = bytes;
     uint64_t plus;
     std::memcpy(&plus, &both[first_mask], 8);

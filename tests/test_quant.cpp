@@ -82,12 +82,12 @@ TEST_CASE("Q2 b1.58 activations: max |x| → ±127 per row, x̃ = q/s, an all-ze
 }
 
 TEST_CASE("Q3 b1.58 STE: ∂L/∂W = ∂L/∂Ŵ exactly; the linears multiply the int8-dequantized input; head by FD") {
-    GradCase gc(Quant::B158, 21, /*noise=*/0.0);  // parameters only scaled ×5
+    GradCase gc(kB158, 21, /*noise=*/0.0);  // parameters only scaled ×5
     auto& m = gc.m;
     const Config& c = m.cfg;
     const int B = gc.B, T = gc.T;
     for (const BlockRef& blk : m.blocks)
-        for (const LinearRef& lin : blk.lin) CHECK(lin.alpha < 0);  // no learnable scale: γ comes from W
+        for (const LinearRef& lin : blk.lin) CHECK(lin.scale[0] < 0);  // no learnable scale: γ comes from W
     check_latent_grads(gc, [](const LinearRef&, int, int, double G) { return G; });  // [Q3] identity STE
     // Wiring of the activation quantizer: after the backward, acts.dq holds ∂L/∂q of block 0 (it is processed
     // last), so ∂L/∂Ŵ_q of block 0 must be dqᵀ · x̃ with x̃ = int8(RMSNorm(x)), not dqᵀ · RMSNorm(x).
@@ -209,10 +209,10 @@ TEST_CASE("Q6 FDB STE: ∂L/∂W = G exactly, ∂L/∂α1 = Σ_j G B1 and ∂L/�
 }
 
 TEST_CASE("Q6 whole-model backward, DB student: α1, α2, norms, embedding, head by finite differences; W by STE") {
-    GradCase gc(Quant::DB, 61);
+    GradCase gc(kDB, 61);
     auto& m = gc.m;
     for (const BlockRef& blk : m.blocks)
-        for (const LinearRef& lin : blk.lin) CHECK(m.tensors[lin.alpha].cols == lin.m);  // one α1, α2 per output row
+        for (const LinearRef& lin : blk.lin) CHECK(m.tensors[lin.scale[0]].cols == lin.m);  // one α1, α2 per output row
     check_latent_grads(gc, [](const LinearRef&, int, int, double G) { return G; });  // [Q6] identity STE
     auto f = [&] { return gc.loss(); };
     for (size_t t = 0; t < m.tensors.size(); t++) {
@@ -234,8 +234,8 @@ TEST_CASE("D3 DAD with uniform weights equals AD (value and gradient); weighted 
     std::vector<double> ps(N * V), pt(N * V), d_ad(N * V, 0.0), d_dad(N * V, 0.0);
     std::vector<int> y(N, 0);
     double ad = loss_forward_backward(Loss::AD, d_ad.data(), ps.data(), pt.data(), zs.data(), zt.data(), y.data(), N, V, 0.5);
-    double dad = loss_forward_backward(Loss::DAD, d_dad.data(), ps.data(), pt.data(), zs.data(), zt.data(), y.data(), N, V,
-                                       0.5, DadWeight::Uniform);
+    double dad = loss_forward_backward(kLossDADUniform, d_dad.data(), ps.data(), pt.data(), zs.data(), zt.data(), y.data(),
+                                       N, V, 0.5);
     CHECK(dad == doctest::Approx(ad).epsilon(1e-14));
     for (int i = 0; i < N * V; i++) CHECK(d_dad[i] == doctest::Approx(d_ad[i]).epsilon(1e-14));
     // arbitrary fixed weights: value by hand, gradient by finite differences

@@ -11,6 +11,9 @@
 
 #include "../fbi_llm.hpp"
 #include "../examples/kernels/fast_kernels.hpp"  // the fast kernels are tested like the header's own
+#include "../examples/quantizers/b158.hpp"       // so are the plug-in quantizers, DAD and codebook scales
+#include "../examples/quantizers/codebook.hpp"
+#include "../examples/quantizers/db.hpp"
 
 namespace fbi_test {
 

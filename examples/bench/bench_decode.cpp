@@ -156,8 +156,8 @@ int main(int argc, char** argv) {
     for (const auto& block : pm.lin)
         for (const PackedLinear& p : block) {
             block_weights += double(p.m) * p.n;
-            packed_block_bytes += 8.0 * p.signs.bits.size() + double(scale_bytes(p.alpha.size(), pm.scale_bits) +
-                                                                      scale_bytes(p.beta.size(), pm.scale_bits));
+            packed_block_bytes += 8.0 * p.mask[0].bits.size() + double(scale_bytes(p.scale[0].size(), pm.scale_bits) +
+                                                                      scale_bytes(p.scale[1].size(), pm.scale_bits));
         }
     const double fp32_other = 4.0 * (2.0 * cfg.V * cfg.C + (2.0 * cfg.L + 1) * cfg.C);  // emb, head, norms
     const double fp32_bytes = fp32_other + 4.0 * block_weights;

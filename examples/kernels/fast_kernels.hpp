@@ -9,6 +9,14 @@
 //   gemv_tl_avx2          the same lookups for 32 rows per pshufb — the fastest           (only with AVX2)
 //   gemv_tl_fast          the best table-lookup kernel the flags allow: what Kernel::Fast runs
 // `make bench` (examples/bench/bench_gemv.cpp) times each against Eigen's fp32 GEMV.
+//
+// METHOD NOTES
+//   [S6] table lookup: per group of 4 inputs the 16 sums ±q_a ±q_b ±q_c ±q_d, indexed by 4 weight bits
+//        (the T-MAC idea, arXiv 2407.00088); the sums equal [S7]'s bit for bit
+//
+// EQUATION MAP   label → function → test
+//   [S7] popcount identity, AVX2           gemv_popcount_avx2                "S7 every kernel ..."
+//   [S6] table lookup                      gemv_tl, gemv_tl_avx2             "S7 table-lookup ...", "S7 every kernel ..."
 #pragma once
 #include "../../fbi_llm.hpp"
 

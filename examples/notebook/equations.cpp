@@ -18,6 +18,8 @@
 #include <vector>
 
 #include "../../fbi_llm.hpp"
+#include "../quantizers/b158.hpp"
+#include "../quantizers/db.hpp"
 #include "../json_out.hpp"
 
 using namespace fbi;
@@ -259,7 +261,7 @@ int main(int argc, char** argv) {
         Vec w_hat(m * n), code(m * n), dW(m * n, 0.0);
         const double gamma = ternary_forward(w_hat.data(), W.data(), m, n);
         for (int i = 0; i < m * n; i++) code[i] = ternary_code(W[i], gamma);
-        quantize_backward<double>(Quant::B158, dW.data(), nullptr, nullptr, G.data(), W.data(), nullptr, nullptr, m, n);
+        quantizer(kB158).f64.backward(dW.data(), nullptr, nullptr, G.data(), W.data(), nullptr, nullptr, m, n);  // [Q3]
         if (W[a] / (gamma + kTernaryEps) != 0.5) { std::fprintf(stderr, "equations: b1.58 tie not exact\n"); return 1; }
         // a larger N(0, 1) draw for the proportions of the three codes
         const int M = 64, K = 256;
@@ -340,15 +342,15 @@ int main(int argc, char** argv) {
             const std::string k = dad_weight_name(d);
             out.tensor("w_" + k, w, {N}).put("loss_" + k, L).tensor("dz_" + k, dz, {N, V});
         }
-        // AD ([D1]) on the same logits; all-zero weights (falls back to w_t = 1); the Loss::DAD dispatch
+        // AD ([D1]) on the same logits; all-zero weights (falls back to w_t = 1); the registered DAD loss
         Vec d_ad(N * V, 0.0), w0(N, 0.0), d_zero(N * V, 0.0), d_disp(N * V, 0.0);
         std::vector<int> unused_targets(N, 0);
         double ad = distill_forward(ps.data(), pt.data(), zs.data(), zt.data(), N, V);
         distill_backward(d_ad.data(), ps.data(), pt.data(), N, V, 1.0 / N);
         double l0 = distill_weighted_forward(ps.data(), pt.data(), zs.data(), zt.data(), w0.data(), N, V);
         distill_weighted_backward(d_zero.data(), ps.data(), pt.data(), w0.data(), N, V, 1.0);
-        double ld = loss_forward_backward(Loss::DAD, d_disp.data(), ps.data(), pt.data(), zs.data(), zt.data(),
-                                          unused_targets.data(), N, V, 1.0, DadWeight::Disagreement);
+        double ld = loss_forward_backward(kLossDADDisagreement, d_disp.data(), ps.data(), pt.data(), zs.data(), zt.data(),
+                                          unused_targets.data(), N, V, 1.0);
         out.put("ad", ad).tensor("dz_ad", d_ad, {N, V}).put("loss_zero_weights", l0).tensor("dz_zero_weights", d_zero, {N, V})
             .put("loss_dispatch_disagreement", ld).tensor("dz_dispatch_disagreement", d_disp, {N, V});
         root.put("dad", section(Obj().tensor("z_s", zs, {N, V}).tensor("z_t", zt, {N, V}), out));

@@ -95,19 +95,19 @@ int main(int argc, char** argv) {
         std::vector<float> W = randn(size_t(m) * n, 0.02), x = randn(n, 1.0);
         p.m = m;
         p.n = n;
-        p.alpha.resize(n);
-        p.beta.resize(n);
-        fbi_init(p.alpha.data(), p.beta.data(), W.data(), m, n);  // [F4]: α, β from the latent W
-        p.signs = pack_signs(W.data(), m, n);
+        p.scale[0].resize(n);
+        p.scale[1].resize(n);
+        fbi_init(p.scale[0].data(), p.scale[1].data(), W.data(), m, n);  // [F4]: α, β from the latent W
+        p.mask[0] = pack_signs(W.data(), m, n);
         prepare_fast(p);
         std::vector<float> u(n), y(m);
-        for (int j = 0; j < n; j++) u[j] = p.alpha[j] * x[j];
+        for (int j = 0; j < n; j++) u[j] = p.scale[0][j] * x[j];
         std::vector<int8_t> q(n);
         const float s = quantize_int8_absmax(u.data(), n, q.data());
         PackedLinearFn fn(&pm, Kernel::Popcount);
         fn(0, WQ, x.data(), y.data());
         root.put("linear", section(Obj().tensor("W", W, {m, n}).tensor("x", x, {n}),
-                                   Obj().tensor("alpha", p.alpha, {n}).tensor("beta", p.beta, {n}).tensor("q", q, {n})
+                                   Obj().tensor("alpha", p.scale[0], {n}).tensor("beta", p.scale[1], {n}).tensor("q", q, {n})
                                        .put("s", double(s)).tensor("y", y, {m})));
     }
     std::printf("%s\n", root.str().c_str());

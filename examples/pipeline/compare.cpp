@@ -45,7 +45,7 @@ static double gemv_us(Quant q, int n, Rng& rng) {
     for (float& v : x) v = float(rng.normal());
     if (q == Quant::FP) return time_us([&] { matvec(y.data(), W.data(), x.data(), n, n); }).median_us;
     std::vector<float> a(n), b(n);
-    quantize_init(q, a.data(), b.data(), W.data(), n, n);  // FBI: α, β per column; DB: α1, α2 per row
+    if (auto init = quantizer(q).f32.init) init(a.data(), b.data(), W.data(), n, n);  // FBI: α, β; DB: α1, α2
     PackedModel pm;
     pm.lin.resize(1);
     pack_linear(pm.lin[0][WQ], q, W.data(), a.data(), b.data(), n, n);

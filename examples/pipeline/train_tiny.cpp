@@ -99,7 +99,7 @@ static RunSpec run_spec(const Settings& s, bool teacher) {
     r.steps = teacher ? s.teacher_steps : s.student_steps;
     r.opt.B = s.batch, r.opt.T = s.context, r.opt.seed = s.seed;
     r.opt.loss = teacher ? Loss::CE : loss_from_name(s.student_loss);
-    r.opt.dad = dad_weight_from_name(s.dad_weight);
+    if (!teacher && s.student_loss == "dad") r.opt.loss = dad_loss_id(dad_weight_from_name(s.dad_weight));  // db.hpp
     r.opt.schedule.peak = teacher ? s.lr : s.student_lr;
     // The student's cosine goes to zero (not to --lr-min): at a floor of 1e-4 its signs still flip at ~8e-4 of the
     // weights per step at the end, and annealing them away gave −0.009 … −0.017 nats at 4 of 4 seeds (README).
@@ -267,7 +267,7 @@ static Model student_run(const Settings& s, const Data& d, const Config& cfg, co
         std::printf("student: initialised from the teacher (%d tensors copied; scales from [F4] / [Q4])\n", n);
     }
     std::printf("student: %s, loss %s%s, init %s, %zu parameters, %d steps\n", describe(cfg).c_str(),
-                loss_name(spec.opt.loss), spec.opt.loss == Loss::DAD ? (" (" + s.dad_weight + " weights)").c_str() : "",
+                loss_name(spec.opt.loss), s.student_loss == "dad" ? (" (" + s.dad_weight + " weights)").c_str() : "",
                 s.student_init.c_str(), student.params.size(), spec.steps);
     double t0 = now_seconds();
     std::string base = s.out + "/student_" + student_tag(s);

@@ -20,6 +20,9 @@
 
 #include "../../fbi_llm.hpp"
 #include "../../examples/kernels/fast_kernels.hpp"  // Kernel::Fast runs the table-lookup kernel
+#include "../../examples/quantizers/b158.hpp"       // files of every quantizer and codebook scales
+#include "../../examples/quantizers/codebook.hpp"
+#include "../../examples/quantizers/db.hpp"
 
 namespace {
 

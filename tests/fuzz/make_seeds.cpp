@@ -5,6 +5,9 @@
 #include <string>
 
 #include "../../fbi_llm.hpp"
+#include "../../examples/quantizers/b158.hpp"
+#include "../../examples/quantizers/codebook.hpp"
+#include "../../examples/quantizers/db.hpp"
 
 using namespace fbi;
 
@@ -35,14 +38,14 @@ int main(int argc, char** argv) try {
     checkpoint("fp_opt.ckpt", tiny(Quant::FP, 3, 4, 1, 1, 8, 4), "ab\n", true);
     checkpoint("fbi.ckpt", tiny(Quant::FBI, 5, 4, 1, 2, 8, 3), "abcde", false);
     checkpoint("fbi_opt_L2.ckpt", tiny(Quant::FBI, 2, 4, 2, 1, 4, 2), "", true);
-    checkpoint("b158.ckpt", tiny(Quant::B158, 3, 4, 1, 1, 8, 4), "xyz", false);
-    checkpoint("db_opt.ckpt", tiny(Quant::DB, 3, 4, 1, 1, 6, 3), "pq\n", true);
+    checkpoint("b158.ckpt", tiny(kB158, 3, 4, 1, 1, 8, 4), "xyz", false);
+    checkpoint("db_opt.ckpt", tiny(kDB, 3, 4, 1, 1, 6, 3), "pq\n", true);
     packed("V3.fbipack", tiny(Quant::FBI, 3, 4, 1, 1, 8, 4), "xyz");
     packed("L2.fbipack", tiny(Quant::FBI, 5, 4, 2, 2, 12, 3), "\n !ab");
-    packed("b158.fbipack", tiny(Quant::B158, 3, 4, 1, 1, 8, 4), "abc");
-    packed("db.fbipack", tiny(Quant::DB, 4, 4, 1, 2, 10, 3), "wxyz");
+    packed("b158.fbipack", tiny(kB158, 3, 4, 1, 1, 8, 4), "abc");
+    packed("db.fbipack", tiny(kDB, 4, 4, 1, 2, 10, 3), "wxyz");
     packed("fbi_cb2.fbipack", tiny(Quant::FBI, 3, 4, 1, 1, 10, 4), "xyz", 2);  // α, β as 4-level codebooks
-    packed("db_cb1.fbipack", tiny(Quant::DB, 4, 4, 1, 2, 10, 3), "wxyz", 1);
+    packed("db_cb1.fbipack", tiny(kDB, 4, 4, 1, 2, 10, 3), "wxyz", 1);
     std::printf("make_seeds: wrote %d seed files to %s\n", written, dir.c_str());
     return 0;
 } catch (const std::exception& e) {
