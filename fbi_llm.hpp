@@ -618,7 +618,20 @@ inline std::vector<Quantizer>& quantizers() {
     static std::vector<Quantizer> registered = {fp_quantizer(), fbi_quantizer()};
     return registered;
 }
+// What is missing from a quantizer's table ("" = nothing): the model calls forward and backward unconditionally,
+// the packed path every packed function once pack is set.
+inline std::string quantizer_table_problem(const Quantizer& q) {
+    if (q.name.empty()) return "has no name";
+    if (!q.f32.forward || !q.f32.backward || !q.f64.forward || !q.f64.backward) return "needs forward and backward for float and double";
+    for (int k = 0; k < 2; k++)
+        if (!q.scale_name[k].empty() && (!q.f32.init || !q.f64.init)) return "has scales but no init";
+    if (q.pack && (!q.packed_forward || !q.packed_scale_sizes || q.masks < 1 || q.masks > 2))
+        return "packs, so it needs packed_forward, packed_scale_sizes and 1 or 2 masks";
+    return "";
+}
 inline bool register_quantizer(Quantizer q) {
+    std::string problem = quantizer_table_problem(q);
+    if (!problem.empty()) throw std::logic_error("fbi::register_quantizer: '" + q.name + "' " + problem);
     for (const Quantizer& have : quantizers())
         if (have.id == q.id || have.name == q.name)
             throw std::logic_error("fbi::register_quantizer: id " + std::to_string(int(q.id)) + " or name '" + q.name +

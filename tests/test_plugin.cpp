@@ -87,12 +87,25 @@ TEST_CASE("I1 a quantizer of your own packs, saves, loads and decodes through th
     CHECK(packed_bits_per_weight(pm) > 1.0);
 }
 
-TEST_CASE("I1 the registry refuses a taken id or name, and names an unregistered id") {
+TEST_CASE("I1 the registry refuses a taken id or name and an incomplete table, and names an unregistered id") {
     Quantizer q = my::quantizer();
     CHECK_THROWS_WITH(register_quantizer(q), doctest::Contains("is taken by 'row-sign'"));
     q.id = Quant(8);
     q.name = "fbi";
     CHECK_THROWS_WITH(register_quantizer(q), doctest::Contains("is taken by 'fbi'"));
+    q = my::quantizer();
+    q.id = Quant(8), q.name = "half-done";
+    q.f64.backward = nullptr;
+    CHECK_THROWS_WITH(register_quantizer(q), doctest::Contains("'half-done' needs forward and backward for float and double"));
+    q = my::quantizer();
+    q.id = Quant(8), q.name = "half-done";
+    q.packed_forward = nullptr;
+    CHECK_THROWS_WITH(register_quantizer(q), doctest::Contains("packs, so it needs packed_forward"));
+    q = my::quantizer();
+    q.id = Quant(8), q.name = "half-done";
+    q.f32.init = nullptr;
+    CHECK_THROWS_WITH(register_quantizer(q), doctest::Contains("has scales but no init"));
+    CHECK(find_quantizer(Quant(8)) == nullptr);  // nothing half-done was registered
     Config c = tiny_config(Quant::FBI);
     c.quant = Quant(42);
     CHECK_THROWS_WITH(check_config(c), doctest::Contains("unknown quantizer id 42 (not registered"));
