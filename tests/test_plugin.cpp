@@ -70,7 +70,7 @@ TEST_CASE("I1 a quantizer of your own (the README's example): STE by its formula
         }
 }
 
-TEST_CASE("I1 a quantizer of your own packs, saves, loads and decodes through the header's kernels") {
+TEST_CASE("I1 a quantizer of your own packs, saves, loads and decodes through the header's kernels; checkpoints") {
     Model m = trained_like(my::kRowSign, 83);
     PackedModel pm = pack_model(m, "abc");
     const std::vector<int> toks = {1, 5, 12, 0, 7, 7, 3, 9};
@@ -85,6 +85,11 @@ TEST_CASE("I1 a quantizer of your own packs, saves, loads and decodes through th
     CHECK(packed_model_bytes(back) == packed_model_bytes(pm));
     CHECK(decode_all(back, Kernel::Fast, toks) == decode_all(pm, Kernel::Fast, toks));
     CHECK(packed_bits_per_weight(pm) > 1.0);
+    // and its checkpoint round trip: the quantizer id and the scale tensors come back
+    Model again = model_from_checkpoint(parse_checkpoint(checkpoint_bytes(make_checkpoint(m, "abc", 3, nullptr)), "mem"));
+    CHECK(again.cfg.quant == my::kRowSign);
+    CHECK(again.params == m.params);
+    CHECK(again.find("block0.w_down.a") == m.find("block0.w_down.a"));
 }
 
 TEST_CASE("I1 the registry refuses a taken id or name and an incomplete table, and names an unregistered id") {
