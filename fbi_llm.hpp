@@ -280,6 +280,14 @@ constexpr long kParallelMinWork = 1L << 15;
 
 template <class R> void zero(std::vector<R>& v) { std::fill(v.begin(), v.end(), R(0)); }
 
+// Mean |x| of `count` values, summed in double (the plug-ins' weight scales: b1.58's γ, DB-LLM's init step).
+template <class R>
+R absmean(const R* x, size_t count) {
+    double sum = 0;
+    for (size_t i = 0; i < count; i++) sum += std::fabs(x[i]);
+    return R(sum / double(count));
+}
+
 // =====================================================================================================
 // §2 LAYERS — forward and backward side by side.
 // Shapes in comments; `in`/`out` are N×(features) row-major; every d<x> is accumulated with +=.
@@ -1823,7 +1831,8 @@ struct PackedModel {
 // The registered fast kernel's own layout of a linear's masks (nothing when no kernel is registered).
 inline void prepare_fast(PackedLinear& p) {
     if (const FastKernel* k = fast_kernel())
-        for (int i = 0; i < quantizer(p.quant).masks; i++) p.fast[i] = k->prepare_weights(p.mask[i]);
+        for (int i = 0; i < 2; i++)
+            if (p.mask[i].rows) p.fast[i] = k->prepare_weights(p.mask[i]);  // the masks the quantizer filled
 }
 
 // Bit masks and scales of one trained linear, made by its quantizer from the same codes its training forward
@@ -1957,7 +1966,7 @@ inline float packed_signed_sums(const PackedLinear& p, const float* u, PackedScr
     ws.a.q.resize(p.n);
     float s = quantize_int8_absmax(u, p.n, ws.a.q.data());  // [P1]: the only approximation
     prepare_token_acts(ws.a, ws.kernel, p.n);
-    for (int k = 0; k < quantizer(p.quant).masks; k++) {
+    for (int k = 0; k < 2 && p.mask[k].rows; k++) {  // the masks the quantizer filled (FBI: 1)
         ws.acc[k].resize(p.m);
         signed_gemv(ws.kernel, p.mask[k], p.fast[k].get(), ws.a, ws.acc[k].data(), ws.scratch);
     }
@@ -2300,7 +2309,7 @@ inline std::vector<unsigned char> packed_model_bytes(const PackedModel& pm) {
         floats(pm.attn_norm[l]);
         floats(pm.mlp_norm[l]);
         for (const PackedLinear& p : pm.lin[l]) {
-            for (int k = 0; k < quantizer(p.quant).masks; k++) w.raw(p.mask[k].bits.data(), 8 * p.mask[k].bits.size());
+            for (const PackedSigns& mask : p.mask) w.raw(mask.bits.data(), 8 * mask.bits.size());  // unused: 0 bytes
             for (const std::vector<float>& v : p.scale) write_scales(w, v, pm.scale_bits);
         }
     }

@@ -35,14 +35,8 @@ void act_quant_rows(R* xq, const R* x, int N, int n) {
     }
 }
 
-// [Q1] weights: γ = mean |W| over the whole tensor, code = RoundClip(W / (γ + ε), −1, 1) ∈ {−1, 0, +1}.
+// [Q1] weights: γ = mean |W| over the whole tensor (the header's absmean), code = RoundClip(W / (γ + ε), −1, 1).
 constexpr double kTernaryEps = 1e-5;
-template <class R>
-R absmean(const R* W, size_t count) {
-    double sum = 0;
-    for (size_t i = 0; i < count; i++) sum += std::fabs(W[i]);
-    return R(sum / double(count));  // [Q1] γ
-}
 template <class R>
 R ternary_code(R w, R gamma) {
     R c = std::nearbyint(w / (gamma + R(kTernaryEps)));  // [Q1] round (half to even, as torch.round)
@@ -52,7 +46,7 @@ R ternary_code(R w, R gamma) {
 template <class R>
 R ternary_forward(R* w_hat, const R* W, int m, int n) {
     const size_t count = size_t(m) * n;
-    const R gamma = absmean(W, count);
+    const R gamma = absmean(W, count);  // [Q1] γ = mean|W|
     for (size_t i = 0; i < count; i++) w_hat[i] = gamma * ternary_code(W[i], gamma);  // [Q1] dequantized γ·W_q
     return gamma;
 }

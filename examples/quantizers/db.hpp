@@ -25,14 +25,6 @@ namespace fbi {
 
 constexpr Quant kDB{3};
 
-// Mean |x| of a row (the scale of [Q4]'s search).
-template <class R>
-R row_mean_abs(const R* x, size_t count) {
-    double sum = 0;
-    for (size_t i = 0; i < count; i++) sum += std::fabs(x[i]);
-    return R(sum / double(count));
-}
-
 // ---- Flexible Dual Binarization ([Q5]). Ŵ = α1·B1 + α2·B2, B1, B2 ∈ {0, 1}, α1, α2 learnable, one per OUTPUT ROW.
 // With α1 > 0 > α2 the four levels are 0, α2, α1 + α2, α1; at initialisation (α1 = 2s, α2 = −s) they are
 // s·{−1, 0, 1, 2}, a 2-bit uniform quantizer. ------------------------------------------------------------------
@@ -64,7 +56,7 @@ template <class R>
 void fdb_init(R* a1, R* a2, const R* W, int m, int n) {
     for (int i = 0; i < m; i++) {
         const R* row = W + size_t(i) * n;
-        R mean_abs = std::max(row_mean_abs(row, size_t(n)), R(1e-12)), best_s = mean_abs;
+        R mean_abs = std::max(absmean(row, size_t(n)), R(1e-12)), best_s = mean_abs;
         double best = std::numeric_limits<double>::infinity();
         for (int k = 2; k <= 24; k++) {
             R s = mean_abs * R(k) / R(8);
