@@ -92,12 +92,13 @@ $(BUILD)/run_tests: $(TEST_OBJ)
 	$(CXX) $(CXXFLAGS) $^ -o $@
 
 # ---- tests: doctest; the last line restates doctest's summary as "N passed, N failed" ---------------------
-test: deps status $(BUILD)/run_tests $(BUILD)/train_tiny $(BUILD)/sample $(BUILD)/header_alone  ## build and run the test suite (ARGS='-tc="F2*"' runs one check), then test-examples, the label, README-example, copy-paste and header-alone checks
+test: deps status $(BUILD)/run_tests $(BUILD)/train_tiny $(BUILD)/sample $(BUILD)/header_alone  ## build and run the test suite (ARGS='-tc="F2*"' runs one check), then test-examples, the resume-after-kill, label, README-example, copy-paste and header-alone checks
 	@set -o pipefail 2>/dev/null; OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} ./$(BUILD)/run_tests $(ARGS) | tee $(BUILD)/test.log; \
 	rc=$${PIPESTATUS[0]}; \
 	awk '/test cases:/ { for (i=1;i<=NF;i++) { if ($$(i+1) ~ /^passed/) p=$$i; if ($$(i+1) ~ /^failed/) f=$$i } } END { if (p!="") print "tests: " p " passed, " f " failed" }' $(BUILD)/test.log; \
 	exit $$rc
 	@$(MAKE) --no-print-directory test-examples
+	@bash tests/resume_kill.sh $(BUILD) | tail -6
 	@bash tests/check_labels.sh
 	@bash tests/readme_examples.sh
 	@CXX='$(CXX)' CXXFLAGS='$(CXXFLAGS)' EIGEN_INC='$(or $(EIGEN_INC),/usr/include/eigen3)' bash tests/copy_paste.sh $(BUILD)
@@ -106,6 +107,12 @@ test: deps status $(BUILD)/run_tests $(BUILD)/train_tiny $(BUILD)/sample $(BUILD
 # fbi_llm.hpp with nothing from examples/: it trains, packs and decodes an FBI-LLM on its own.
 $(BUILD)/header_alone: tests/alone/header_alone.cpp $(HEADER) | deps
 	$(CXX) $(CXXFLAGS) -isystem /usr/include/eigen3 $< -o $@
+
+# ---- interrupted runs: 14 kills and Ctrl-Cs at chosen points, then outside signals; every file must come out
+# byte-identical to an uninterrupted run's (tests/resume_kill.sh, ~10 s)
+.PHONY: test-resume
+test-resume: deps $(BUILD)/train_tiny  ## kill train_tiny at 14 points (and with outside signals), resume, compare with an uninterrupted run
+	@bash tests/resume_kill.sh $(BUILD)
 
 # ---- bad inputs through the examples: clear errors, nothing on disk damaged (tests/examples_bad_input.sh) -----
 .PHONY: test-examples

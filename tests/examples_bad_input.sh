@@ -148,14 +148,20 @@ else fail "NaN at teacher step 7: wrong exit status or message (exit $rc)" "$(ca
 if "$SAMPLE" --ckpt nan/teacher_s10.ckpt --n 5 > /dev/null 2> s.err && grep -q "fp32, step 6:" s.err; then
   ok "NaN: the kept checkpoint loads and is the one from after step 6 ($(grep -o 'step 6' s.err))"
 else fail "NaN: the kept checkpoint does not load as step 6" "$(cat s.err)"; fi
-[ ! -e nan/teacher_s10.ckpt.meta ] && [ -z "$(ls nan | grep -E 'tmp|student')" ] &&
-  ok "NaN: no .meta (the partial teacher is never reused as finished), no temp files, no student files" ||
+grep -qx 'teacher-steps=10' nan/teacher_s10.ckpt.meta 2> /dev/null && [ -z "$(ls nan | grep -E 'tmp|student')" ] &&
+  ok "NaN: the kept checkpoint's record (.meta) names its command; no temp files, no student files" ||
   fail "NaN: unexpected files in nan/" "$(ls nan)"
+# the same command again (without the hook) continues the unfinished teacher from its step 6
+if "$TRAIN" --data corpus.txt --out nan "${TINY[@]}" --teacher-steps 10 --ckpt-every 2 > nan2.log 2>&1 &&
+   grep -qF "teacher: resuming at step 6/10 from nan/teacher_s10.ckpt" nan2.log; then
+  ok "NaN: running the same command again resumes the teacher at step 6/10 and finishes"
+else fail "NaN: the same command did not resume at step 6" "$(grep -m3 -E 'teacher|error' nan2.log)"; fi
 
-# A NaN in the student: the finished teacher (reused from good/) stays byte-identical, the student keeps step 2.
+# A NaN in the student (--fresh: train it again): the finished teacher (reused from good/) stays byte-identical,
+# the student keeps step 2.
 cp -r good nan_student
 teacher_before=$(sha nan_student/teacher_s4.ckpt nan_student/teacher_s4.ckpt.meta)
-FBI_INJECT_NAN=student:3 "$TRAIN" --data corpus.txt --out nan_student "${TINY[@]}" --ckpt-every 2 > ns.log 2> ns.err
+FBI_INJECT_NAN=student:3 "$TRAIN" --data corpus.txt --out nan_student "${TINY[@]}" --ckpt-every 2 --fresh > ns.log 2> ns.err
 rc=$?
 if [ $rc -ne 0 ] && grep -qF "student stopped at step 3/4" ns.err &&
    grep -qF "last good checkpoint: nan_student/student_ad_random.ckpt (after step 2" ns.err &&
@@ -180,6 +186,45 @@ rc=$?
 if [ $rc -ne 0 ] && grep -qE "teacher stopped at step [0-9]+/4: fbi: non-finite (loss|gradient norm)" dv.err; then
   ok "--lr 1e30: exit $rc, \"$(head -1 dv.err | sed 's/^error: //' | cut -c1-100)...\""
 else fail "--lr 1e30 did not stop with a non-finite error (exit $rc)" "$(cat dv.err)"; fi
+
+# ---- every flag checked before any work: the message names the flag; nothing is written, no --out is made ----
+flag() {  # flag NAME EXPECTED ARGS...: train_tiny with the tiny settings and ARGS, into a directory that must not appear
+  local name=$1 expect=$2
+  shift 2
+  run "$name" "$expect" "$TRAIN" --data corpus.txt --out flags_out "${TINY[@]}" "$@"
+}
+flag "learning rate negative" "--lr must be a finite number > 0, got '-1'" --lr -1
+flag "learning rate NaN" "--lr must be a finite number > 0, got 'nan'" --lr nan
+flag "learning rate zero" "--student-lr must be a finite number > 0, got '0'" --student-lr 0
+flag "floor negative" "--lr-min must be a finite number >= 0, got '-1e-4'" --lr-min -1e-4
+flag "floor above the peak" "--student-lr-min 0.01 is above --student-lr 0.001" --student-lr-min 0.01
+flag "weight decay infinite" "--wd must be a finite number >= 0, got 'inf'" --wd inf
+flag "steps negative" "--teacher-steps must be a whole number from 0 to 1000000000, got '-5'" --teacher-steps -5
+flag "steps not whole" "--student-steps must be a whole number from 0 to 1000000000, got '2.5'" --student-steps 2.5
+flag "--eval-every negative (named, not --ckpt-every)" "--eval-every must be a whole number from 0" --eval-every -1
+flag "--samples negative" "--samples must be a whole number from 0" --samples -1
+flag "--eval-windows negative" "--eval-windows must be a whole number from 0" --eval-windows -3
+flag "size zero" "--batch must be a whole number from 1" --batch 0
+flag "size not whole" "--context must be a whole number from 1 to 65536, got '16.5'" --context 16.5
+flag "size beyond int" "--width must be a whole number from 1 to 65536, got '1e12'" --width 1e12
+flag "heads that do not divide the width" "--width 32 / --heads 3 must be a whole, even head size" --heads 3
+flag "seed negative" "--seed must be a whole number from 0 to 18446744073709551615, got '-1'" --seed -1
+flag "seed not whole" "--seed must be a whole number from 0 to 18446744073709551615, got '1e3'" --seed 1e3
+flag "scale bits zero" "--scale-bits must be 32 (fp32 scales) or 1..8 (codebook), not 0" --scale-bits 0
+flag "memory: a batch that cannot fit" "lower --batch or --context" --batch 100000000
+grep -qE "this run needs about [0-9.]+ [TP]iB of memory \(.* of activations for --batch 100000000 × --context 16" logs/err.log &&
+  ok "memory: the message gives the figure and the machine's memory: \"$(grep -o 'needs about [^(]*' logs/err.log)... more than this machine's $(grep -o "machine's [0-9.]* [A-Za-z]*" logs/err.log | cut -d' ' -f2-)\"" ||
+  fail "memory: no figure in the message" "$(cat logs/err.log)"
+flag "memory: a model that cannot fit" "lower --width or --layers" --width 65536 --heads 2 --layers 4096
+run "thread count not a number" "OMP_NUM_THREADS='abc' is not a thread count" \
+    env OMP_NUM_THREADS=abc "$TRAIN" --data corpus.txt --out flags_out "${TINY[@]}"
+run "thread count zero" "OMP_NUM_THREADS='0' is not a thread count" \
+    env OMP_NUM_THREADS=0 "$SAMPLE" --ckpt "$CKPT" --n 5
+run "sample: temperature negative" "--temperature must be a finite number >= 0, got '-0.5'" \
+    "$SAMPLE" --ckpt "$CKPT" --temperature -0.5
+run "sample: temperature NaN" "--temperature must be a finite number >= 0, got 'nan'" "$SAMPLE" --ckpt "$CKPT" --temperature nan
+run "sample: --n negative" "--n must be a whole number from 0" "$SAMPLE" --ckpt "$CKPT" --n -1
+run "sample: --seed not a number" "--seed must be a whole number from 0" "$SAMPLE" --ckpt "$CKPT" --seed x
 
 # ---- bad arguments ----
 run "a number argument that is not a number" "--context expects a number, got 'abc'" \

@@ -56,3 +56,39 @@ TEST_CASE("T2 resume: stopping after step k and resuming from the checkpoint rep
         std::remove(path.c_str());
     }
 }
+
+// train_tiny refuses a config that cannot fit before allocating it: its estimate (examples/common.hpp,
+// model_floats) must count exactly the floats a model holds after ensure_activations.
+#include "../examples/common.hpp"
+namespace {
+template <class V> double floats_in(const std::vector<V>& v) { return double(v.size()); }
+double activation_floats(const Activations<float>& a) {
+    double n = 0;
+    for (const auto& r : a.resid) n += floats_in(r);
+    for (const BlockActs<float>& s : a.blocks)
+        for (const auto* v : {&s.rstd1, &s.ln1, &s.q, &s.k, &s.v, &s.att, &s.atty, &s.h, &s.rstd2, &s.ln2, &s.gate, &s.up,
+                              &s.sig, &s.act, &s.ln1q, &s.attyq, &s.ln2q, &s.actq})
+            n += floats_in(*v);
+    for (const auto* v : {&a.lnf, &a.rstdf, &a.logits, &a.probs, &a.probs_teacher, &a.dresid, &a.dln, &a.dq, &a.dk, &a.dv,
+                          &a.datty, &a.dact, &a.dgate, &a.dup, &a.dlogits})
+        n += floats_in(*v);
+    return n;
+}
+}  // namespace
+
+TEST_CASE("T3 the memory estimate counts every float of a model and its activations (FP, FBI, b1.58, DB)") {
+    for (Quant q : {Quant::FP, Quant::FBI, kB158, kDB}) {
+        Config c = small_config(q);
+        c.T = 12;
+        Model m = build_model<float>(c, 1);
+        const int B = 3, T = 12;
+        ensure_activations(m, B, T);
+        example::ModelFloats f = example::model_floats(c, B, T);
+        CAPTURE(quant_name(q));
+        CHECK(f.params == floats_in(m.params));
+        CHECK(f.weights == floats_in(m.grads) + floats_in(m.w_eff) + floats_in(m.dw_eff) + floats_in(m.rope_cos) +
+                               floats_in(m.rope_sin));
+        CHECK(f.activations == activation_floats(m.acts));
+        CHECK(f.activations > 0);
+    }
+}

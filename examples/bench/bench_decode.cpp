@@ -118,10 +118,13 @@ volatile float g_sink;
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
     const std::string csv_path = argc > 1 ? argv[1] : "build/bench_decode.csv";
-    int max_threads = argc > 2 ? std::atoi(argv[2]) : 2;
-    const bool quick = argc > 3 && std::string(argv[3]) == "quick";
+    example::check_thread_env();
+    int max_threads = int(example::positional(argc, argv, 2, "max threads", 2, 1, 1024));
+    if (argc > 3 && std::string(argv[3]) != "quick")
+        throw std::invalid_argument("argument 3 must be 'quick' or absent, got '" + std::string(argv[3]) + "'");
+    const bool quick = argc > 3;
     if (quick) kNewTokens = 32;
     const int reps_fp32 = quick ? 1 : 3, reps_packed = quick ? 3 : 5;
 #ifndef _OPENMP
@@ -276,4 +279,7 @@ int main(int argc, char** argv) {
     std::printf("load    : %s\n", load_average().c_str());
     std::printf("wrote   %s (appended)\n", csv_path.c_str());
     return 0;
+} catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
 }

@@ -43,8 +43,9 @@ volatile int32_t g_sink;  // keeps results alive so the compiler cannot drop the
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
     const std::string csv_path = argc > 1 ? argv[1] : "bench_gemv.csv";
+    example::check_thread_env();
     std::printf("machine : %s\n", cpu_model().c_str());
 #ifdef _OPENMP
     std::printf("OpenMP  : on (max %d threads); parallel kernels above %ld weights\n", omp_get_max_threads(),
@@ -75,7 +76,7 @@ int main(int argc, char** argv) {
                             {2048, 5632}, {4096, 4096}, {11008, 4096}, {4096, 11008}};
     std::vector<int> thread_counts = {1};
 #ifdef _OPENMP
-    const int max_threads = argc > 2 ? std::atoi(argv[2]) : 2;
+    const int max_threads = int(example::positional(argc, argv, 2, "max threads", 2, 1, 1024));
     for (int t = 2; t <= max_threads; t++) thread_counts.push_back(t);
 #endif
 
@@ -180,4 +181,7 @@ int main(int argc, char** argv) {
     std::printf("load    : %s\n", load_average().c_str());
     std::printf("wrote %s\n", csv_path.c_str());
     return 0;
+} catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
 }

@@ -21,6 +21,7 @@
 #include "../quantizers/b158.hpp"
 #include "../quantizers/db.hpp"
 #include "../json_out.hpp"
+#include "../common.hpp"  // Args::parse_u64: the seed is checked like a flag
 
 using namespace fbi;
 using Vec = std::vector<double>;
@@ -42,8 +43,8 @@ static Vec positive(size_t n, double lo, double hi) {  // e.g. α > 0
     return v;
 }
 
-int main(int argc, char** argv) {
-    uint64_t seed = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : 42;
+int main(int argc, char** argv) try {
+    uint64_t seed = argc > 1 ? example::Args::parse_u64(argv[1], "argument 1 (seed)") : 42;
     rng = Rng(seed);
     Obj root;
     root.put("seed", int(seed)).put("generator", "\"examples/equations.cpp with fbi_llm.hpp, double precision\"");
@@ -393,4 +394,7 @@ int main(int argc, char** argv) {
 
     std::printf("%s\n", root.str().c_str());
     return 0;
+} catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
 }

@@ -19,6 +19,7 @@
 #include "../../fbi_llm.hpp"
 #include "../kernels/fast_kernels.hpp"  // gemv_tl_fast, and Kernel::Fast
 #include "../json_out.hpp"
+#include "../common.hpp"  // Args::parse_u64: the seed is checked like a flag
 
 using namespace fbi;
 
@@ -33,8 +34,8 @@ static std::vector<float> randn(size_t n, double scale) {
     return v;
 }
 
-int main(int argc, char** argv) {
-    uint64_t seed = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : 42;
+int main(int argc, char** argv) try {
+    uint64_t seed = argc > 1 ? example::Args::parse_u64(argv[1], "argument 1 (seed)") : 42;
     rng = Rng(seed);
     Obj root;
     root.put("seed", int(seed)).put("generator", "\"examples/packed_demo.cpp with fbi_llm.hpp\"");
@@ -112,4 +113,7 @@ int main(int argc, char** argv) {
     }
     std::printf("%s\n", root.str().c_str());
     return 0;
+} catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
 }

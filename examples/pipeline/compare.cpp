@@ -71,8 +71,10 @@ static double decode_tok_s(Gen&& gen) {
 
 int main(int argc, char** argv) try {
     Args args(argc, argv, kUsage);
+    args.only({"dir", "gemv"});
+    check_thread_env();
     std::string dir = args.str("dir", "runs/compare");
-    int n = args.integer("gemv", 4096);
+    int n = args.integer("gemv", 4096, 64, 1 << 15);
     std::printf("fbi_llm compare | %s | %s | load %s\n", cpu_model().c_str(), threading_summary().c_str(),
                 load_average().c_str());
 

@@ -8,8 +8,13 @@ using namespace example;
 int main(int argc, char** argv) try {
     Args args(argc, argv, "usage: sample --ckpt PATH [--prompt TEXT] [--n 300] [--temperature 0.8] [--seed 1]");
     args.only({"ckpt", "prompt", "n", "temperature", "seed"});
+    check_thread_env();
     std::string path = args.str("ckpt", "");
     if (path.empty()) throw std::invalid_argument("--ckpt PATH is required");
+    // every flag checked before the checkpoint is read
+    const int n = args.integer("n", 300, 0, 1 << 24);
+    const double temperature = args.real("temperature", 0.8, 0);  // 0 = greedy
+    const uint64_t seed = args.u64("seed", 1);
     Checkpoint ck = load_checkpoint(path);
     CharTokenizer tok(ck.vocab);
     if (tok.size() != ck.cfg.V) throw std::runtime_error("checkpoint '" + path + "': vocabulary size does not match V");
@@ -29,9 +34,7 @@ int main(int argc, char** argv) try {
                                     " characters, more than the model's context of T=" + std::to_string(ck.cfg.T) +
                                     " (checkpoint '" + path + "'); give at most " + std::to_string(ck.cfg.T));
     double t0 = now_seconds();
-    int n = args.integer("n", 300);
-    if (n < 0) throw std::invalid_argument("--n must be 0 or more");
-    std::vector<int> out = generate(model, prompt, n, args.num("temperature", 0.8), uint64_t(args.num("seed", 1)));
+    std::vector<int> out = generate(model, prompt, n, temperature, seed);
     double dt = now_seconds() - t0;
     std::printf("%s\n", tok.decode(out).c_str());
     std::fprintf(stderr, "[%s, %s, step %ld: %d tokens in %.2fs, %.0f tokens/s, %s]\n", path.c_str(),

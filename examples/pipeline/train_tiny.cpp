@@ -27,13 +27,16 @@ static const char* kUsage =
     "  --student-init random|teacher             from scratch (FBI-LLM) or from the teacher's weights\n"
     "  --wd 0.1 --decay matrices|all             AdamW weight decay ([O1]): on 2-D weights only, or on everything\n"
     "  --scale-bits 32                           packed file: α, β as fp32 (32, exact) or 2^N-level codebooks (1..8)\n"
-    "  --eval-every 500 --samples 300            progress evaluation interval, sample length\n"
+    "  --eval-every 500 --samples 300            progress evaluation interval (0 = only at the end), sample length\n"
     "  --eval-windows 0                          final evaluation on this many evenly spaced windows (0 = all)\n"
     "  --ckpt-every N                            save each run's checkpoint (with optimizer state) every N steps,\n"
     "                                            atomically; default: --eval-every. 0 = only at the end\n"
+    "  --fresh                                   train the student (and an unfinished teacher) from step 0 instead of\n"
+    "                                            resuming or reusing; a finished teacher of the same recipe is reused\n"
+    "Interrupted (Ctrl-C, kill, a closed lid)? Run the same command again: it continues from the newest checkpoint.\n"
     "Removed (the header's TrainOptions and AdamW still hold them): --teacher-width, --teacher-layers, --teacher-lr,\n"
-    "--teacher-lr-min, --student-wd, --student-decay, --beta2, --tag. Test hook (not a flag): FBI_INJECT_NAN=RUN:STEP\n"
-    "makes RUN (teacher or student) hit a NaN loss at STEP, to check that training stops and keeps its checkpoint.";
+    "--teacher-lr-min, --student-wd, --student-decay, --beta2, --tag. Test hooks (not flags): FBI_INJECT_NAN=RUN:STEP\n"
+    "(a NaN loss at STEP) and FBI_TEST_KILL=RUN:EVENT:STEP (examples/common.hpp, TestKill).";
 
 struct Settings {
     std::string data, out = "runs/tiny";
@@ -44,25 +47,43 @@ struct Settings {
     Quant student_quant = Quant::FBI;
     std::string student_loss = "ad", student_init = "random", dad_weight = "entropy", decay = "matrices";
     int scale_bits = 32, eval_every = 500, ckpt_every = 500, eval_windows = 0, samples = 300;
+    bool fresh = false;
     std::string inject_nan;  // FBI_INJECT_NAN (test hook): "teacher:7" or "student:3"
+    TestKill kill;           // FBI_TEST_KILL (test hook)
 };
 
+// Every flag is checked here, before the corpus is read or anything is written; each message names its flag.
 static Settings parse_settings(int argc, char** argv) {
-    Args a(argc, argv, kUsage);
+    Args a(argc, argv, kUsage, {"fresh"});
     a.only({"data", "out", "context", "batch", "width", "layers", "heads", "teacher-steps", "student-steps", "warmup",
             "lr", "lr-min", "student-lr", "student-lr-min", "wd", "seed", "student-quant", "student-loss",
-            "student-init", "dad-weight", "decay", "scale-bits", "eval-every", "ckpt-every", "eval-windows", "samples"});
+            "student-init", "dad-weight", "decay", "scale-bits", "eval-every", "ckpt-every", "eval-windows", "samples",
+            "fresh"});
+    check_thread_env();
     Settings s;
     s.data = a.str("data", ""), s.out = a.str("out", s.out);
     if (s.data.empty()) throw std::invalid_argument("--data PATH is required (make train-tiny passes it)");
-    s.context = a.integer("context", s.context), s.batch = a.integer("batch", s.batch);
-    if (s.context < 1 || s.batch < 1) throw std::invalid_argument("--context and --batch must be at least 1");
-    s.width = a.integer("width", s.width), s.layers = a.integer("layers", s.layers), s.heads = a.integer("heads", s.heads);
-    s.teacher_steps = a.integer("teacher-steps", s.teacher_steps), s.student_steps = a.integer("student-steps", s.student_steps);
-    s.warmup = a.integer("warmup", s.warmup);
-    s.lr = a.num("lr", s.lr), s.lr_min = a.num("lr-min", s.lr_min), s.student_lr = a.num("student-lr", s.lr);
-    s.student_lr_min = a.num("student-lr-min", s.student_lr_min), s.wd = a.num("wd", s.wd);
-    s.seed = uint64_t(a.num("seed", double(s.seed)));
+    if (s.out.empty()) throw std::invalid_argument("--out must name a directory");
+    const long kBig = 1000000000;  // steps, intervals: a billion is far beyond a laptop run
+    s.context = a.integer("context", s.context, 1, kMaxFileContext), s.batch = a.integer("batch", s.batch, 1, kBig);
+    if (double(s.batch) * s.context >= 2147483648.0)
+        throw std::invalid_argument("--batch × --context must be below 2^31 (the rows of one batch), got " +
+                                    std::to_string(s.batch) + " × " + std::to_string(s.context));
+    s.width = a.integer("width", s.width, 1, 1 << 16), s.layers = a.integer("layers", s.layers, 1, 4096);
+    s.heads = a.integer("heads", s.heads, 1, s.width);
+    if (s.width % s.heads != 0 || (s.width / s.heads) % 2 != 0)
+        throw std::invalid_argument("--width " + std::to_string(s.width) + " / --heads " + std::to_string(s.heads) +
+                                    " must be a whole, even head size (RoPE rotates pairs); e.g. --heads 4 with --width 128");
+    s.teacher_steps = a.integer("teacher-steps", s.teacher_steps, 0, kBig);
+    s.student_steps = a.integer("student-steps", s.student_steps, 0, kBig);
+    s.warmup = a.integer("warmup", s.warmup, 0, kBig);
+    s.lr = a.real("lr", s.lr, 0, true), s.lr_min = a.real("lr-min", s.lr_min, 0);
+    s.student_lr = a.real("student-lr", s.lr, 0, true), s.student_lr_min = a.real("student-lr-min", s.student_lr_min, 0);
+    if (s.lr_min > s.lr) throw std::invalid_argument("--lr-min " + Args::shown(s.lr_min) + " is above --lr " + Args::shown(s.lr));
+    if (s.student_lr_min > s.student_lr)
+        throw std::invalid_argument("--student-lr-min " + Args::shown(s.student_lr_min) + " is above --student-lr " +
+                                    Args::shown(s.student_lr));
+    s.wd = a.real("wd", s.wd, 0), s.seed = a.u64("seed", s.seed);
     s.student_quant = quant_from_name(a.str("student-quant", "fbi"));
     s.student_loss = a.str("student-loss", s.student_loss), s.student_init = a.str("student-init", s.student_init);
     s.dad_weight = a.str("dad-weight", s.dad_weight), s.decay = a.str("decay", s.decay);
@@ -71,52 +92,17 @@ static Settings parse_settings(int argc, char** argv) {
     if (s.student_init != "random" && s.student_init != "teacher")
         throw std::invalid_argument("--student-init must be random or teacher");
     if (s.decay != "matrices" && s.decay != "all") throw std::invalid_argument("--decay must be matrices or all");
-    s.scale_bits = a.integer("scale-bits", s.scale_bits);  // checked now, not after two training runs
+    s.scale_bits = a.integer("scale-bits", s.scale_bits, -kBig, kBig);  // checked now, not after two training runs
     if (!valid_scale_bits(s.scale_bits))
         throw std::invalid_argument("--scale-bits must be 32 (fp32 scales) or 1..8 (codebook), not " +
                                     std::to_string(s.scale_bits));
-    s.eval_every = a.integer("eval-every", s.eval_every), s.ckpt_every = a.integer("ckpt-every", s.eval_every);
-    if (s.ckpt_every < 0) throw std::invalid_argument("--ckpt-every must be 0 (only at the end) or more");
-    s.eval_windows = a.integer("eval-windows", s.eval_windows), s.samples = a.integer("samples", s.samples);
+    s.eval_every = a.integer("eval-every", s.eval_every, 0, kBig);
+    s.ckpt_every = a.integer("ckpt-every", s.eval_every, 0, kBig);
+    s.eval_windows = a.integer("eval-windows", s.eval_windows, 0, kBig), s.samples = a.integer("samples", s.samples, 0, 1 << 24);
+    s.fresh = a.has("fresh");
     if (const char* hook = std::getenv("FBI_INJECT_NAN")) s.inject_nan = hook;
+    s.kill = TestKill::from_env();
     return s;
-}
-
-// One training run: its name, optimizer settings, length and checkpoint interval.
-struct RunSpec {
-    std::string name;  // "teacher" or "student"
-    TrainOptions opt;
-    AdamW adam;
-    int steps = 2000;
-    int eval_every = 500;
-    int ckpt_every = 500;  // 0: the checkpoint is written only at the end (by main)
-    long nan_at = 0;       // test hook (FBI_INJECT_NAN): poison a parameter before this 1-based step
-};
-
-static RunSpec run_spec(const Settings& s, bool teacher) {
-    RunSpec r;
-    r.name = teacher ? "teacher" : "student";
-    r.steps = teacher ? s.teacher_steps : s.student_steps;
-    r.opt.B = s.batch, r.opt.T = s.context, r.opt.seed = s.seed;
-    r.opt.loss = teacher ? Loss::CE : loss_from_name(s.student_loss);
-    if (!teacher && s.student_loss == "dad") r.opt.loss = dad_loss_id(dad_weight_from_name(s.dad_weight));  // db.hpp
-    r.opt.schedule.peak = teacher ? s.lr : s.student_lr;
-    // The student's cosine goes to zero (not to --lr-min): at a floor of 1e-4 its signs still flip at ~8e-4 of the
-    // weights per step at the end, and annealing them away gave −0.009 … −0.017 nats at 4 of 4 seeds (README).
-    r.opt.schedule.floor = teacher ? s.lr_min : s.student_lr_min;
-    r.opt.schedule.warmup = s.warmup, r.opt.schedule.total = r.steps;
-    r.adam.weight_decay = s.wd;
-    r.adam.decay_on = s.decay == "all" ? DecayOn::All : DecayOn::Matrices;
-    r.eval_every = s.eval_every, r.ckpt_every = s.ckpt_every;
-    if (!s.inject_nan.empty()) {
-        size_t colon = s.inject_nan.find(':');
-        std::string run = s.inject_nan.substr(0, colon);
-        long at = colon == std::string::npos ? 0 : std::atol(s.inject_nan.c_str() + colon + 1);
-        if ((run != "teacher" && run != "student") || at < 1)
-            throw std::invalid_argument("FBI_INJECT_NAN expects teacher:STEP or student:STEP, got '" + s.inject_nan + "'");
-        if (run == r.name) r.nan_at = at;
-    }
-    return r;
 }
 
 // The character-level corpus, split 90/10 (checked before anything is created on disk).
@@ -142,11 +128,195 @@ static Config model_config(const Settings& s, int V, Quant q) {
     return c;
 }
 
+// ---- resuming: which command wrote a checkpoint ---------------------------------------------------------------
+// Each run's checkpoint X.ckpt has a record beside it, X.ckpt.meta: one "key=value" line per setting that decides
+// the run's result (the model, the data, the recipe, the seed; a student's also names its teacher's record).
+// Running a command whose record matches reuses a finished checkpoint, or continues an unfinished one from its
+// step with its optimizer state: batches ([get_batch] is a pure function of seed and step), learning rate and
+// flip counts then come out bit for bit as in a run that was never interrupted.
+using Record = std::vector<std::pair<std::string, std::string>>;
+static std::string g17(double x) { char b[40]; std::snprintf(b, sizeof b, "%.17g", x); return b; }
+static std::string record_text(const Record& r) {
+    std::string t;
+    for (const auto& kv : r) t += kv.first + "=" + kv.second + "\n";
+    return t;
+}
+static Record parse_record(const std::string& text) {
+    Record r;
+    std::istringstream in(text);
+    std::string line;
+    while (std::getline(in, line))
+        if (size_t eq = line.find('='); eq != std::string::npos) r.push_back({line.substr(0, eq), line.substr(eq + 1)});
+    return r;
+}
+static std::string record_value(const Record& r, const std::string& key) {
+    for (const auto& kv : r)
+        if (kv.first == key) return kv.second;
+    return "";
+}
+// "--seed (1337 then, 42 now), --student-steps (2000 then, 500 now)": what makes two records differ.
+static std::string record_difference(const Record& then, const Record& now) {
+    std::string diff;
+    auto add = [&](const std::string& k, const std::string& a, const std::string& b) {
+        diff += (diff.empty() ? "" : ", ") + (k == "format" || k == "model" || k == "data" || k == "teacher" ? k : "--" + k) +
+                " (" + (a.empty() ? "none" : a) + " then, " + (b.empty() ? "none" : b) + " now)";
+    };
+    for (const auto& kv : now)
+        if (record_value(then, kv.first) != kv.second) add(kv.first, record_value(then, kv.first), kv.second);
+    for (const auto& kv : then)
+        if (record_value(now, kv.first).empty() && !kv.second.empty()) add(kv.first, kv.second, "");
+    return diff;
+}
+
+// One training run: its name, optimizer settings, length, checkpoint interval and record.
+struct RunSpec {
+    std::string name;  // "teacher" or "student"
+    TrainOptions opt;
+    AdamW adam;
+    int steps = 2000;
+    int eval_every = 500;
+    int ckpt_every = 500;  // 0: the checkpoint is written only at the end
+    long nan_at = 0;       // test hook (FBI_INJECT_NAN): poison a parameter before this 1-based step
+    Record record;
+};
+
+static RunSpec run_spec(const Settings& s, bool teacher, const Config& cfg, const std::string& text,
+                        const std::string& teacher_record = "") {
+    RunSpec r;
+    r.name = teacher ? "teacher" : "student";
+    r.steps = teacher ? s.teacher_steps : s.student_steps;
+    r.opt.B = s.batch, r.opt.T = s.context, r.opt.seed = s.seed;
+    r.opt.loss = teacher ? Loss::CE : loss_from_name(s.student_loss);
+    if (!teacher && s.student_loss == "dad") r.opt.loss = dad_loss_id(dad_weight_from_name(s.dad_weight));  // db.hpp
+    r.opt.schedule.peak = teacher ? s.lr : s.student_lr;
+    // The student's cosine goes to zero (not to --lr-min): at a floor of 1e-4 its signs still flip at ~8e-4 of the
+    // weights per step at the end, and annealing them away gave −0.009 … −0.017 nats at 4 of 4 seeds (README).
+    r.opt.schedule.floor = teacher ? s.lr_min : s.student_lr_min;
+    r.opt.schedule.warmup = s.warmup, r.opt.schedule.total = r.steps;
+    r.adam.weight_decay = s.wd;
+    r.adam.decay_on = s.decay == "all" ? DecayOn::All : DecayOn::Matrices;
+    r.eval_every = s.eval_every, r.ckpt_every = s.ckpt_every;
+    if (!s.inject_nan.empty()) {
+        size_t colon = s.inject_nan.find(':');
+        std::string run = s.inject_nan.substr(0, colon);
+        long at = colon == std::string::npos ? 0 : std::atol(s.inject_nan.c_str() + colon + 1);
+        if ((run != "teacher" && run != "student") || at < 1)
+            throw std::invalid_argument("FBI_INJECT_NAN expects teacher:STEP or student:STEP, got '" + s.inject_nan + "'");
+        if (run == r.name) r.nan_at = at;
+    }
+    char data[40];
+    std::snprintf(data, sizeof data, "%zu chars, fnv1a %016llx", text.size(),
+                  (unsigned long long)fnv1a((const unsigned char*)text.data(), text.size()));
+    std::string pre = teacher ? "" : "student-";
+    r.record = {{"format", "train_tiny run 1"}, {"model", describe(cfg)}, {"data", data},
+                {r.name + "-steps", std::to_string(r.steps)}, {"batch", std::to_string(r.opt.B)},
+                {pre + "lr", g17(r.opt.schedule.peak)}, {pre + "lr-min", g17(r.opt.schedule.floor)},
+                {"warmup", std::to_string(s.warmup)}, {"seed", std::to_string(s.seed)}, {"wd", g17(s.wd)},
+                {"decay", s.decay}, {"eval-every", std::to_string(s.eval_every)}};
+    if (!teacher) {
+        r.record.push_back({"student-loss", s.student_loss == "dad" ? "dad " + s.dad_weight : s.student_loss});
+        r.record.push_back({"student-init", s.student_init});
+        if (r.opt.loss != Loss::CE || s.student_init == "teacher") {  // the teacher's record decides this run too
+            char h[24];
+            std::snprintf(h, sizeof h, "%016llx", (unsigned long long)fnv1a((const unsigned char*)teacher_record.data(),
+                                                                             teacher_record.size()));
+            r.record.push_back({"teacher", h});
+        }
+    }
+    return r;
+}
+
+// Where a run starts: from step 0, from its checkpoint (unfinished), or not at all (finished: reuse it).
+struct Start {
+    enum Kind { Fresh, Resume, Finished } kind = Fresh;
+    Checkpoint ck;
+};
+static bool file_exists(const std::string& path) { struct stat st; return stat(path.c_str(), &st) == 0; }
+static std::string read_text(const std::string& path) {
+    std::vector<unsigned char> b;
+    try { b = read_file_bytes(path); } catch (const std::exception&) { return ""; }  // no record: not resumable
+    return std::string(b.begin(), b.end());
+}
+static Start find_start(const RunSpec& spec, const std::string& ckpt, const Config& cfg, const std::string& vocab,
+                        bool fresh) {
+    Start st;
+    if (!file_exists(ckpt)) return st;
+    const char* who = spec.name.c_str();
+    std::string text = read_text(ckpt + ".meta");
+    if (text.empty()) {
+        std::printf("%s: starting afresh: %s has no record of the command that wrote it (%s.meta)\n", who, ckpt.c_str(),
+                    ckpt.c_str());
+        return st;
+    }
+    Checkpoint ck;
+    try {
+        ck = load_checkpoint(ckpt);
+    } catch (const std::exception& e) {
+        std::printf("%s: starting afresh: %s\n", who, e.what());
+        return st;
+    }
+    Record then = parse_record(text);
+    long then_steps = std::atol(record_value(then, spec.name + "-steps").c_str());
+    std::string diff = record_value(then, "format").empty() ? "its record is from an older train_tiny"
+                                                            : record_difference(then, spec.record);
+    bool unfinished = ck.step < then_steps;
+    if (!diff.empty() && unfinished && !fresh)
+        throw std::runtime_error(ckpt + " holds an unfinished " + spec.name + " run (step " + std::to_string(ck.step) + "/" +
+                                 std::to_string(then_steps) + ") of a different command: " + diff +
+                                 ". Run that command again to continue it, or add --fresh to start this one over "
+                                 "(its first checkpoint replaces that one)");
+    if (!diff.empty()) {
+        std::printf("%s: %s: %s is %s run of a different command: %s\n", who,
+                    unfinished ? "--fresh: starting over" : "starting afresh", ckpt.c_str(),
+                    unfinished ? "an unfinished" : "a finished", diff.c_str());
+        return st;
+    }
+    if (!(ck.cfg == cfg) || ck.vocab != vocab) {
+        std::printf("%s: starting afresh: %s has another config or vocabulary than its record says\n", who, ckpt.c_str());
+        return st;
+    }
+    if (ck.step == spec.steps && !(fresh && spec.name == "student")) {
+        st.kind = Start::Finished;
+    } else if (fresh) {
+        std::printf("%s: --fresh: starting over (%s, step %ld, is replaced at the first checkpoint)\n", who, ckpt.c_str(),
+                    ck.step);
+        return st;
+    } else if (ck.step > 0 && ck.step < spec.steps && ck.opt.m.size() == ck.params.size()) {
+        st.kind = Start::Resume;
+    } else {
+        std::printf("%s: starting afresh: %s (step %ld) has no optimizer state to continue from\n", who, ckpt.c_str(), ck.step);
+        return st;
+    }
+    st.ck = std::move(ck);
+    return st;
+}
+
+// A run's checkpoint and its record. A new run removes the old record just before its first checkpoint replaces
+// the old one, and writes its own record right after: a record always describes the checkpoint beside it.
+struct RunFiles {
+    std::string ckpt, meta, record;
+    bool recorded = false;  // true once this run's record is on disk (at once when resuming or reusing)
+    void save(const Checkpoint& ck, const TestKill& kill, const std::string& run) {
+        if (!recorded) std::remove(meta.c_str());
+        kill.write(ckpt, checkpoint_bytes(ck), run, ck.step);
+        if (!recorded) {
+            if (kill.at(run, "meta", ck.step)) raise(SIGKILL);
+            write_file_atomic(meta, std::vector<unsigned char>(record.begin(), record.end()));
+            recorded = true;
+        }
+    }
+};
+static RunFiles run_files(const std::string& ckpt, const RunSpec& spec) {
+    return {ckpt, ckpt + ".meta", record_text(spec.record)};
+}
+
+// Thrown when a signal stopped a run at the end of a step (its checkpoint written); main exits with 128 + signal.
+struct Interrupted { int signal; };
+
 // ---- the training loop both runs share ------------------------------------------------------------------------
-// Train `model` for spec.steps, printing progress lines and writing one CSV row per step. Every
-// spec.ckpt_every steps the checkpoint at ckpt_path is replaced atomically (parameters and optimizer state).
-// `stale_on_save` (teacher.ckpt.meta) describes the checkpoint there before; it is removed just before that
-// checkpoint is first replaced. NaN/inf in the loss or gradients (fbi::NonFiniteError, thrown before the
+// Train `model` from step `start` to spec.steps, printing progress lines and writing one CSV row per step. Every
+// spec.ckpt_every steps the checkpoint is replaced atomically (parameters and optimizer state); Ctrl-C stops at the
+// end of a step and writes one too. NaN/inf in the loss or gradients (fbi::NonFiniteError, thrown before the
 // update) stops the run with a message that names the step and the last good checkpoint, left as it was.
 static std::string kept_checkpoint(const RunSpec& spec, long saved, const std::string& ckpt_path) {
     if (saved > 0)
@@ -158,18 +328,18 @@ static std::string kept_checkpoint(const RunSpec& spec, long saved, const std::s
     return "no checkpoint was written (--ckpt-every 0: only at the end); " + ckpt_path + " was not touched";
 }
 static void train(Model& model, Model* teacher, const Data& d, const RunSpec& spec, const std::string& csv_path,
-                  const std::string& ckpt_path, const std::string& stale_on_save = "") {
-    CsvLog log(csv_path);
-    AdamW adam = spec.adam;
+                  RunFiles& files, const TestKill& kill, AdamW adam, long start) {
+    CsvLog log(csv_path, start);
     FlipCounter flips;
     std::vector<const float*> ptrs;
     std::vector<size_t> sizes;
     latent_weights(model, ptrs, sizes);
-    flips.update(ptrs, sizes);  // record the initial signs
+    flips.update(ptrs, sizes);  // record the signs the next step starts from
     double t0 = now_seconds(), t_last = t0;
     long tokens_per_step = long(spec.opt.B) * spec.opt.T * spec.opt.micro_batches;
-    long saved = 0;  // the step of the last checkpoint this run wrote (0: none yet)
-    for (long step = 0; step < spec.steps; step++) {
+    long saved = start;  // the step of the newest checkpoint of this run (0: none yet)
+    stop_deferred = 1;   // Ctrl-C now stops at the end of a step
+    for (long step = start; step < spec.steps; step++) {
         if (step + 1 == spec.nan_at) model.p(model.lm_head)[0] = std::numeric_limits<float>::quiet_NaN();
         StepStats st;
         try {
@@ -177,7 +347,7 @@ static void train(Model& model, Model* teacher, const Data& d, const RunSpec& sp
         } catch (const NonFiniteError& e) {
             throw std::runtime_error(spec.name + " stopped at step " + std::to_string(step + 1) + "/" +
                                      std::to_string(spec.steps) + ": " + e.what() + "\n       " +
-                                     kept_checkpoint(spec, saved, ckpt_path));
+                                     kept_checkpoint(spec, saved, files.ckpt));
         }
         double now = now_seconds();
         double tok_s = tokens_per_step / std::max(1e-9, now - t_last);
@@ -187,70 +357,84 @@ static void train(Model& model, Model* teacher, const Data& d, const RunSpec& sp
         if ((spec.eval_every > 0 && (step + 1) % spec.eval_every == 0) || last)
             val = evaluate(model, d.val, spec.opt.B, spec.opt.T, 200);
         log.row(step + 1, st, tok_s, val);
-        if (spec.ckpt_every > 0 && (step + 1) % spec.ckpt_every == 0 && !last) {  // the last one: the caller saves it
-            if (saved == 0 && !stale_on_save.empty()) std::remove(stale_on_save.c_str());
-            save_checkpoint(ckpt_path, make_checkpoint(model, d.tok.chars, step + 1, &adam));
+        kill.after_step(spec.name, step + 1);
+        bool due = spec.ckpt_every > 0 && (step + 1) % spec.ckpt_every == 0;
+        if (!last && (due || stop_requested)) {  // the last one: the caller saves it
+            log.sync();  // the log holds every step the checkpoint holds
+            files.save(make_checkpoint(model, d.tok.chars, step + 1, &adam), kill, spec.name);
             saved = step + 1;
         }
-        if ((step + 1) % 100 == 0 || step == 0 || last) {
-            double elapsed = now - t0, avg = tokens_per_step * (step + 1) / elapsed;
+        if ((step + 1) % 100 == 0 || step == start || last || stop_requested) {
+            double elapsed = now - t0, avg = tokens_per_step * (step + 1 - start) / elapsed;
             std::printf("%-7s step %5ld/%d | loss %.4f | lr %.2e | grad %.3f | flips %.5f | %6.0f tok/s | ETA %s",
                         spec.name.c_str(), step + 1, spec.steps, st.loss, st.lr, st.grad_norm, st.flip_ratio, avg,
-                        fmt_duration(elapsed / (step + 1) * (spec.steps - step - 1)).c_str());
+                        fmt_duration(elapsed / (step + 1 - start) * (spec.steps - step - 1)).c_str());
             if (val >= 0) std::printf(" | val %.4f", val);
             std::printf("\n");
             std::fflush(stdout);
         }
+        if (stop_requested && !last) {
+            std::printf("%s: interrupted after step %ld/%d; %s holds it (with optimizer state).\n"
+                        "Run the same command again to continue from step %ld.\n",
+                        spec.name.c_str(), step + 1, spec.steps, files.ckpt.c_str(), step + 1);
+            throw Interrupted{int(stop_requested)};
+        }
     }
+    log.sync();  // (a signal during the last step is handled after the caller's final save)
+}
+
+// Start a run (teacher or student) as find_start decided: resume its checkpoint, or train it from `model`.
+// The final checkpoint (without optimizer state) replaces the periodic one.
+static double run_or_resume(Model& model, Model* teacher, const Data& d, const RunSpec& spec, const std::string& base,
+                            const Start& start, const Settings& s) {
+    RunFiles files = run_files(base + ".ckpt", spec);
+    AdamW adam = spec.adam;
+    long from = 0;
+    if (start.kind == Start::Resume) {
+        model.params = start.ck.params;
+        adam.m = start.ck.opt.m, adam.v = start.ck.opt.v, adam.t = start.ck.opt.t;
+        from = start.ck.step;
+        files.recorded = true;
+        std::printf("%s: resuming at step %ld/%d from %s (same command; its optimizer state and batches)\n",
+                    spec.name.c_str(), from, spec.steps, files.ckpt.c_str());
+    }
+    double t0 = now_seconds();
+    train(model, teacher, d, spec, base + ".csv", files, s.kill, adam, from);
+    double seconds = now_seconds() - t0;
+    files.save(make_checkpoint(model, d.tok.chars, spec.steps, nullptr), s.kill, spec.name);
+    stop_deferred = 0;  // from here on a Ctrl-C quits at once: there is nothing that a re-run could not redo
+    if (stop_requested) {
+        std::printf("%s: finished and saved in %s; interrupted before what follows. Run the same command again to "
+                    "continue.\n", spec.name.c_str(), files.ckpt.c_str());
+        throw Interrupted{int(stop_requested)};
+    }
+    return seconds;
 }
 
 // ---- 1. the teacher ---------------------------------------------------------------------------------------------
-// It is reused when this fingerprint of its recipe and data matches the one saved next to it (teacher.ckpt.meta).
-static std::string fingerprint(const Config& c, const std::string& text, const RunSpec& s) {
-    char buf[512];
-    std::snprintf(buf, sizeof buf, "%s|data=%016llx|steps=%d|B=%d|lr=%g,%g,%d|seed=%llu|wd=%g|decay=%d|b2=%g|v3",
-                  describe(c).c_str(), (unsigned long long)fnv1a((const unsigned char*)text.data(), text.size()),
-                  s.steps, s.opt.B, s.opt.schedule.peak, s.opt.schedule.floor, s.opt.schedule.warmup,
-                  (unsigned long long)s.opt.seed, s.adam.weight_decay, int(s.adam.decay_on), s.adam.beta2);
-    return buf;
-}
-static std::string read_text(const std::string& path) {
-    std::vector<unsigned char> b;
-    try { b = read_file_bytes(path); } catch (const std::exception&) { return ""; }  // no meta file: not reusable
-    return std::string(b.begin(), b.end());
-}
 struct TeacherRun {
     Model model;
     std::string ckpt;
     bool reused = false;
     double seconds = 0;
 };
-static TeacherRun teacher_run(const Settings& s, const Data& d, const Config& cfg, const RunSpec& spec) {
+static std::string teacher_base(const Settings& s, const RunSpec& spec) {
+    return s.out + "/" + (spec.steps != 2000 ? "teacher_s" + std::to_string(spec.steps) : "teacher");
+}
+static TeacherRun teacher_run(const Settings& s, const Data& d, const Config& cfg, const RunSpec& spec, const Start& start) {
     TeacherRun t;
-    std::string name = spec.steps != 2000 ? "teacher_s" + std::to_string(spec.steps) : "teacher";
-    t.ckpt = s.out + "/" + name + ".ckpt";
-    std::string meta = t.ckpt + ".meta", fp = fingerprint(cfg, d.text, spec);
-    if (read_text(meta) == fp) {
-        try {
-            Checkpoint ck = load_checkpoint(t.ckpt);
-            if (ck.cfg == cfg && ck.vocab == d.tok.chars) { t.model = model_from_checkpoint(ck); t.reused = true; }
-        } catch (const std::exception& e) {
-            std::printf("teacher checkpoint not reused: %s\n", e.what());
-        }
-    }
-    if (t.reused) {
-        std::printf("teacher: reusing %s (same config, data and recipe)\n", t.ckpt.c_str());
+    std::string base = teacher_base(s, spec);
+    t.ckpt = base + ".ckpt";
+    if (start.kind == Start::Finished) {
+        t.model = model_from_checkpoint(start.ck);
+        t.reused = true;
+        std::printf("teacher: reusing %s (finished: same config, data and recipe)\n", t.ckpt.c_str());
         return t;
     }
-    std::printf("teacher: %s, %zu parameters, %d steps\n", describe(cfg).c_str(), build_model<float>(cfg, 0).params.size(),
-                spec.steps);
     t.model = build_model<float>(cfg, spec.opt.seed);
-    double t0 = now_seconds();  // .meta goes when teacher.ckpt is first replaced; only a finished run rewrites it
-    train(t.model, nullptr, d, spec, s.out + "/" + name + ".csv", t.ckpt, meta);
-    std::remove(meta.c_str());  // (also with --ckpt-every 0) before the final checkpoint replaces the old one
-    t.seconds = now_seconds() - t0;
-    save_checkpoint(t.ckpt, make_checkpoint(t.model, d.tok.chars, spec.steps, nullptr));
-    write_file_atomic(meta, std::vector<unsigned char>(fp.begin(), fp.end()));
+    if (start.kind == Start::Fresh)
+        std::printf("teacher: %s, %zu parameters, %d steps\n", describe(cfg).c_str(), t.model.params.size(), spec.steps);
+    t.seconds = run_or_resume(t.model, nullptr, d, spec, base, start, s);
     return t;
 }
 
@@ -259,21 +443,24 @@ static std::string student_tag(const Settings& s) {
     return (s.student_quant == Quant::FBI ? "" : std::string(quant_name(s.student_quant)) + "_") + s.student_loss +
            "_" + s.student_init;
 }
-static Model student_run(const Settings& s, const Data& d, const Config& cfg, const RunSpec& spec, Model& teacher,
-                         double& seconds) {
+static Model student_run(const Settings& s, const Data& d, const Config& cfg, const RunSpec& spec, const Start& start,
+                         Model& teacher, double& seconds) {
+    std::string base = s.out + "/student_" + student_tag(s);
+    if (start.kind == Start::Finished) {
+        std::printf("student: reusing %s (finished earlier by the same command; --fresh trains it again)\n",
+                    (base + ".ckpt").c_str());
+        return model_from_checkpoint(start.ck);
+    }
     Model student = build_model<float>(cfg, spec.opt.seed + 1);
-    if (s.student_init == "teacher") {
+    if (start.kind == Start::Fresh && s.student_init == "teacher") {
         int n = copy_shared_params(student, teacher);
         std::printf("student: initialised from the teacher (%d tensors copied; scales from [F4] / [Q4])\n", n);
     }
-    std::printf("student: %s, loss %s%s, init %s, %zu parameters, %d steps\n", describe(cfg).c_str(),
-                loss_name(spec.opt.loss), s.student_loss == "dad" ? (" (" + s.dad_weight + " weights)").c_str() : "",
-                s.student_init.c_str(), student.params.size(), spec.steps);
-    double t0 = now_seconds();
-    std::string base = s.out + "/student_" + student_tag(s);
-    train(student, spec.opt.loss == Loss::CE ? nullptr : &teacher, d, spec, base + ".csv", base + ".ckpt");
-    seconds = now_seconds() - t0;
-    save_checkpoint(base + ".ckpt", make_checkpoint(student, d.tok.chars, spec.steps, nullptr));
+    if (start.kind == Start::Fresh)
+        std::printf("student: %s, loss %s%s, init %s, %zu parameters, %d steps\n", describe(cfg).c_str(),
+                    loss_name(spec.opt.loss), s.student_loss == "dad" ? (" (" + s.dad_weight + " weights)").c_str() : "",
+                    s.student_init.c_str(), student.params.size(), spec.steps);
+    seconds = run_or_resume(student, spec.opt.loss == Loss::CE ? nullptr : &teacher, d, spec, base, start, s);
     return student;
 }
 
@@ -295,7 +482,7 @@ static Results evaluate_pack_sample(const Settings& s, const Data& d, Model& tea
     r.file_bytes = 4.0 * student.params.size();  // fp32 parameter bytes when there is no packed file
     if (r.packs) {
         r.packed_path = s.out + "/student_" + student_tag(s) + ".fbipack";
-        save_packed_model(r.packed_path, pack_model(student, d.tok.chars, s.scale_bits));
+        s.kill.write(r.packed_path, packed_model_bytes(pack_model(student, d.tok.chars, s.scale_bits)), "pack", 0);
         r.packed = load_packed_model(r.packed_path);  // evaluate what is on disk
         r.file_bytes = double(read_file_bytes(r.packed_path).size());
         r.packed_bits = packed_bits_per_weight(r.packed);
@@ -366,39 +553,66 @@ static void write_summary(const Settings& s, const Results& r, const TeacherRun&
     j.text("teacher_checkpoint", t.ckpt).text("student_checkpoint", s.out + "/student_" + tag + ".ckpt");
     j.text("packed_file", r.packed_path).text("teacher_sample", r.samples[0]).text("student_sample", r.samples[2]);
     std::string json = j.str() + "\n";
-    write_file_atomic(s.out + "/summary_" + tag + ".json", std::vector<unsigned char>(json.begin(), json.end()));
+    s.kill.write(s.out + "/summary_" + tag + ".json", std::vector<unsigned char>(json.begin(), json.end()), "summary", 0);
+}
+
+// ---- memory: refuse a config that cannot fit, with the figure and the flags to change --------------------------
+static void check_memory(const Settings& s, const Config& teacher, const Config& student) {
+    double need = std::max(training_bytes(teacher, nullptr, s.batch, s.context),   // 1. the teacher trains alone
+                           training_bytes(student, &teacher, s.batch, s.context));  // 2. the student, teacher beside it
+    double have = machine_memory_bytes();
+    if (have <= 0 || need <= have) return;
+    ModelFloats f = model_floats(student, s.batch, s.context);
+    bool batch_bound = f.activations > f.params + f.weights;
+    throw std::invalid_argument(
+        "this run needs about " + fmt_bytes(need) + " of memory (" + fmt_bytes(4 * f.activations) +
+        " of activations for --batch " + std::to_string(s.batch) + " × --context " + std::to_string(s.context) + ", " +
+        fmt_bytes(4 * f.params) + " of student parameters), more than this machine's " + fmt_bytes(have) + ": lower " +
+        (batch_bound ? "--batch or --context" : "--width or --layers"));
 }
 
 int main(int argc, char** argv) try {
+    std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress reaches a log file line by line, even if we are killed
     Settings s = parse_settings(argc, argv);
     std::printf("fbi_llm train_tiny | %s\n", threading_summary().c_str());
     Data d = load_data(s);
     Config teacher_cfg = model_config(s, d.tok.size(), Quant::FP), student_cfg = model_config(s, d.tok.size(), s.student_quant);
-    RunSpec tspec = run_spec(s, true), sspec = run_spec(s, false);
+    check_memory(s, teacher_cfg, student_cfg);
+    RunSpec tspec = run_spec(s, true, teacher_cfg, d.text);
+    RunSpec sspec = run_spec(s, false, student_cfg, d.text, record_text(tspec.record));
     // the output directory is created only now that the settings and data are good, and probed for writability
     // before any training, so that a bad --out costs seconds, not the run
     make_dirs(s.out);
     check_writable_dir(s.out);
+    lock_output_dir(s.out);
+    remove_stale_partial_writes(s.out);
+    // where both runs start (from step 0, resumed, or reused), decided before either trains: a refused student
+    // must not cost a teacher run
+    Start tstart = find_start(tspec, teacher_base(s, tspec) + ".ckpt", teacher_cfg, d.tok.chars, s.fresh);
+    Start sstart = find_start(sspec, s.out + "/student_" + student_tag(s) + ".ckpt", student_cfg, d.tok.chars, s.fresh);
+    install_stop_handlers();
     double t_start = now_seconds();
 
-    TeacherRun teacher = teacher_run(s, d, teacher_cfg, tspec);                          // 1.
-    double student_seconds = 0;
-    Model student = student_run(s, d, student_cfg, sspec, teacher.model, student_seconds);  // 2.
+    TeacherRun teacher = teacher_run(s, d, teacher_cfg, tspec, tstart);                          // 1.
+    double student_seconds = -1;  // stays -1 when a finished student is reused
+    Model student = student_run(s, d, student_cfg, sspec, sstart, teacher.model, student_seconds);  // 2.
     Results r = evaluate_pack_sample(s, d, teacher.model, student);                     // 3.
     print_table(s, r, teacher.model, student);
     std::printf("train time: teacher %s, student %s\n", teacher.reused ? "(reused)" : fmt_duration(teacher.seconds).c_str(),
-                fmt_duration(student_seconds).c_str());
+                student_seconds < 0 ? "(reused)" : fmt_duration(student_seconds).c_str());
     std::string q = s.student_quant == Quant::FBI ? "FBI" : quant_name(s.student_quant);
     std::printf("\n---- teacher sample (temperature 0.8) ----%s\n", r.samples[0].c_str());
     std::printf("\n---- %s student sample (temperature 0.8) ----%s\n", r.packs ? ("packed " + q).c_str() : "fp32",
                 r.samples[2].c_str());
-    write_summary(s, r, teacher, student, tspec, sspec, student_seconds);                // 4.
+    write_summary(s, r, teacher, student, tspec, sspec, std::max(0.0, student_seconds));  // 4.
 
     std::string tag = student_tag(s), tname = teacher.ckpt.substr(s.out.size() + 1);
     std::printf("\nwrote %s/{%s, student_%s.ckpt, %sstudent_%s.csv, summary_%s.json}  (total %s)\n", s.out.c_str(),
                 tname.c_str(), tag.c_str(), r.packs ? ("student_" + tag + ".fbipack, ").c_str() : "", tag.c_str(),
                 tag.c_str(), fmt_duration(now_seconds() - t_start).c_str());
     return 0;
+} catch (const Interrupted& stop) {
+    return 128 + stop.signal;
 } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
