@@ -146,5 +146,11 @@ else fail "a different command did not refuse the unfinished run (exit $rc)" "$(
   ok "--fresh starts the student over ($(grep -c '^student step' other3.log) progress lines), the finished teacher reused" ||
   fail "--fresh did not start the student over" "$(grep student other3.log | head -3)"
 
+# --eval-every only decides which log rows carry a validation loss: finished runs are reused under another one
+(cd other && "$TRAIN" "${CMD[@]}" --out run --student-lr 2e-3 --eval-every 6) > other4.log 2>&1 &&
+  grep -q "teacher: reusing" other4.log && grep -q "student: reusing" other4.log &&
+  ok "finished runs are reused under another --eval-every (it decides the log, not the checkpoint)" ||
+  fail "another --eval-every did not reuse the finished runs" "$(grep -E 'teacher|student' other4.log | head -3)"
+
 echo "# $passed ok, $failed failed"
 [ $failed -eq 0 ]

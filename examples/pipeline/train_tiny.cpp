@@ -4,6 +4,8 @@
 //   2. the 1-bit FBI student FROM RANDOM INIT, trained by autoregressive distillation ([D1]) from the frozen teacher
 //   3. evaluation of both on the validation split, the student packed to 1 bit ([P1], [S7]) and evaluated again,
 //      samples from both, a table, and a JSON summary (checkpoints and a CSV log per run are written on the way)
+// Run again, it reuses finished runs and continues an interrupted one from its checkpoint, bit for bit (a record
+// beside each checkpoint says which command wrote it; tests/resume_kill.sh kills it 14 times to check).
 // Ablations (the FBI-LLM paper's two questions):  --student-loss ce (no teacher)  --student-init teacher
 // Other students (b1.58 [Q1]–[Q3], DB [Q4]–[Q6], DAD [D3]):  --student-quant b1.58|db|fp32  --student-loss dad
 // (make compare runs them all).
@@ -154,15 +156,19 @@ static std::string record_value(const Record& r, const std::string& key) {
         if (kv.first == key) return kv.second;
     return "";
 }
+// --eval-every decides only which rows of the log carry a validation loss, not the checkpoint: a finished run is
+// reused whatever it was, an unfinished one resumes only with the same (so that its log has one cadence).
+static bool log_only(const std::string& key) { return key == "eval-every"; }
 // "--seed (1337 then, 42 now), --student-steps (2000 then, 500 now)": what makes two records differ.
-static std::string record_difference(const Record& then, const Record& now) {
+static std::string record_difference(const Record& then, const Record& now, bool finished) {
     std::string diff;
     auto add = [&](const std::string& k, const std::string& a, const std::string& b) {
         diff += (diff.empty() ? "" : ", ") + (k == "format" || k == "model" || k == "data" || k == "teacher" ? k : "--" + k) +
                 " (" + (a.empty() ? "none" : a) + " then, " + (b.empty() ? "none" : b) + " now)";
     };
     for (const auto& kv : now)
-        if (record_value(then, kv.first) != kv.second) add(kv.first, record_value(then, kv.first), kv.second);
+        if (record_value(then, kv.first) != kv.second && !(finished && log_only(kv.first)))
+            add(kv.first, record_value(then, kv.first), kv.second);
     for (const auto& kv : then)
         if (record_value(now, kv.first).empty() && !kv.second.empty()) add(kv.first, kv.second, "");
     return diff;
@@ -216,7 +222,7 @@ static RunSpec run_spec(const Settings& s, bool teacher, const Config& cfg, cons
     if (!teacher) {
         r.record.push_back({"student-loss", s.student_loss == "dad" ? "dad " + s.dad_weight : s.student_loss});
         r.record.push_back({"student-init", s.student_init});
-        if (r.opt.loss != Loss::CE || s.student_init == "teacher") {  // the teacher's record decides this run too
+        if (r.opt.loss != Loss::CE || s.student_init == "teacher") {  // the teacher's result decides this run too
             char h[24];
             std::snprintf(h, sizeof h, "%016llx", (unsigned long long)fnv1a((const unsigned char*)teacher_record.data(),
                                                                              teacher_record.size()));
@@ -257,9 +263,9 @@ static Start find_start(const RunSpec& spec, const std::string& ckpt, const Conf
     }
     Record then = parse_record(text);
     long then_steps = std::atol(record_value(then, spec.name + "-steps").c_str());
-    std::string diff = record_value(then, "format").empty() ? "its record is from an older train_tiny"
-                                                            : record_difference(then, spec.record);
     bool unfinished = ck.step < then_steps;
+    std::string diff = record_value(then, "format").empty() ? "its record is from an older train_tiny"
+                                                            : record_difference(then, spec.record, !unfinished);
     if (!diff.empty() && unfinished && !fresh)
         throw std::runtime_error(ckpt + " holds an unfinished " + spec.name + " run (step " + std::to_string(ck.step) + "/" +
                                  std::to_string(then_steps) + ") of a different command: " + diff +
@@ -579,7 +585,10 @@ int main(int argc, char** argv) try {
     Config teacher_cfg = model_config(s, d.tok.size(), Quant::FP), student_cfg = model_config(s, d.tok.size(), s.student_quant);
     check_memory(s, teacher_cfg, student_cfg);
     RunSpec tspec = run_spec(s, true, teacher_cfg, d.text);
-    RunSpec sspec = run_spec(s, false, student_cfg, d.text, record_text(tspec.record));
+    Record teacher_result;  // what decides the teacher's checkpoint (not its log)
+    for (const auto& kv : tspec.record)
+        if (!log_only(kv.first)) teacher_result.push_back(kv);
+    RunSpec sspec = run_spec(s, false, student_cfg, d.text, record_text(teacher_result));
     // the output directory is created only now that the settings and data are good, and probed for writability
     // before any training, so that a bad --out costs seconds, not the run
     make_dirs(s.out);
