@@ -109,7 +109,7 @@ $(BUILD)/header_alone: tests/alone/header_alone.cpp $(HEADER) | deps
 	$(CXX) $(CXXFLAGS) -isystem /usr/include/eigen3 $< -o $@
 
 # ---- interrupted runs: 14 kills and Ctrl-Cs at chosen points, then outside signals; every file must come out
-# byte-identical to an uninterrupted run's (tests/resume_kill.sh, ~10 s)
+# byte-identical to an uninterrupted run's (tests/resume_kill.sh, ~15 s)
 .PHONY: test-resume
 test-resume: deps $(BUILD)/train_tiny  ## kill train_tiny at 14 points (and with outside signals), resume, compare with an uninterrupted run
 	@bash tests/resume_kill.sh $(BUILD)

@@ -374,8 +374,12 @@ inline void remove_stale_partial_writes(const std::string& dir) {
         std::string name = e->d_name;
         size_t at = name.rfind(".tmp.");
         if (at == std::string::npos || at + 5 >= name.size()) continue;
-        std::string pid = name.substr(at + 5);
+        std::string pid = name.substr(at + 5), target = name.substr(0, at);
         if (pid.find_first_not_of("0123456789") != std::string::npos || pid.size() > 9) continue;
+        bool ours = false;  // only the files the examples write: checkpoints, records, logs, packed files, summaries
+        for (const char* ext : {".ckpt", ".meta", ".csv", ".fbipack", ".json"})
+            ours = ours || (target.size() > std::strlen(ext) && target.compare(target.size() - std::strlen(ext), std::string::npos, ext) == 0);
+        if (!ours) continue;
         long p = std::atol(pid.c_str());
         if (p != long(getpid()) && kill(pid_t(p), 0) != 0 && errno == ESRCH) stale.push_back(name);
     }
@@ -393,9 +397,13 @@ inline void lock_output_dir(const std::string& dir) {
     std::string path = dir + "/.lock";
     int fd = open(path.c_str(), O_RDWR | O_CREAT, 0644);
     if (fd < 0) throw std::runtime_error("cannot create the lock file '" + path + "': " + std::strerror(errno));
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0)
-        throw std::runtime_error("another program is writing into '" + dir + "' (it holds " + path +
-                                 "): wait for it to finish, or give another --out");
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK)
+            throw std::runtime_error("another program is writing into '" + dir + "' (it holds " + path +
+                                     "): wait for it to finish, or give another --out");
+        std::printf("note: cannot lock '%s' (%s); do not run two programs into this --out\n", path.c_str(),
+                    std::strerror(errno));  // a file system without locks (some network mounts)
+    }
     // fd stays open: the lock lasts as long as this process
 }
 

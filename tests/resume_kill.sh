@@ -152,5 +152,19 @@ else fail "a different command did not refuse the unfinished run (exit $rc)" "$(
   ok "finished runs are reused under another --eval-every (it decides the log, not the checkpoint)" ||
   fail "another --eval-every did not reuse the finished runs" "$(grep -E 'teacher|student' other4.log | head -3)"
 
+# two programs into one --out: the second is refused at once, and the first finishes unharmed
+mkdir -p lock
+(cd lock && exec "$TRAIN" "${LONG[@]}" --out run) > lock1.log 2>&1 &
+pid=$!
+n=0
+while [ ! -s lock/run/teacher_s4000.csv ] && [ $n -lt 1000 ]; do sleep 0.01; n=$((n + 1)); done
+(cd lock && "$TRAIN" "${LONG[@]}" --out run) > lock2.log 2> lock2.err
+rc2=$?
+wait $pid
+rc1=$?
+[ $rc2 -ne 0 ] && grep -qF "another program is writing into 'run' (it holds run/.lock)" lock2.err && [ $rc1 -eq 0 ] &&
+  ok "a second program into the same --out is refused while the first runs; the first finishes (exit $rc1)" ||
+  fail "the lock on --out (second: exit $rc2, first: exit $rc1)" "$(cat lock2.err)"
+
 echo "# $passed ok, $failed failed"
 [ $failed -eq 0 ]
