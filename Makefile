@@ -5,37 +5,64 @@
 #
 # Variables you may set:  CXX, OPT (-O3), NO_OMP=1 (build without OpenMP), NATIVE=0 (no -march=native),
 #   TINYSHAKESPEARE=/path/to/input.txt (use a local copy of the corpus), ARGS (passed to the test binary),
-#   PYTHON (for notebooks), OUT (where train-tiny writes, default runs/tiny).
+#   PYTHON (for notebooks), OUT (where train-tiny writes, default runs/tiny), BUILD (build directory, default build),
+#   RUN (a prefix that runs the built programs, e.g. RUN="qemu-aarch64 -L /usr/aarch64-linux-gnu" for a cross build).
+# `make flags` prints what the probes below chose (compiler, OpenMP, target, include paths).
 
 SHELL    := /bin/bash
+export FBI_RUN = $(RUN)
 CXX      ?= g++
 OPT      ?= -O3
 PYTHON   ?= python3
 OUT      ?= runs/tiny
 BUILD    := build
-EIGEN_INC ?= $(firstword $(wildcard /usr/include/eigen3 /usr/local/include/eigen3 /opt/homebrew/include/eigen3))
-CXXFLAGS += -std=c++17 $(OPT) -Wall -Wextra -Wno-unused-parameter -Wno-maybe-uninitialized $(if $(EIGEN_INC),-isystem $(EIGEN_INC))
+RUN      ?=
+UNAME_S  := $(shell uname -s)
+UNAME_M  := $(shell uname -m)
+
+# ---- macOS: Homebrew's prefix (Eigen, doctest, libomp live there; Apple clang does not search it) ------------
+ifeq ($(UNAME_S),Darwin)
+  BREW        := $(shell command -v brew 2>/dev/null)
+  BREW_PREFIX := $(if $(BREW),$(shell $(BREW) --prefix 2>/dev/null))
+  # libomp is keg-only: its headers and library stay under its own prefix, which is named only when installed
+  LIBOMP      := $(if $(BREW),$(patsubst %/include/omp.h,%,$(wildcard $(shell $(BREW) --prefix libomp 2>/dev/null)/include/omp.h)))
+  PLATFORM_INC := $(if $(BREW_PREFIX),-isystem $(BREW_PREFIX)/include)
+endif
+EIGEN_INC ?= $(firstword $(wildcard $(if $(BREW_PREFIX),$(BREW_PREFIX)/include/eigen3) /usr/include/eigen3 /usr/local/include/eigen3 /opt/homebrew/include/eigen3))
+
+# ---- probes: warning flags, OpenMP and the native target, each used only where the compiler takes it ---------
+# probe FLAGS[, LINK]: "yes" when a small program compiles and links with them. -Werror makes a compiler that only
+# warns about an unknown flag (clang does) say no.
+probe     = $(shell printf 'int main(){return 0;}\n' | $(CXX) -Werror $(1) -x c++ - $(if $(2),-x none $(2)) -o /dev/null >/dev/null 2>&1 && echo yes)
+omp_probe = $(shell printf '\043include <omp.h>\nint main(){return omp_get_max_threads() > 0 ? 0 : 1;}\n' | $(CXX) $(1) -x c++ - $(if $(2),-x none $(2)) -o /dev/null >/dev/null 2>&1 && echo yes)
+WARN     := -Wall -Wextra -Wno-unused-parameter $(if $(call probe,-Wno-maybe-uninitialized),-Wno-maybe-uninitialized)
+CXXFLAGS += -std=c++17 $(OPT) $(WARN) $(if $(EIGEN_INC),-isystem $(EIGEN_INC)) $(PLATFORM_INC)
 # Eigen's multithreaded GEMM is only worth it for large products; we parallelise ourselves elsewhere.
 
-# ---- probes: OpenMP and -march=native, each used only where it compiles ---------------------------------
-probe = $(shell printf 'int main(){return 0;}' | $(CXX) $(1) -x c++ - -o /dev/null >/dev/null 2>&1 && echo yes)
+# OpenMP: -fopenmp (GCC, LLVM clang, Homebrew's llvm), else Apple clang's way with Homebrew's libomp.
 ifeq ($(NO_OMP),1)
-  OMP_OK :=
+  OMP_STATUS := ✗ OpenMP (NO_OMP=1: one thread)
+else ifeq ($(call omp_probe,-fopenmp),yes)
+  OMP_CFLAGS := -fopenmp
+  OMP_STATUS := ✓ OpenMP (-fopenmp)
+else ifeq ($(and $(LIBOMP),$(call omp_probe,-Xpreprocessor -fopenmp -I$(LIBOMP)/include,-L$(LIBOMP)/lib -lomp)),yes)
+  OMP_CFLAGS := -Xpreprocessor -fopenmp -I$(LIBOMP)/include
+  OMP_LIBS   := -L$(LIBOMP)/lib -lomp
+  OMP_STATUS := ✓ OpenMP (Apple clang + Homebrew libomp in $(LIBOMP))
+else ifeq ($(UNAME_S),Darwin)
+  OMP_STATUS := ✗ OpenMP (one thread: brew install libomp, then make clean; or NO_OMP=1 to silence this)
 else
-  OMP_OK := $(call probe,-fopenmp)
+  OMP_STATUS := ✗ OpenMP (one thread: $(CXX) has no OpenMP; Debian/Ubuntu: apt-get install libomp-dev for clang, or NO_OMP=1)
 endif
+CXXFLAGS += $(OMP_CFLAGS)
+LDLIBS   += $(OMP_LIBS)
+OMP_OK   := $(if $(OMP_CFLAGS),yes)
+# The native target: -march=native (x86, GCC on arm64), else -mcpu=native (clang on arm64, Apple Silicon).
 ifneq ($(NATIVE),0)
-  NATIVE_OK := $(call probe,-march=native)
+  NATIVE_FLAG := $(if $(call probe,-march=native),-march=native,$(if $(call probe,-mcpu=native),-mcpu=native))
 endif
-ifeq ($(OMP_OK),yes)
-  CXXFLAGS += -fopenmp
-  OMP_STATUS := ✓ OpenMP
-else
-  OMP_STATUS := ✗ OpenMP (single thread; on macOS: brew install libomp, or NO_OMP=1 to silence)
-endif
-ifeq ($(NATIVE_OK),yes)
-  CXXFLAGS += -march=native
-endif
+NATIVE_OK := $(if $(NATIVE_FLAG),yes)
+CXXFLAGS  += $(NATIVE_FLAG)
 # The sanitizer builds (make sanitize, make fuzz) use one fixed target instead of -march=native: x86-64-v3
 # (AVX2, FMA, F16C, BMI2: the fast kernels' instruction set) where this CPU runs it, the compiler's baseline
 # elsewhere. Why not native: on AVX-512 CPUs GCC 12 keeps some 64-byte-aligned stack slots aligned only through
@@ -44,7 +71,7 @@ endif
 SAN_ARCH_NAME := $(if $(and $(NATIVE_OK),$(filter x86_64 amd64,$(shell uname -m))),$(if $(shell $(CXX) -march=native -dM -E -x c++ /dev/null 2>/dev/null | grep -cE '__(AVX2|FMA|F16C|BMI2|LZCNT|MOVBE)__ ' | grep -x 6),x86-64-v3,x86-64),baseline)
 SAN_ARCH      := $(if $(filter x86-64%,$(SAN_ARCH_NAME)),-march=$(SAN_ARCH_NAME))
 # CXXFLAGS without -march=native, for the sanitizer builds
-SAN_CXXFLAGS   = $(filter-out -march=native,$(CXXFLAGS)) $(SAN_ARCH)
+SAN_CXXFLAGS   = $(filter-out -march=native -mcpu=native,$(CXXFLAGS)) $(SAN_ARCH)
 
 HEADER   := fbi_llm.hpp
 # examples/ by role: pipeline/ (train_tiny, sample, compare), bench/ (the benchmarks), notebook/ (the programs
@@ -56,18 +83,26 @@ vpath %.cpp examples/pipeline examples/bench examples/notebook
 TEST_SRC := $(wildcard tests/*.cpp)
 TEST_OBJ := $(TEST_SRC:tests/%.cpp=$(BUILD)/tests/%.o)
 
-.PHONY: all help deps test train-tiny compare bench-train bench data clean status
+.PHONY: all help flags deps test train-tiny compare bench-train bench data clean status
 all: deps status $(EXAMPLES:%=$(BUILD)/%)   ## build the examples (default)
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
 
 status:
-	@echo "build: $(CXX) $(OPT)  $(OMP_STATUS)  $(if $(NATIVE_OK),✓ -march=native,✗ -march=native)  (never -ffast-math)"
+	@echo "build: $(CXX) $(OPT)  $(OMP_STATUS)  $(if $(NATIVE_OK),✓ $(NATIVE_FLAG),✗ native target)  (never -ffast-math)"
+
+flags:  ## print what the probes chose: platform, compiler flags, link libraries
+	@echo "platform: $(UNAME_S) $(UNAME_M)$(if $(BREW_PREFIX), (Homebrew $(BREW_PREFIX)$(if $(LIBOMP), libomp $(LIBOMP), no libomp)))"
+	@echo "CXX:      $(CXX)"
+	@echo "CXXFLAGS: $(strip $(CXXFLAGS))"
+	@echo "LDLIBS:   $(strip $(LDLIBS))"
+	@echo "OpenMP:   $(OMP_STATUS)"
+	@echo "target:   $(or $(NATIVE_FLAG),the compiler's default)"
 
 # ---- dependencies: Eigen and doctest. Installed with apt-get when we are root on Debian/Ubuntu. ------------
 deps:  ## check (and as root on Debian/Ubuntu, install) Eigen and doctest
-	@have() { printf '#include <%s>\nint main(){}\n' "$$1" | $(CXX) -std=c++17 $(if $(EIGEN_INC),-isystem $(EIGEN_INC)) -I/usr/include/eigen3 -x c++ -fsyntax-only - 2>/dev/null; }; \
+	@have() { printf '#include <%s>\nint main(){}\n' "$$1" | $(CXX) -std=c++17 $(if $(EIGEN_INC),-isystem $(EIGEN_INC)) $(PLATFORM_INC) -I/usr/include/eigen3 -x c++ -fsyntax-only - 2>/dev/null; }; \
 	if have Eigen/Dense && have doctest/doctest.h; then echo "deps: ✓ Eigen ✓ doctest"; exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "deps: installing libeigen3-dev doctest-dev with apt-get ..."; \
@@ -82,31 +117,32 @@ deps:  ## check (and as root on Debian/Ubuntu, install) Eigen and doctest
 # A fresh shell sees the just-installed Eigen; the variable is re-read in sub-makes.
 $(BUILD)/%: %.cpp $(EX_HDRS) $(HEADER) | deps
 	@mkdir -p $(dir $@)
-	$(CXX) $(CXXFLAGS) -isystem /usr/include/eigen3 $< -o $@
+	$(CXX) $(CXXFLAGS) -isystem /usr/include/eigen3 $< -o $@ $(LDLIBS)
 
 $(BUILD)/tests/%.o: tests/%.cpp tests/testing.hpp $(HEADER) $(PLUGINS) | deps
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -isystem /usr/include/eigen3 -O2 -c $< -o $@
 
 $(BUILD)/run_tests: $(TEST_OBJ)
-	$(CXX) $(CXXFLAGS) $^ -o $@
+	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 
 # ---- tests: doctest; the last line restates doctest's summary as "N passed, N failed" ---------------------
 test: deps status $(BUILD)/run_tests $(BUILD)/train_tiny $(BUILD)/sample $(BUILD)/header_alone  ## build and run the test suite (ARGS='-tc="F2*"' runs one check), then test-examples, the resume-after-kill, label, README-example, copy-paste and header-alone checks
-	@set -o pipefail 2>/dev/null; OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} ./$(BUILD)/run_tests $(ARGS) | tee $(BUILD)/test.log; \
+	@set -o pipefail 2>/dev/null; OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} FBI_TEST_DIR=$(BUILD) $(RUN) ./$(BUILD)/run_tests $(ARGS) | tee $(BUILD)/test.log; \
 	rc=$${PIPESTATUS[0]}; \
 	awk '/test cases:/ { for (i=1;i<=NF;i++) { if ($$(i+1) ~ /^passed/) p=$$i; if ($$(i+1) ~ /^failed/) f=$$i } } END { if (p!="") print "tests: " p " passed, " f " failed" }' $(BUILD)/test.log; \
 	exit $$rc
 	@$(MAKE) --no-print-directory test-examples
-	@bash tests/resume_kill.sh $(BUILD) | tail -6
+	@bash tests/resume_kill.sh $(BUILD)
+	@bash tests/makefile_platforms.sh | tail -1 | sed 's/^#/platforms (fake macOS Makefile probes):/'
 	@bash tests/check_labels.sh
 	@bash tests/readme_examples.sh
-	@CXX='$(CXX)' CXXFLAGS='$(CXXFLAGS)' EIGEN_INC='$(or $(EIGEN_INC),/usr/include/eigen3)' bash tests/copy_paste.sh $(BUILD)
-	@./$(BUILD)/header_alone $(BUILD)
+	@CXX='$(CXX)' CXXFLAGS='$(CXXFLAGS)' LDLIBS='$(LDLIBS)' EIGEN_INC='$(or $(EIGEN_INC),/usr/include/eigen3)' bash tests/copy_paste.sh $(BUILD)
+	@$(RUN) ./$(BUILD)/header_alone $(BUILD)
 
 # fbi_llm.hpp with nothing from examples/: it trains, packs and decodes an FBI-LLM on its own.
 $(BUILD)/header_alone: tests/alone/header_alone.cpp $(HEADER) | deps
-	$(CXX) $(CXXFLAGS) -isystem /usr/include/eigen3 $< -o $@
+	$(CXX) $(CXXFLAGS) -isystem /usr/include/eigen3 $< -o $@ $(LDLIBS)
 
 # ---- interrupted runs: 14 kills and Ctrl-Cs at chosen points, then outside signals; every file must come out
 # byte-identical to an uninterrupted run's (tests/resume_kill.sh, ~15 s)
@@ -141,11 +177,11 @@ $(SAN_BUILD)/tests/%.o: tests/%.cpp tests/testing.hpp $(HEADER) $(PLUGINS) $(SAN
 	$(CXX) $(SAN_CXXFLAGS) -isystem /usr/include/eigen3 -O1 $(SAN_FLAGS) $(SAN_WARN) -c $< -o $@
 
 $(SAN_BUILD)/run_tests: $(SAN_OBJ)
-	$(CXX) $(SAN_CXXFLAGS) $(SAN_FLAGS) $^ -o $@
+	$(CXX) $(SAN_CXXFLAGS) $(SAN_FLAGS) $^ -o $@ $(LDLIBS)
 
 $(SAN_BUILD)/%: %.cpp $(EX_HDRS) $(HEADER) $(SAN_BUILD)/flags | deps
 	@mkdir -p $(dir $@)
-	$(CXX) $(SAN_CXXFLAGS) -isystem /usr/include/eigen3 -O1 $(SAN_FLAGS) $(SAN_WARN) $< -o $@
+	$(CXX) $(SAN_CXXFLAGS) -isystem /usr/include/eigen3 -O1 $(SAN_FLAGS) $(SAN_WARN) $< -o $@ $(LDLIBS)
 
 .PHONY: sanitize
 sanitize: deps status $(SAN_BUILD)/run_tests $(SAN_BUILD)/train_tiny $(SAN_BUILD)/sample  ## the test suite and test-examples under ASan + UBSan (build/san); fails on any report
@@ -153,7 +189,7 @@ sanitize: deps status $(SAN_BUILD)/run_tests $(SAN_BUILD)/train_tiny $(SAN_BUILD
 	@set -o pipefail; t0=$$(date +%s); \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} \
-	  ./$(SAN_BUILD)/run_tests $(ARGS) 2>&1 | tee $(SAN_BUILD)/sanitize.log; rc=$$?; \
+	  FBI_TEST_DIR=$(SAN_BUILD) ./$(SAN_BUILD)/run_tests $(ARGS) 2>&1 | tee $(SAN_BUILD)/sanitize.log; rc=$$?; \
 	if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' $(SAN_BUILD)/sanitize.log; then \
 	  echo "sanitize: ✗ a sanitizer reported an error (see $(SAN_BUILD)/sanitize.log)"; exit 1; fi; \
 	if [ $$rc -ne 0 ]; then echo "sanitize: ✗ the test suite failed (exit $$rc)"; exit $$rc; fi; \
@@ -202,7 +238,7 @@ $(FUZZ_DIR)/flags: FORCE
 
 $(FUZZ_DIR)/make_seeds: tests/fuzz/make_seeds.cpp $(HEADER) $(PLUGINS) | deps
 	@mkdir -p $(dir $@)
-	$(CXX) $(CXXFLAGS) -isystem /usr/include/eigen3 $< -o $@
+	$(CXX) $(CXXFLAGS) -isystem /usr/include/eigen3 $< -o $@ $(LDLIBS)
 
 fuzz: deps fuzz-deps $(FUZZ_DIR)/fuzz_loaders $(FUZZ_DIR)/make_seeds  ## fuzz the checkpoint and packed-model loaders for FUZZ_SECONDS (60)
 	@mkdir -p $(FUZZ_DIR)/seeds $(FUZZ_DIR)/corpus

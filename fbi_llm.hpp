@@ -276,7 +276,7 @@ inline double now_seconds() {
 
 // Below this many scalar operations an OpenMP fork/join (a few µs) costs more than it saves: every
 // `parallel for` in the header carries `if (work >= kParallelMinWork)`. One-token decoding stays serial.
-constexpr long kParallelMinWork = 1L << 15;
+inline constexpr long kParallelMinWork = 1L << 15;
 
 template <class R> void zero(std::vector<R>& v) { std::fill(v.begin(), v.end(), R(0)); }
 
@@ -1615,7 +1615,7 @@ inline std::vector<int> generate(Model& model, const std::vector<int>& prompt, i
 
 // A second thread only pays above about a million weights (bench_gemv.cpp measures it):
 // below that, waking the OpenMP team costs more than the work it shares.
-constexpr long kParallelMinWeights = 1L << 20;
+inline constexpr long kParallelMinWeights = 1L << 20;
 
 // ----------------------------------------------------------------------------------------------------------------
 // Packed sign matrix

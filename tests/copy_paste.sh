@@ -3,7 +3,8 @@
 #     // >>> copy-paste NAME (needs: <headers>; definitions)      and      // <<< copy-paste NAME
 # compiles on its own — the standard headers and the few definitions its marker names, nothing else of the
 # header, no Eigen — and gives bit for bit the results of the whole header (tests/copy_paste/use.cpp).
-#   bash tests/copy_paste.sh [BUILD_DIR]      (CXX and CXXFLAGS from the environment, as the Makefile sets them)
+#   bash tests/copy_paste.sh [BUILD_DIR]      (CXX, CXXFLAGS, LDLIBS and FBI_RUN from the environment, as the
+#                                              Makefile sets them; FBI_RUN runs a cross build's programs, e.g. qemu)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-build}/copy_paste
@@ -35,9 +36,9 @@ for block in $blocks; do
   ok=1
   $CXX $alone_flags -x c++ -fsyntax-only "$f" || ok=0                     # the block compiles by itself
   $CXX $alone_flags -DBLOCK_$block -DCOPY_PASTE_BLOCK="\"$block.hpp\"" -I"$out" tests/copy_paste/use.cpp \
-      -o "$out/$block.alone" || ok=0
-  $CXX $flags -isystem "$eigen" -DWITH_HEADER -DBLOCK_$block tests/copy_paste/use.cpp -o "$out/$block.header" || ok=0
-  if [ $ok = 1 ] && "$out/$block.alone" > "$out/$block.alone.txt" && "$out/$block.header" > "$out/$block.header.txt" &&
+      -o "$out/$block.alone" ${LDLIBS:-} || ok=0
+  $CXX $flags -isystem "$eigen" -DWITH_HEADER -DBLOCK_$block tests/copy_paste/use.cpp -o "$out/$block.header" ${LDLIBS:-} || ok=0
+  if [ $ok = 1 ] && ${FBI_RUN:-} "$out/$block.alone" > "$out/$block.alone.txt" && ${FBI_RUN:-} "$out/$block.header" > "$out/$block.header.txt" &&
      cmp -s "$out/$block.alone.txt" "$out/$block.header.txt"; then
     echo "copy-paste: ✓ $block ($(awk -v b="$block" 'index($0, "// >>> copy-paste " b) == 1 {on = 1} on {n++} $0 == "// <<< copy-paste " b {on = 0} END {print n}' fbi_llm.hpp) lines + $(wc -w <<< "$defs") named definitions) compiles alone and gives the header's results bit for bit"
     passed=$((passed + 1))

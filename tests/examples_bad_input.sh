@@ -6,13 +6,23 @@
 # Prints one line per check, "ok - ..." or "FAIL - ...", and exits nonzero if any failed. Tiny models: ~3 s.
 set -u
 BUILD=${1:-build}
-TRAIN=$PWD/$BUILD/train_tiny
-SAMPLE=$PWD/$BUILD/sample
-for b in "$TRAIN" "$SAMPLE"; do [ -x "$b" ] || { echo "FAIL - $b is not built (make $BUILD/${b##*/})"; exit 1; }; done
+TRAIN_BIN=$PWD/$BUILD/train_tiny
+SAMPLE_BIN=$PWD/$BUILD/sample
+for b in "$TRAIN_BIN" "$SAMPLE_BIN"; do [ -x "$b" ] || { echo "FAIL - $b is not built (make $BUILD/${b##*/})"; exit 1; }; done
 export OMP_NUM_THREADS=1
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/fbi_bad_input.XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
+WRAP=$(mktemp -d "${TMPDIR:-/tmp}/fbi_wrap.XXXXXX")
+trap 'rm -rf "$TMP" "$WRAP"' EXIT
+# FBI_RUN (set by the Makefile from RUN) runs the programs of a cross build, e.g. "qemu-aarch64 -L /usr/aarch64-linux-gnu":
+# the programs are then called through small wrapper scripts (the real binary stays at its path).
+wrap() {
+  if [ -z "${FBI_RUN:-}" ]; then echo "$1"; return; fi
+  local w="$WRAP/${1##*/}"
+  printf '#!/bin/sh\nexec %s "%s" "$@"\n' "$FBI_RUN" "$1" > "$w" && chmod +x "$w" && echo "$w"
+}
+TRAIN=$(wrap "$TRAIN_BIN")
+SAMPLE=$(wrap "$SAMPLE_BIN")
 cd "$TMP"
 mkdir logs
 passed=0
@@ -90,7 +100,7 @@ run "corpus not text (NUL bytes)" "corpus 'nul.txt' is not text: it contains NUL
 run "corpus not UTF-8 (a Latin-1 byte)" "corpus 'latin1.txt' is not UTF-8 text: invalid byte 0xe9 at byte 3003" \
     "$TRAIN" --data latin1.txt --out good "${TINY[@]}"
 run "corpus is a binary file (the train_tiny executable)" "is not text: it contains NUL bytes" \
-    "$TRAIN" --data "$TRAIN" --out good "${TINY[@]}"
+    "$TRAIN" --data "$TRAIN_BIN" --out good "${TINY[@]}"
 { cat corpus.txt; printf 'QUEEN:\nCaf\303\251 cr\303\250me, \342\202\254 5.\n'; } > utf8.txt  # valid UTF-8: accepted
 if "$TRAIN" --data utf8.txt --out utf8run "${TINY[@]}" --teacher-steps 2 --student-steps 2 > utf8.log 2>&1; then
   ok "a UTF-8 corpus (é, è, €) is accepted as text"

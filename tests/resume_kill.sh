@@ -17,7 +17,17 @@ TRAIN=$PWD/$BUILD/train_tiny
 [ -x "$TRAIN" ] || { echo "FAIL - $TRAIN is not built"; exit 1; }
 export OMP_NUM_THREADS=1
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/fbi_resume.XXXXXX")
+WRAP=$TMP/wrap
+mkdir "$WRAP"
 [ -n "${KEEP:-}" ] && echo "# keeping $TMP" || trap 'rm -rf "$TMP"' EXIT
+# FBI_RUN (set by the Makefile from RUN) runs the programs of a cross build, e.g. "qemu-aarch64 -L /usr/aarch64-linux-gnu":
+# the programs are then called through small wrapper scripts (the real binary stays at its path).
+wrap() {
+  if [ -z "${FBI_RUN:-}" ]; then echo "$1"; return; fi
+  local w="$WRAP/${1##*/}"
+  printf '#!/bin/sh\nexec %s "%s" "$@"\n' "$FBI_RUN" "$1" > "$w" && chmod +x "$w" && echo "$w"
+}
+TRAIN=$(wrap "$TRAIN")
 cd "$TMP"
 passed=0
 failed=0
@@ -107,8 +117,11 @@ if [ $rc -eq 0 ]; then
 else fail "the final run failed (exit $rc)" "$(tail -3 final.log)"; fi
 
 # ---- 2. real signals from outside, at times nobody chose -------------------------------------------------------
-LONG=(--data ../corpus.txt --teacher-steps 4000 --student-steps 4000 --width 32 --layers 1 --heads 2 --context 16
-      --batch 2 --eval-every 1000 --ckpt-every 250 --eval-windows 20 --samples 20)
+# 4000 + 4000 steps (about 3 s here); 600 + 600 under an emulator (FBI_RUN: qemu is ~20× slower)
+LS=4000
+[ -n "${FBI_RUN:-}" ] && LS=600
+LONG=(--data ../corpus.txt --teacher-steps $LS --student-steps $LS --width 32 --layers 1 --heads 2 --context 16
+      --batch 2 --eval-every $((LS / 4)) --ckpt-every $((LS / 16)) --eval-windows 20 --samples 20)
 (cd longref && "$TRAIN" "${LONG[@]}" --out run) > longref.log 2>&1 || fail "the long reference run failed" "$(tail -3 longref.log)"
 # start, wait until it has trained a while (its teacher log has rows), send SIG, wait for it to end
 interrupt() {  # interrupt SIG ROWS LOG
@@ -120,13 +133,13 @@ interrupt() {  # interrupt SIG ROWS LOG
   kill -"$1" $pid 2> /dev/null
   wait $pid 2> /dev/null
 }
-{ interrupt KILL 1500 long1.log; } 2> /dev/null; rc1=$?
-interrupt INT 5000 long2.log; rc2=$?
+{ interrupt KILL $((LS * 3 / 8)) long1.log; } 2> /dev/null; rc1=$?   # in the teacher's run
+interrupt INT $((LS * 5 / 4)) long2.log; rc2=$?                      # in the student's
 (cd long && "$TRAIN" "${LONG[@]}" --out run) > long3.log 2>&1; rc3=$?
 if [ $rc1 -eq 137 ] && [ $rc2 -eq 130 ] && grep -q "Run the same command again to continue from step" long2.log &&
    grep -q "resuming at step" long2.log && grep -q "resuming at step\|reusing" long3.log && [ $rc3 -eq 0 ]; then
   d=$(diff <(normalized longref/run) <(normalized long/run) | grep -c '^[<>]')
-  [ "$d" -eq 0 ] && ok "an outside SIGKILL (its last progress line: $(grep -o "step *[0-9]*/4000" long1.log | tail -1)) and SIGINT ($(grep -o 'interrupted after step [0-9]*/4000' long2.log)): resumed, byte-identical to the uninterrupted run" ||
+  [ "$d" -eq 0 ] && ok "an outside SIGKILL (its last progress line: $(grep -o "step *[0-9]*/$LS" long1.log | tail -1)) and SIGINT ($(grep -o "interrupted after step [0-9]*/$LS" long2.log)): resumed, byte-identical to the uninterrupted run" ||
     fail "outside signals: $d lines differ from the uninterrupted run" "$(diff <(normalized longref/run) <(normalized long/run) | head -6)"
 else
   fail "outside signals: exits $rc1 (SIGKILL, want 137), $rc2 (SIGINT, want 130), $rc3 (resume, want 0)" "$(tail -2 long2.log; tail -2 long3.log)"
@@ -157,7 +170,7 @@ mkdir -p lock
 (cd lock && exec "$TRAIN" "${LONG[@]}" --out run) > lock1.log 2>&1 &
 pid=$!
 n=0
-while [ ! -s lock/run/teacher_s4000.csv ] && [ $n -lt 1000 ]; do sleep 0.01; n=$((n + 1)); done
+while [ ! -s lock/run/teacher_s$LS.csv ] && [ $n -lt 1000 ]; do sleep 0.01; n=$((n + 1)); done
 (cd lock && "$TRAIN" "${LONG[@]}" --out run) > lock2.log 2> lock2.err
 rc2=$?
 wait $pid

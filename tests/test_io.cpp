@@ -11,7 +11,7 @@ int second_tu_param_count() {  // used by test_main.cpp: the header links from t
 }
 
 namespace {
-std::string temp_path(const char* name) { return std::string("build/test_") + name; }
+std::string temp_path(const char* name) { return test_file(std::string("test_") + name); }
 Config small() { return small_config(Quant::FBI); }
 void write_bytes(const std::string& path, const std::vector<unsigned char>& b) {
     std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), b.size());
@@ -84,8 +84,8 @@ TEST_CASE("C4 writes are atomic: a failed write leaves the old file intact and n
     std::string path = temp_path("atomic.ckpt");
     save_checkpoint(path, make_checkpoint(m, "ab", 1, nullptr));
     auto before = read_file_bytes(path);
-    CHECK_THROWS_WITH(save_checkpoint("build/no_such_dir/x.ckpt", make_checkpoint(m, "ab", 2, nullptr)),
-                      doctest::Contains("cannot write 'build/no_such_dir/x.ckpt'"));
+    CHECK_THROWS_WITH(save_checkpoint(test_file("no_such_dir/x.ckpt"), make_checkpoint(m, "ab", 2, nullptr)),
+                      doctest::Contains(("cannot write '" + test_file("no_such_dir/x.ckpt") + "'").c_str()));
     save_checkpoint(path, make_checkpoint(m, "ab", 3, nullptr));  // overwrite works via rename
     CHECK(load_checkpoint(path).step == 3);
     CHECK(read_file_bytes(path).size() == before.size());

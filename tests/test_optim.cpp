@@ -72,7 +72,8 @@ TEST_CASE("O4 batches are a pure function of (seed, step), and targets are input
 }
 
 TEST_CASE("O5 epochs: each epoch visits every window once, one T apart from a random offset, in a new order") {
-    for (auto [n, T, B] : {std::array<int, 3>{1000, 8, 3}, {1001, 7, 5}, {9, 8, 2}, {200, 1, 4}, {130, 64, 1}}) {
+    for (const std::array<int, 3>& shape : {std::array<int, 3>{1000, 8, 3}, {1001, 7, 5}, {9, 8, 2}, {200, 1, 4}, {130, 64, 1}}) {
+        const int n = shape[0], T = shape[1], B = shape[2];  // (not a structured binding: CAPTURE is a lambda)
         CAPTURE(n);
         CAPTURE(T);
         std::vector<int> data(static_cast<size_t>(n));

@@ -44,7 +44,7 @@ TEST_CASE("P2 packed decoder ≈ float student: the int8 activation is the only 
 TEST_CASE("P3 packed file: round trip is exact; truncated, foreign and corrupted files are clear errors") {
     Model m = trained_like_student(3);
     PackedModel pm = pack_model(m, "abc");
-    std::string path = "build/test_model.fbipack";
+    std::string path = test_file("test_model.fbipack");
     save_packed_model(path, pm);
     PackedModel back = load_packed_model(path);
     CHECK(back.cfg == pm.cfg);

@@ -45,7 +45,7 @@ TEST_CASE("T2 resume: stopping after step k and resuming from the checkpoint rep
         AdamW opt_b;
         FlipCounter fb;
         for (long s = 0; s < 3; s++) train_step(b, t, opt_b, fb, data, o, s);
-        std::string path = "build/test_resume.ckpt";
+        std::string path = test_file("test_resume.ckpt");
         save_checkpoint(path, make_checkpoint(b, "v", 3, &opt_b));
         Checkpoint ck = load_checkpoint(path);
         Model c = model_from_checkpoint(ck);

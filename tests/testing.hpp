@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -16,6 +17,14 @@
 #include "../examples/quantizers/db.hpp"
 
 namespace fbi_test {
+
+// Where the tests write their temporary files: the build directory in use (the Makefile sets FBI_TEST_DIR to
+// $(BUILD)), so `make BUILD=elsewhere test` works; `build` when the binary is run by hand.
+inline std::string test_dir() {
+    const char* d = std::getenv("FBI_TEST_DIR");
+    return d && *d ? d : "build";
+}
+inline std::string test_file(const std::string& name) { return test_dir() + "/" + name; }
 
 inline std::vector<double> randn(size_t n, uint64_t seed, double scale = 1.0) {
     fbi::Rng rng(seed);

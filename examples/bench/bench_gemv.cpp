@@ -162,7 +162,9 @@ int main(int argc, char** argv) try {
             kernels.push_back({"tl_avx2_kernel_only", [&] { gemv_tl_avx2(T, tables, y.data()); }});
 #endif
             double eigen_us = 0;
-            for (const auto& [name, run] : kernels) {
+            for (const Named& kernel : kernels) {
+                const char* name = kernel.first;
+                const std::function<void()>& run = kernel.second;
                 const Timing tm = time_us([&] { run(); g_sink = y[0]; });
                 const double us = tm.median_us;
                 if (std::string(name) == "eigen_fp32") eigen_us = us;
