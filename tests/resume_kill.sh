@@ -170,14 +170,14 @@ mkdir -p lock
 (cd lock && exec "$TRAIN" "${LONG[@]}" --out run) > lock1.log 2>&1 &
 pid=$!
 n=0
-while [ ! -s lock/run/teacher_s$LS.csv ] && [ $n -lt 1000 ]; do sleep 0.01; n=$((n + 1)); done
+while [ ! -s lock/run/teacher_s$LS.csv ] && [ $n -lt 3000 ]; do sleep 0.01; n=$((n + 1)); done  # qemu starts slowly
 (cd lock && "$TRAIN" "${LONG[@]}" --out run) > lock2.log 2> lock2.err
 rc2=$?
 wait $pid
 rc1=$?
 [ $rc2 -ne 0 ] && grep -qF "another program is writing into 'run' (it holds run/.lock)" lock2.err && [ $rc1 -eq 0 ] &&
   ok "a second program into the same --out is refused while the first runs; the first finishes (exit $rc1)" ||
-  fail "the lock on --out (second: exit $rc2, first: exit $rc1)" "$(cat lock2.err)"
+  fail "the lock on --out (second: exit $rc2, first: exit $rc1)" "second: $(cat lock2.err) | first: $(tail -2 lock1.log)"
 
 echo "# $passed ok, $failed failed"
 [ $failed -eq 0 ]
