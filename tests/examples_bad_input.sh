@@ -14,21 +14,11 @@ export OMP_NUM_THREADS=1
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/fbi_bad_input.XXXXXX")
 WRAP=$(mktemp -d "${TMPDIR:-/tmp}/fbi_wrap.XXXXXX")
 trap 'rm -rf "$TMP" "$WRAP"' EXIT
-# FBI_RUN (set by the Makefile from RUN) runs the programs of a cross build, e.g. "qemu-aarch64 -L /usr/aarch64-linux-gnu":
-# the programs are then called through small wrapper scripts (the real binary stays at its path).
-wrap() {
-  if [ -z "${FBI_RUN:-}" ]; then echo "$1"; return; fi
-  local w="$WRAP/${1##*/}"
-  printf '#!/bin/sh\nexec %s "%s" "$@"\n' "$FBI_RUN" "$1" > "$w" && chmod +x "$w" && echo "$w"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"  # ok, fail, wrap
 TRAIN=$(wrap "$TRAIN_BIN")
 SAMPLE=$(wrap "$SAMPLE_BIN")
 cd "$TMP"
 mkdir logs
-passed=0
-failed=0
-ok() { echo "ok - $1"; passed=$((passed + 1)); }
-fail() { echo "FAIL - $1"; [ -n "${2:-}" ] && printf '    %s\n' "$2"; failed=$((failed + 1)); }
 
 # A small corpus of our own (≈6 KB of dialogue built from a few words; no '~', '#', 'é' or digits in it).
 words=(the king and queen of a small town went down to the river where old men sat told long stories

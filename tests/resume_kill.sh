@@ -20,19 +20,9 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/fbi_resume.XXXXXX")
 WRAP=$TMP/wrap
 mkdir "$WRAP"
 [ -n "${KEEP:-}" ] && echo "# keeping $TMP" || trap 'rm -rf "$TMP"' EXIT
-# FBI_RUN (set by the Makefile from RUN) runs the programs of a cross build, e.g. "qemu-aarch64 -L /usr/aarch64-linux-gnu":
-# the programs are then called through small wrapper scripts (the real binary stays at its path).
-wrap() {
-  if [ -z "${FBI_RUN:-}" ]; then echo "$1"; return; fi
-  local w="$WRAP/${1##*/}"
-  printf '#!/bin/sh\nexec %s "%s" "$@"\n' "$FBI_RUN" "$1" > "$w" && chmod +x "$w" && echo "$w"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"  # ok, fail, wrap
 TRAIN=$(wrap "$TRAIN")
 cd "$TMP"
-passed=0
-failed=0
-ok() { echo "ok - $1"; passed=$((passed + 1)); }
-fail() { echo "FAIL - $1"; [ -n "${2:-}" ] && printf '    %s\n' "$2"; failed=$((failed + 1)); }
 
 # A corpus of our own, ~40 KB (the same construction as examples_bad_input.sh, longer).
 words=(the king and queen of a small town went down to the river where old men sat told long stories
