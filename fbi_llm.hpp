@@ -2,61 +2,56 @@
 // =====================================================================================================
 //
 // WHAT THIS IS
-//   A LLaMA-style transformer (token ids in, logits out) with a manual forward AND backward pass for every
-//   layer, written to be read top to bottom. Its linear layers can be full precision (the teacher) or
-//   FBI-linear (FBI-LLM, Ma, Sun & Shen 2024, arXiv 2407.07093): 1-bit weights sign(W) with a learnable
-//   scale α and shift β per input column, trained from scratch with the straight-through estimator (STE)
-//   and autoregressive distillation (AD) from a frozen full-precision teacher. Also here: AdamW with warm-up
-//   + cosine schedule, deterministic batching, evaluation, KV-cache generation, bit-packed 1-bit inference with
-//   popcount kernels, and atomic checkpoint and packed-model files.
+//   A LLaMA-style transformer (token ids in, logits out) with a hand-written forward AND backward pass for every
+//   layer. Its block linears are full precision (the teacher) or FBI-linear (FBI-LLM, Ma, Sun & Shen 2024, arXiv
+//   2407.07093): 1-bit weights sign(W) with a learnable scale α and shift β per input column, trained from scratch
+//   with the straight-through estimator (STE) and autoregressive distillation (AD) from a frozen teacher. Also:
+//   AdamW with warm-up + cosine, deterministic batches, evaluation, KV-cache generation, and bit-packed 1-bit
+//   inference with popcount kernels.
 //
-// PLUG-INS (companion headers; include them after this one, each registers itself)
-//   The model, the packed decoder and the files see a block linear's quantizer only through a small table (§3,
-//   Quantizer: init, weight forward, STE backward, optional input quantization, pack, packed forward), the
-//   training losses through LossPlugin (§4), the fast kernels through FastKernel (§9) and compact scales through
-//   ScaleCodec (§9). This header registers FP and FBI; the related methods live beside it:
+// TWO PARTS
+//   PART I (§1–§9) is the paper's path, to read top to bottom: no intrinsics, no file formats, no registries.
+//   PART II (§10–§11) is reference: the registries plug-ins fill and the checkpoint and packed-model files.
+//   §1 config, utilities · §2 layers, forward/backward side by side · §3 FBI-linear and the quantizer interface ·
+//   §4 losses · §5 model · §6 optimizer · §7 training · §8 inference (KV cache) · §9 packed 1-bit inference ·
+//   §10 registries · §11 files.  (§ always means a part of this header.)
+//
+// PLUG-INS (companion headers: include after this one; each registers itself)
+//   The model, the packed decoder and the files see a block linear's quantizer only through a small table (§3:
+//   init, weight forward, STE backward, optional input quantization, pack, packed forward); losses, fast kernels
+//   and compact scales plug in the same way (§10). Each plug-in has METHOD NOTES and a map like the ones below.
 //     examples/quantizers/b158.hpp      BitNet b1.58: ternary weights, int8 activations (arXiv 2402.17764)
 //     examples/quantizers/db.hpp        DB-LLM: dual binarization + deviation-aware distillation (arXiv
 //                                       2402.11960; our reading of it is UNCONFIRMED)
 //     examples/quantizers/codebook.hpp  α, β stored as 2^bits-level codebooks in packed files
 //     examples/kernels/fast_kernels.hpp AVX2 popcount and table-lookup GEMV (Kernel::Fast)
-//   Each has its own METHOD NOTES and EQUATION MAP in the same form as below.
 //
 // HOW TO USE
 //   #include "fbi_llm.hpp"                      // needs Eigen 3 (-I/usr/include/eigen3); OpenMP optional
 //   fbi::Config cfg;  cfg.V = 65;  cfg.quant = fbi::Quant::FBI;
 //   auto model = fbi::build_model<float>(cfg, /*seed=*/1337);
 //   fbi::model_forward(model, tokens, B, T);     // logits in model.acts.logits  (B×T×V)
-//   see examples/pipeline/train_tiny.cpp for the whole teacher → student pipeline, tests/ for worked examples.
-//   #include "examples/kernels/fast_kernels.hpp" adds the fast packed kernels; this header has no intrinsics.
+//   examples/pipeline/train_tiny.cpp is the whole teacher → student pipeline; tests/ has worked examples.
 //
 // COPY-PASTE
-//   Three blocks stand alone: the FBI-linear layer, the losses (softmax, CE, AD) and the portable popcount
-//   GEMV. Copy the lines between "// >>> copy-paste NAME (needs: …)" and "// <<< copy-paste NAME", add the
-//   standard headers and the one-line definitions the marker names; nothing else of this header, no Eigen.
-//   `make test` proves it (tests/copy_paste.sh: each block compiled alone gives the header's results).
+//   Three blocks stand alone: the FBI-linear layer, the losses (softmax, CE, AD) and the portable popcount GEMV.
+//   Copy from "// >>> copy-paste NAME (needs: …)" to "// <<< copy-paste NAME", add the standard headers and the
+//   one-line definitions the marker names; no Eigen. tests/copy_paste.sh (in `make test`) proves it.
 //
-// NOTATION (the letters used in every comment and signature, as in llm.c)
+// NOTATION (as in llm.c)
 //   B batch, T time (context), C model width, V vocabulary, L layers, NH heads, hs = C/NH head size,
-//   F SwiGLU hidden width, N = B·T rows. A linear layer has latent weight W ∈ R^{m×n} (m out, n in; the
-//   PyTorch [out, in] layout); a row x ∈ R^n maps to y = x Wᵀ ∈ R^m. All matrices are row-major.
+//   F SwiGLU hidden width, N = B·T rows. A linear has latent weight W ∈ R^{m×n} (m out, n in; PyTorch's
+//   [out, in] layout); a row x ∈ R^n maps to y = x Wᵀ ∈ R^m. All matrices are row-major.
 //   Gradients are named d<thing> and are ALWAYS accumulated with +=; callers zero them first.
-//
-// WHAT IT LEAVES OUT (and where to go next)
-//   GPU kernels, mixed precision, BPE tokenizers (the header takes token ids; examples/ brings a char
-//   tokenizer), multi-node training, dropout. For those: PyTorch + the official FBI-LLM code, or llm.c.
-//
-// READING ORDER (the § banners below; § always means a part of this header)
-//   §0 config · §1 utilities · §2 layers, forward/backward side by side · §3 FBI-linear and the quantizer
-//   interface · §4 losses · §5 model · §6 optimizer + schedule · §7 training · §8 inference (KV cache)
-//   §9 packed 1-bit inference (popcount kernels) · §10 checkpoints and the packed model file
+//   Left out: GPU kernels, mixed precision, BPE tokenizers (examples/ brings a char tokenizer), multi-node
+//   training, dropout; for those, PyTorch and the official FBI-LLM code, or llm.c.
 //
 // METHOD NOTES — every equation the code implements, with a label cited as [X] at the line that computes it.
 //   Papers: FBI-LLM = Ma, Sun & Shen 2024, arXiv 2407.07093 (v1); BitNet = Wang et al. 2023, arXiv 2310.11453
-//   (the int8 activation); the plug-ins' papers are named in their own notes. "choice" marks what is this project's own decision; "UNCONFIRMED" a reading of a paper
-//   whose method text we could not check. FBI-LLM equation numbers are as its authors cite them on the
-//   official code's issue tracker (eq. 3, 4–5); the other FBI-LLM items name the method without a number.
-//   The derivations, checked numerically against numpy and PyTorch autograd: notebooks/01_equations.ipynb.
+//   (the int8 activation). "choice" marks this project's own decision; "UNCONFIRMED" a reading of a paper whose
+//   method text we could not check. FBI-LLM equation numbers are as its authors cite them on the official code's
+//   issue tracker (eq. 3, 4–5); other FBI-LLM items name the method without a number. The derivations, checked
+//   numerically against numpy and PyTorch autograd: notebooks/01_equations.ipynb.
 //  Model (LLaMA, Touvron et al. 2023, arXiv 2302.13971 §2.2, as FBI-LLM uses it)
 //   [M1] logits = H·RMSNorm(block_L(…block_1(E[tokens]))), block: h = x + Attn(RMSNorm(x)), out = h +
 //        MLP(RMSNorm(h)); no biases; E, every RMSNorm and the head H (untied) stay full precision, every
@@ -100,38 +95,21 @@
 //   [P4] bits per weight: 1 + 2·32/m for fp32 α, β per column (FBI-LLM reports ≈ 1.01 at its shapes)
 //
 // EQUATION MAP   (label → function → test; run one check with  make test ARGS='-tc="F2*"')
-//   label                                 function                         test case(s)
-//   [L1] RMSNorm                          rmsnorm_forward/backward         "L1 rmsnorm ..."
-//   [L2] RoPE (rotate half)               rope_forward/backward            "L2 rope ...", "L2 RoPE shift ..."
-//   [L3] causal attention                 attention_forward/backward       "L3 attention ...", "M2 causality"
-//   [L4] SwiGLU                           swiglu_forward/backward          "L4 swiglu ..."
-//   [L5] linear y = x Wᵀ                  matmul_forward/backward          "L5 matmul ..."
-//   [L6] embedding                        embedding_forward/backward       "L6 embedding ..."
-//   [M0] init N(0, 0.02²)                 build_model                      "M0 init ..."
-//   [M1] the whole model                  model_forward/backward           "M1 ...", "M2 ...", "M4 ..."
-//   [F1] W_b = sign(W), sign(0) = −1      sign_pm1                         "F1 ..."
-//   [F2] Ŵ = α·W_b + β                    fbi_forward                      "F2 ..."
-//   [F3] y = x Ŵᵀ (fused form)            matmul_forward / §9              "F3 ..."
-//   [F4] α, β initialisation              fbi_init                         "F4 ..."
-//   [F5] STE gradients                    fbi_backward                     "F5 ..."
-//   [F6] flip-flop ratio                  FlipCounter::update              "F6 ..."
-//   [D0] L_CE                             cross_entropy_forward/backward   "D0 ..."
-//   [D1] L_AD                             distill_forward/backward         "D1 ..."
-//   [D2] 0.5 L_CE + 0.5 L_AD              loss_forward_backward            "D2 ..."
-//   [O1] AdamW                            adamw_step                       "O1 ..."
-//   [O2] grad-norm clipping               clip_grad_norm                   "O2 ..."
-//   [O3] warm-up + cosine                 lr_schedule                      "O3 ..."
-//   [Q2] int8 absmax activation           quantize_int8_absmax             "S5 ...", "Q2 ..."
-//   [F1] sign bits, padding               pack_signs                       "S7 pack_signs ..."
-//   [S7] popcount identity                gemv_popcount                    "S7 worked example ...", "S7 every kernel ..."
-//   [P1] u = α⊙x, y = Σ b q / s + β·x     fbi_packed_forward               "P1 ...", "P2 ..."
-//   [P4] packed file, bits per weight     save/load_packed_model           "P3 ...", "P4 ...", "S8 packed file ..."
-//   the quantizer interface               Quantizer, register_quantizer    "I1 ..." (README's worked example)
+//   [L1] rmsnorm_forward/backward "L1 …"  · [L2] rope_forward/backward "L2 …"  · [L3] attention_forward/backward
+//   "L3 …", "M2 causality"  · [L4] swiglu_forward/backward "L4 …"  · [L5] matmul_forward/backward "L5 …"  ·
+//   [L6] embedding_forward/backward "L6 …"  · [M0] build_model "M0 …"  · [M1] model_forward/backward "M1 …",
+//   "M2 …", "M4 …"
+//   [F1] sign_pm1 "F1 …", pack_signs "S7 pack_signs …"  · [F2] fbi_forward "F2 …"  · [F3] matmul_forward and
+//   fbi_packed_forward "F3 …"  · [F4] fbi_init "F4 …"  · [F5] fbi_backward "F5 …"  · [F6] FlipCounter "F6 …"
+//   [D0] cross_entropy_forward/backward "D0 …"  · [D1] distill_forward/backward "D1 …"  · [D2]
+//   loss_forward_backward "D2 …"  · [O1] adamw_step "O1 …"  · [O2] clip_grad_norm "O2 …"  · [O3] lr_schedule "O3 …"
+//   [Q2] quantize_int8_absmax "S5 …", "Q2 …"  · [S7] gemv_popcount "S7 worked example …", "S7 every kernel …"  ·
+//   [P1] fbi_packed_forward "P1 …", "P2 …"  · [P4] save/load_packed_model, packed_bits_per_weight "P3 …", "P4 …",
+//   "S8 packed file …"  · the quantizer interface: Quantizer, register_quantizer "I1 …" (README's worked example)
 //
 // BUILD NOTES
-//   Compile with -O2/-O3 and, if you can, -fopenmp. Never -ffast-math: the loss uses exp/log of large
-//   negative numbers and the tests compare to the last bit. Everything is `inline` in namespace fbi, so the
-//   header can be included from several translation units.
+//   -O2/-O3 and, if you can, -fopenmp. Never -ffast-math: the losses take exp/log of large negative numbers and
+//   the tests compare to the last bit. Everything is `inline` in namespace fbi (include it from many files).
 // =====================================================================================================
 #pragma once
 
@@ -168,7 +146,7 @@
 namespace fbi {
 
 // =====================================================================================================
-// §0 CONFIG
+// PART I — THE PAPER'S PATH.  §1 CONFIG AND UTILITIES: the model's sizes, random numbers, Eigen views, threads
 // =====================================================================================================
 
 // How the linear layers inside the blocks turn their latent parameters into the weight used in the forward
@@ -179,10 +157,12 @@ enum class Quant : int {
     FBI = 1,  // Ŵ = α ⊙ sign(W) + β, α, β per column   (FBI-LLM, [F2])
 };
 
-struct Quantizer;                              // §3: the quantizer interface and its registry
+struct Quantizer;                                  // §3: the quantizer interface (its registry: §10)
+
 inline const Quantizer* find_quantizer(Quant id);  // null when nothing is registered under id
 inline const char* quant_name(Quant id);           // "fp32", "fbi", or a plug-in's name
 inline std::string unknown_quantizer(Quant id, const std::string& kind = "");  // the message for an unknown id
+inline const Quantizer& quantizer(Quant id);       // the table registered under id; throws when none is
 
 // SwiGLU hidden width: 8C/3 rounded to a multiple of 8 ([L4]). C = 128 → 344.
 inline int swiglu_width(int C) { return (8 * C / 3 + 7) / 8 * 8; }
@@ -198,10 +178,8 @@ struct Config {
 };
 
 inline bool operator==(const Config& a, const Config& b) {
-    return a.V == b.V && a.C == b.C && a.L == b.L && a.NH == b.NH && a.F == b.F && a.T == b.T &&
-           a.quant == b.quant;
+    return a.V == b.V && a.C == b.C && a.L == b.L && a.NH == b.NH && a.F == b.F && a.T == b.T && a.quant == b.quant;
 }
-inline bool operator!=(const Config& a, const Config& b) { return !(a == b); }
 
 inline std::string describe(const Config& c) {
     return "V=" + std::to_string(c.V) + " C=" + std::to_string(c.C) + " L=" + std::to_string(c.L) +
@@ -210,18 +188,12 @@ inline std::string describe(const Config& c) {
 }
 
 inline void check_config(const Config& c) {
-    auto fail = [&](const std::string& why) {
-        throw std::invalid_argument("fbi::Config (" + describe(c) + "): " + why);
-    };
+    auto fail = [&](const std::string& why) { throw std::invalid_argument("fbi::Config (" + describe(c) + "): " + why); };
     if (c.V < 1 || c.C < 1 || c.L < 1 || c.NH < 1 || c.F < 1 || c.T < 1) fail("every size must be >= 1");
     if (c.C % c.NH != 0) fail("C must be divisible by NH");
     if ((c.C / c.NH) % 2 != 0) fail("head size C/NH must be even (RoPE rotates pairs)");
     if (!find_quantizer(c.quant)) fail(unknown_quantizer(c.quant));
 }
-
-// =====================================================================================================
-// §1 UTILITIES: random numbers, Eigen views, threads, timing
-// =====================================================================================================
 
 // A small deterministic RNG (splitmix64). std::normal_distribution differs between standard libraries;
 // this one gives the same numbers everywhere, so seeds reproduce across machines.
@@ -247,7 +219,7 @@ struct Rng {
 template <class R> using MatR = Eigen::Matrix<R, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 template <class R> using MapMat = Eigen::Map<MatR<R>>;
 template <class R> using ConstMapMat = Eigen::Map<const MatR<R>>;
-template <class R> using VecR = Eigen::Matrix<R, Eigen::Dynamic, 1>;
+
 // A T×hs block of a N×C matrix (one head of one sequence): rows are C apart.
 template <class R> using HeadView = Eigen::Map<MatR<R>, 0, Eigen::OuterStride<>>;
 template <class R> using ConstHeadView = Eigen::Map<const MatR<R>, 0, Eigen::OuterStride<>>;
@@ -260,33 +232,11 @@ inline int num_threads() {
 #endif
 }
 
-// Printed by every program at start: "why is only one core busy?" is the first question users ask.
-inline std::string threading_summary() {
-#ifdef _OPENMP
-    return "OpenMP on, " + std::to_string(num_threads()) + " thread(s) (set OMP_NUM_THREADS to change)";
-#else
-    return "OpenMP off (built without -fopenmp): 1 thread";
-#endif
-}
-
-inline double now_seconds() {
-    using clock = std::chrono::steady_clock;
-    return std::chrono::duration<double>(clock::now().time_since_epoch()).count();
-}
-
 // Below this many scalar operations an OpenMP fork/join (a few µs) costs more than it saves: every
 // `parallel for` in the header carries `if (work >= kParallelMinWork)`. One-token decoding stays serial.
 inline constexpr long kParallelMinWork = 1L << 15;
 
 template <class R> void zero(std::vector<R>& v) { std::fill(v.begin(), v.end(), R(0)); }
-
-// Mean |x| of `count` values, summed in double (the plug-ins' weight scales: b1.58's γ, DB-LLM's init step).
-template <class R>
-R absmean(const R* x, size_t count) {
-    double sum = 0;
-    for (size_t i = 0; i < count; i++) sum += std::fabs(x[i]);
-    return R(sum / double(count));
-}
 
 // =====================================================================================================
 // §2 LAYERS — forward and backward side by side.
@@ -294,9 +244,8 @@ R absmean(const R* x, size_t count) {
 // =====================================================================================================
 
 // ---- linear: out = in Wᵀ ------------------------------------------------------------------------------
-// Threads split the ROWS of the result into one contiguous block each, and every block is one single-threaded
-// Eigen GEMM. (Eigen's own multithreaded GEMM spin-waits between its threads: on a busy laptop, where one core
-// is taken by something else, a step then slows down 10-50×. OpenMP blocks degrade gracefully.)
+// Threads split the ROWS of the result into one contiguous block each, each one single-threaded Eigen GEMM
+// (Eigen's own threads spin-wait: with one core busy elsewhere a step slows 10-50×; OpenMP blocks do not).
 template <class F>
 void for_row_blocks(int rows, long work, F&& fn) {
 #ifdef _OPENMP
@@ -381,10 +330,8 @@ void rmsnorm_backward(R* din, R* dg, const R* dout, const R* in, const R* g, con
     }
 }
 
-// ---- RoPE ([L2]), the "rotate half" convention -----------------------------------------------------------
-// Within each head, feature i is paired with feature i + hs/2 (i < hs/2) and the pair is rotated by the angle
-// pos · base^(−2i/hs):   x'_i = x_i cos − x_{i+hs/2} sin,   x'_{i+hs/2} = x_{i+hs/2} cos + x_i sin.
-// Rotations compose, so q(p)·k(p') depends only on p − p' (tested in "L2 RoPE shift ...").
+// ---- RoPE ([L2]), "rotate half": in each head, feature i < hs/2 pairs with i + hs/2, turned by pos·base^(−2i/hs):
+//   x'_i = x_i cos − x_{i+hs/2} sin,   x'_{i+hs/2} = x_{i+hs/2} cos + x_i sin   (q(p)·k(p') depends on p − p' only).
 constexpr double kRopeBase = 10000.0;
 
 // cos/sin tables (T_max × hs/2), computed in double.
@@ -500,7 +447,7 @@ void swiglu_backward(R* dgate, R* dup, const R* dact, const R* sig, const R* gat
     }
 }
 
-// ---- residual: out = a + b ---------------------------------------------------------------------------------------
+// ---- residual: a += b ------------------------------------------------------------------------------------------
 template <class R>
 void add_inplace(R* a, const R* b, size_t n) {
 #pragma omp parallel for schedule(static) if (long(n) >= kParallelMinWork)
@@ -513,9 +460,8 @@ void add_inplace(R* a, const R* b, size_t n) {
 // =====================================================================================================
 
 // >>> copy-paste fbi_linear (needs: <cmath> <cstddef>; kParallelMinWork)   the FBI-linear layer: [F1]–[F5]
-// [F1]: sign(w) = +1 for w > 0, −1 otherwise. NOTE: sign(0) = −1 here, because the packed 1-bit format
-// (§9, [S7]) cannot hold a 0. The official PyTorch code uses torch.sign, which maps 0 to 0; latent weights
-// are exactly 0 with probability ~0, so the two agree in practice.
+// [F1]: sign(w) = +1 for w > 0, −1 otherwise: sign(0) = −1, since a packed bit (§9) cannot hold 0 (torch.sign,
+// in the official code, gives 0; a latent weight is exactly 0 with probability ~0).
 template <class R> R sign_pm1(R w) { return w > R(0) ? R(1) : R(-1); }
 
 // [F4]: xnor-style initialisation from the latent weights, per input column j:
@@ -540,9 +486,8 @@ void fbi_forward(R* w_hat, const R* W, const R* alpha, const R* beta, int m, int
         for (int j = 0; j < n; j++)
             w_hat[size_t(i) * n + j] = alpha[j] * sign_pm1(W[size_t(i) * n + j]) + beta[j];  // [F2]
 }
-// [F5], identity straight-through estimator (no clipping). G = ∂L/∂Ŵ:
-//   ∂L/∂W_ij = α_j G_ij  (sign passes the gradient unchanged; the chain rule keeps α),
-//   ∂L/∂α_j = Σ_i G_ij sign(W_ij),   ∂L/∂β_j = Σ_i G_ij.
+// [F5], identity straight-through estimator (no clipping), G = ∂L/∂Ŵ: ∂L/∂W_ij = α_j G_ij (sign passes the
+// gradient unchanged, the chain rule keeps α), ∂L/∂α_j = Σ_i G_ij sign(W_ij), ∂L/∂β_j = Σ_i G_ij.
 template <class R>
 void fbi_backward(R* dW, R* dalpha, R* dbeta, const R* G, const R* W, const R* alpha, int m, int n) {
 #pragma omp parallel for schedule(static) if (long(m) * n >= kParallelMinWork)
@@ -579,30 +524,26 @@ struct FlipCounter {
 };
 
 // ---- The quantizer interface: what the model asks of a block linear's quantizer ---------------------------------
-// A quantizer turns a block linear's latent W (m×n) and at most two learnable scale vectors s1, s2 into the Ŵ of the
-// forward pass, sends ∂L/∂Ŵ back to them (its STE), and packs the trained layer into bit masks that the kernels of
-// §9 run. The model (§5), the packed decoder (§9) and the files (§10) only go through this table, so a method of
-// your own is one more table (README, "Adding your own quantizer"). This header registers FP and FBI; the
-// plug-ins in examples/quantizers/ register BitNet b1.58 (ternary, int8 inputs) and DB-LLM (dual binarization).
-// Every function adds into gradients (+=) and may be null where the comment says so.
+// A quantizer turns a block linear's latent W (m×n) and at most two learnable scale vectors s1, s2 into the forward
+// pass's Ŵ, sends ∂L/∂Ŵ back to them (its STE), and packs the trained layer into bit masks for §9's kernels. The
+// model, the packed decoder and the files only go through this table, so a method of your own is one more table
+// (README, "Adding your own quantizer"; FP and FBI's are in §10). Gradients are added (+=); null where noted.
 struct PackedLinear;   // §9: one linear as bit masks and scales
 struct PackedScratch;  // §9: one token's work buffers
 
 template <class R> struct QuantOps {  // the training side, for one scalar type R (float, or double in the tests)
     void (*init)(R* s1, R* s2, const R* W, int m, int n) = nullptr;  // scales from the latent W; null: no scales
     void (*forward)(R* w_hat, const R* W, const R* s1, const R* s2, int m, int n) = nullptr;  // Ŵ
-    void (*backward)(R* dW, R* ds1, R* ds2, const R* G, const R* W, const R* s1, const R* s2, int m,
-                     int n) = nullptr;  // G = ∂L/∂Ŵ → ∂L/∂W, ∂L/∂s1, ∂L/∂s2 (the STE)
+    void (*backward)(R* dW, R* ds1, R* ds2, const R* G, const R* W, const R* s1, const R* s2, int m, int n) = nullptr;
+    //                ^ G = ∂L/∂Ŵ → ∂L/∂W, ∂L/∂s1, ∂L/∂s2 (the STE)
     void (*input)(R* xq, const R* x, int N, int n) = nullptr;  // quantize each of N input rows; null: x as it is
 };
 
 struct Quantizer {
     Quant id = Quant::FP;  // stored in checkpoint and packed files
     std::string name;      // "fbi": files' messages, describe(), train_tiny --student-quant
-    // The learnable scales: tensor-name suffix of s1 and s2 ("" = none), each one value per output row (length m)
-    // or per input column (length n).
-    std::string scale_name[2];
-    bool per_row[2] = {false, false};
+    std::string scale_name[2];         // tensor-name suffix of the learnable scales s1, s2 ("" = none)
+    bool per_row[2] = {false, false};  // length m (one per output row) or n (one per input column)
     QuantOps<float> f32;
     QuantOps<double> f64;
     // Packed inference (§9). pack: p.m, p.n are set; fill p.mask[0 .. masks−1] and p.scale[0..1] (null: no packed
@@ -613,90 +554,12 @@ struct Quantizer {
     void (*packed_forward)(const PackedLinear& p, const float* x, float* y, PackedScratch& ws) = nullptr;
     void (*check)(const PackedLinear& p, const std::string& what) = nullptr;
 
-    template <class R> const QuantOps<R>& ops() const {
-        if constexpr (std::is_same<R, float>::value) return f32; else return f64;
-    }
+    template <class R> const QuantOps<R>& ops() const { if constexpr (std::is_same<R, float>::value) return f32; else return f64; }
 };
 
-// The registry. FP and FBI are defined with the packed code (§9) and are always there; a plug-in adds its table
-// once, at static initialisation (inline const bool registered = register_quantizer(...)).
-inline Quantizer fp_quantizer();
-inline Quantizer fbi_quantizer();
-inline std::vector<Quantizer>& quantizers() {
-    static std::vector<Quantizer> registered = {fp_quantizer(), fbi_quantizer()};
-    return registered;
-}
-// What is missing from a quantizer's table ("" = nothing): the model calls forward and backward unconditionally,
-// the packed path every packed function once pack is set.
-inline std::string quantizer_table_problem(const Quantizer& q) {
-    if (q.name.empty()) return "has no name";
-    if (!q.f32.forward || !q.f32.backward || !q.f64.forward || !q.f64.backward) return "needs forward and backward for float and double";
-    for (int k = 0; k < 2; k++)
-        if (!q.scale_name[k].empty() && (!q.f32.init || !q.f64.init)) return "has scales but no init";
-    if (q.pack && (!q.packed_forward || !q.packed_scale_sizes || q.masks < 1 || q.masks > 2))
-        return "packs, so it needs packed_forward, packed_scale_sizes and 1 or 2 masks";
-    return "";
-}
-inline bool register_quantizer(Quantizer q) {
-    std::string problem = quantizer_table_problem(q);
-    if (!problem.empty()) throw std::logic_error("fbi::register_quantizer: '" + q.name + "' " + problem);
-    for (const Quantizer& have : quantizers())
-        if (have.id == q.id || have.name == q.name)
-            throw std::logic_error("fbi::register_quantizer: id " + std::to_string(int(q.id)) + " or name '" + q.name +
-                                   "' is taken by '" + have.name + "'");
-    quantizers().push_back(std::move(q));
-    return true;
-}
-inline const Quantizer* find_quantizer(Quant id) {
-    for (const Quantizer& q : quantizers())
-        if (q.id == id) return &q;
-    return nullptr;
-}
-inline std::string unknown_quantizer(Quant id, const std::string& kind) {
-    return "unknown " + kind + "quantizer id " + std::to_string(int(id)) +
-           " (not registered; b1.58 = 2 and db = 3 register in examples/quantizers/b158.hpp and db.hpp)";
-}
-inline const Quantizer& quantizer(Quant id) {
-    const Quantizer* q = find_quantizer(id);
-    if (!q) throw std::invalid_argument("fbi: " + unknown_quantizer(id));
-    return *q;
-}
-inline const char* quant_name(Quant id) {
-    const Quantizer* q = find_quantizer(id);
-    return q ? q->name.c_str() : "?";
-}
-// Parse a registered name ("fp" is fp32 too); throws on anything else.
-inline Quant quant_from_name(const std::string& s) {
-    std::string known;
-    for (const Quantizer& q : quantizers()) {
-        if (s == q.name || (s == "fp" && q.id == Quant::FP)) return q.id;
-        known += (known.empty() ? "" : ", ") + q.name;
-    }
-    throw std::invalid_argument("unknown quantizer '" + s + "' (registered: " + known + ")");
-}
 // Length of the learnable scale vector k (0 or 1) of an m×n linear; 0 = none.
-inline int scale_length(const Quantizer& q, int k, int m, int n) {
-    return q.scale_name[k].empty() ? 0 : q.per_row[k] ? m : n;
-}
+inline int scale_length(const Quantizer& q, int k, int m, int n) { return q.scale_name[k].empty() ? 0 : q.per_row[k] ? m : n; }
 
-// The two training tables of the header. FP: Ŵ = W, and the gradient passes as it is. FBI: [F4], [F2], [F5].
-template <class R> void copy_forward(R* w_hat, const R* W, const R*, const R*, int m, int n) {
-    std::copy(W, W + size_t(m) * n, w_hat);
-}
-// Identity STE: ∂L/∂W = ∂L/∂Ŵ (full precision; also b1.58's [Q3]).
-template <class R> void identity_backward(R* dW, R*, R*, const R* G, const R*, const R*, const R*, int m, int n) {
-    for (size_t i = 0; i < size_t(m) * n; i++) dW[i] += G[i];
-}
-template <class R> QuantOps<R> fp_ops() { return {nullptr, &copy_forward<R>, &identity_backward<R>, nullptr}; }
-template <class R> QuantOps<R> fbi_ops() {
-    QuantOps<R> o;
-    o.init = &fbi_init<R>;        // [F4]
-    o.forward = &fbi_forward<R>;  // [F2]
-    o.backward = [](R* dW, R* dalpha, R* dbeta, const R* G, const R* W, const R* alpha, const R*, int m, int n) {
-        fbi_backward(dW, dalpha, dbeta, G, W, alpha, m, n);  // [F5]
-    };
-    return o;
-}
 
 // =====================================================================================================
 // §4 LOSSES ([D0]–[D2]). z are logits (N×V); every loss is a mean over the N positions.
@@ -762,52 +625,12 @@ void distill_backward(R* dlogits, const R* probs_s, const R* probs_t, int N, int
 }
 // <<< copy-paste ad_loss
 
-// The losses the header knows; a plug-in registers more (examples/quantizers/db.hpp: DB-LLM's DAD, ids 3–5).
-enum class Loss : int { CE = 0, AD = 1, Mix = 2 };  // Mix = 0.5 L_CE + 0.5 L_AD (the official code's 2nd mode)
-
-// A loss plug-in: value of the loss, and its gradient × grad_scale ADDED into dlogits (the header's own losses
-// below do the same). probs_s/probs_t are N×V scratch; logits_t is the frozen teacher's (null without one).
+// The losses the header knows (Mix = [D2], the official code's 2nd mode), and any other id: a plug-in's, registered
+// in §10 (examples/quantizers/db.hpp registers DB-LLM's DAD as ids 3–5).
+enum class Loss : int { CE = 0, AD = 1, Mix = 2 };
 template <class R>
-using LossFn = double (*)(R* dlogits, R* probs_s, R* probs_t, const R* logits_s, const R* logits_t,
-                          const int* targets, int N, int V, double grad_scale);
-struct LossPlugin {
-    Loss id = Loss::CE;
-    std::string name;
-    LossFn<float> f32 = nullptr;
-    LossFn<double> f64 = nullptr;
-};
-inline std::vector<LossPlugin>& loss_plugins() {
-    static std::vector<LossPlugin> registered;
-    return registered;
-}
-inline bool register_loss(LossPlugin l) {
-    if (int(l.id) <= int(Loss::Mix)) throw std::logic_error("fbi::register_loss: ids 0-2 are the header's own");
-    loss_plugins().push_back(std::move(l));
-    return true;
-}
-inline const LossPlugin* find_loss(Loss id) {
-    for (const LossPlugin& l : loss_plugins())
-        if (l.id == id) return &l;
-    return nullptr;
-}
-
-inline const char* loss_name(Loss l) {
-    if (l == Loss::CE) return "ce";
-    if (l == Loss::AD) return "ad";
-    if (l == Loss::Mix) return "mix";
-    const LossPlugin* p = find_loss(l);
-    return p ? p->name.c_str() : "?";
-}
-inline Loss loss_from_name(const std::string& s) {
-    std::string known = "ce, ad, mix";
-    for (Loss l : {Loss::CE, Loss::AD, Loss::Mix})
-        if (s == loss_name(l)) return l;
-    for (const LossPlugin& p : loss_plugins()) {
-        if (s == p.name) return p.id;
-        known += ", " + p.name;
-    }
-    throw std::invalid_argument("unknown loss '" + s + "' (registered: " + known + ")");
-}
+double plugin_loss(Loss kind, R* dlogits, R* probs_s, R* probs_t, const R* logits_s, const R* logits_t,
+                   const int* targets, int N, int V, double grad_scale);
 
 // One place that evaluates the chosen loss and adds its gradient (× grad_scale, e.g. 1/micro-batches) into
 // dlogits. logits_t is the frozen teacher's (unused for CE). probs_s/probs_t are N×V scratch.
@@ -820,14 +643,9 @@ double loss_forward_backward(Loss kind, R* dlogits, R* probs_s, R* probs_t, cons
         cross_entropy_backward(dlogits, probs_s, targets, N, V, scale);
         return l;
     }
-    if (kind != Loss::AD && kind != Loss::Mix) {  // a plug-in
-        const LossPlugin* p = find_loss(kind);
-        if (!p) throw std::invalid_argument("fbi: loss id " + std::to_string(int(kind)) + " is not registered");
-        if constexpr (std::is_same<R, float>::value)
-            return p->f32(dlogits, probs_s, probs_t, logits_s, logits_t, targets, N, V, grad_scale);
-        else
-            return p->f64(dlogits, probs_s, probs_t, logits_s, logits_t, targets, N, V, grad_scale);
-    }
+    if (kind != Loss::AD && kind != Loss::Mix)
+        return plugin_loss(kind, dlogits, probs_s, probs_t, logits_s, logits_t, targets, N, V, grad_scale);
+
     double ad = distill_forward(probs_s, probs_t, logits_s, logits_t, N, V);
     if (kind == Loss::AD) {
         distill_backward(dlogits, probs_s, probs_t, N, V, scale);
@@ -994,29 +812,13 @@ ModelT<R> build_model(const Config& cfg, uint64_t seed) {
     return model;
 }
 
-// Copy every parameter that two models share by name (used to start a student from the teacher's weights);
-// the quantizer's scales are then re-initialised from the copied latent W ([F4]). Returns the number copied.
-template <class R>
-int copy_shared_params(ModelT<R>& dst, const ModelT<R>& src) {
-    int copied = 0;
-    for (const TensorInfo& t : dst.tensors) {
-        int s = src.find(t.name);
-        if (s < 0 || src.tensors[s].rows != t.rows || src.tensors[s].cols != t.cols) continue;
-        std::copy(src.p(s), src.p(s) + t.size(), dst.params.data() + t.offset);
-        copied++;
-    }
-    init_scales(dst);
-    return copied;
-}
-
 template <class R>
 void ensure_activations(ModelT<R>& model, int B, int T) {
     Activations<R>& a = model.acts;
     if (a.B == B && a.T == T) return;
     const Config& c = model.cfg;
     size_t N = size_t(B) * T, NC = N * c.C, NF = N * c.F, NV = N * c.V;
-    a.B = B;
-    a.T = T;
+    a.B = B, a.T = T;
     a.resid.assign(c.L + 1, std::vector<R>(NC));
     a.blocks.assign(c.L, BlockActs<R>{});
     for (BlockActs<R>& s : a.blocks) {
@@ -1127,7 +929,7 @@ void block_backward(ModelT<R>& model, int l, const R* x) {
     BlockActs<R>& s = a.blocks[l];
     const BlockRef& blk = model.blocks[l];
     int B = a.B, T = a.T, N = B * T, C = c.C, F = c.F;
-    size_t NC = size_t(N) * C, NF = size_t(N) * F;
+    size_t NF = size_t(N) * F;
     auto W = [&](int id) { return weight_of(model, blk.lin[id]); };
     auto dW = [&](int id) { return model.dw_eff.data() + blk.lin[id].eff; };
     R* dres = a.dresid.data();
@@ -1135,8 +937,7 @@ void block_backward(ModelT<R>& model, int l, const R* x) {
     zero(a.dact);
     matmul_backward(a.dact.data(), dW(WDOWN), dres, linear_input(model, s.act, s.actq), W(WDOWN), N, F, C);
     // act = silu(gate) ⊙ up
-    zero(a.dgate);
-    zero(a.dup);
+    zero(a.dgate), zero(a.dup);
     swiglu_backward(a.dgate.data(), a.dup.data(), a.dact.data(), s.sig.data(), s.gate.data(), s.up.data(), NF);
     // gate = ln2 W_gateᵀ, up = ln2 W_upᵀ
     zero(a.dln);
@@ -1149,7 +950,7 @@ void block_backward(ModelT<R>& model, int l, const R* x) {
     zero(a.datty);
     matmul_backward(a.datty.data(), dW(WO), dres, linear_input(model, s.atty, s.attyq), W(WO), N, C, C);
     // atty = attention(q, k, v)
-    zero(a.dq); zero(a.dk); zero(a.dv);
+    zero(a.dq), zero(a.dk), zero(a.dv);
     attention_backward(a.dq.data(), a.dk.data(), a.dv.data(), a.datty.data(), s.att.data(), s.q.data(), s.k.data(),
                        s.v.data(), B, T, C, c.NH);
     // q, k were rotated after the projection: un-rotate their gradients
@@ -1163,7 +964,6 @@ void block_backward(ModelT<R>& model, int l, const R* x) {
     matmul_backward(a.dln.data(), dW(WV), a.dv.data(), ln1, W(WV), N, C, C);
     // ln1 = RMSNorm(x): dx += ...
     rmsnorm_backward(dres, model.g(blk.attn_norm), a.dln.data(), x, model.p(blk.attn_norm), s.rstd1.data(), N, C);
-    (void)NC;
 }
 
 // The whole model, backward. Needs model_forward on the same tokens and ∂L/∂logits in model.acts.dlogits.
@@ -1222,7 +1022,8 @@ struct AdamW {
 template <class R>
 void adamw_step(ModelT<R>& model, AdamW& opt, double lr) {
     size_t n = model.params.size();
-    if (opt.m.size() != n) { opt.m.assign(n, 0.f); opt.v.assign(n, 0.f); opt.t = 0; }
+    if (opt.m.size() != n) opt.m.assign(n, 0.f), opt.v.assign(n, 0.f), opt.t = 0;
+
     opt.t++;
     double bc1 = 1 - std::pow(opt.beta1, double(opt.t)), bc2 = 1 - std::pow(opt.beta2, double(opt.t));
     for (const TensorInfo& ti : model.tensors) {
@@ -1275,11 +1076,11 @@ inline double lr_schedule(const Schedule& sc, long s) {
 // §7 TRAINING: deterministic batches, one optimizer step (with the teacher for distillation), evaluation.
 // =====================================================================================================
 
-// Training windows go through the data in EPOCHS (sampling without replacement). Epoch e starts its windows at a
-// random offset, cuts the tokens into K windows of T+1 tokens one T apart and visits them in a random order, so
-// that every token is a target once per epoch (independent random starts would leave about e^-1.5 ≈ 22% of the
-// tokens unseen in the tiny run's 1.5 epochs). Window i of a run is a pure function of (seed, i), so resuming
-// at step k sees exactly the batches the uninterrupted run would have seen.
+// Training windows go through the data in EPOCHS (sampling without replacement): epoch e cuts the tokens, from a
+// random offset, into K windows of T+1 tokens one T apart, visited in a random order, so every token is a target
+// once per epoch (independent random starts would miss ~22% of them in the tiny run's 1.5 epochs). Window i is a
+// pure function of (seed, i), so a run resumed at step k sees the batches the uninterrupted run would have seen.
+
 struct EpochWindows {
     size_t n = 0;             // tokens
     int T = 0;
@@ -1337,14 +1138,10 @@ struct TrainOptions {
     uint64_t seed = 1337;
 };
 
-struct StepStats {
-    double loss = 0, grad_norm = 0, lr = 0, flip_ratio = 0;
-};
+struct StepStats { double loss = 0, grad_norm = 0, lr = 0, flip_ratio = 0; };
 
 // Training hits NaN/inf: thrown BEFORE the update, so the parameters still hold the last good values.
-struct NonFiniteError : std::runtime_error {
-    using std::runtime_error::runtime_error;
-};
+struct NonFiniteError : std::runtime_error { using std::runtime_error::runtime_error; };
 
 // One optimizer step: forward (and the teacher's forward for AD/Mix), loss, backward, clip, AdamW, flips.
 // `step` is 0-based; the update it makes is number step+1 of the schedule.
@@ -1425,14 +1222,13 @@ struct KVCache {
     int L = 0, T = 0, C = 0, pos = 0;  // pos = number of positions already cached
     std::vector<float> k, v;           // L × T × C
     void reset(int L_, int T_, int C_) {
-        L = L_; T = T_; C = C_; pos = 0;
-        k.assign(size_t(L) * T * C, 0.f);
-        v.assign(size_t(L) * T * C, 0.f);
+        L = L_, T = T_, C = C_, pos = 0;
+        k.assign(size_t(L) * T * C, 0.f), v.assign(size_t(L) * T * C, 0.f);
     }
 };
 
-// y = W x for one row-major m×n matrix: Eigen's GEMV, with the rows split over the threads for large matrices
-// (Eigen's GEMV itself is single-threaded), so that the fp32 decoder gets the same threads as the packed kernels.
+// y = W x for one row-major m×n matrix: Eigen's (single-threaded) GEMV with the rows split over the threads,
+// so that the fp32 decoder gets the same threads as the packed kernels.
 inline void matvec(float* y, const float* W, const float* x, int m, int n) {
     Eigen::Map<const Eigen::VectorXf> xv(x, n);
     for_row_blocks(m, long(m) * n, [&](int r0, int r1) {
@@ -1452,10 +1248,9 @@ struct DecodeScratch {
     std::vector<float> x, ln, q, k, v, atty, tmp, gate, up, sig, scores;
     void resize(const Config& c) {
         for (auto* b : {&x, &ln, &q, &k, &v, &atty, &tmp}) b->assign(c.C, 0.f);
-        gate.assign(c.F, 0.f);
-        up.assign(c.F, 0.f);
-        sig.assign(c.F, 0.f);
+        for (auto* b : {&gate, &up, &sig}) b->assign(c.F, 0.f);
         scores.assign(c.T, 0.f);
+
     }
 };
 
@@ -1597,37 +1392,19 @@ inline std::vector<int> generate(Model& model, const std::vector<int>& prompt, i
 // =====================================================================================================
 // §9 PACKED 1-BIT INFERENCE ([S7], [P1]): bit-packed sign weights, int8 activations, popcount kernels.
 // =====================================================================================================
-//
-// The problem: one token at generation time needs y = W_b · q, where
-//   W_b ∈ {−1,+1}^{rows×cols}  (rows = out features m, cols = in features n, PyTorch [out, in] layout),
-//   q   ∈ int8^{cols}           (the token's activations u_j = α_j x_j quantized per token, [Q2], [P1]),
-//   y   ∈ int32^{rows}          (exact integer result; dequantise later with one multiply by 1/s).
-//
-// The kernels here, both returning the same int32 bits (the tests check this):
-//   gemv_reference      float ±1 matrix × int8 vector, the obvious loop             — the definition
-//   gemv_popcount       8 activation bit planes, AND + popcount per 64 columns     — the one to study
-// The fast ones are a plug-in (below, FastKernel): examples/kernels/fast_kernels.hpp holds the same identity
-// with AVX2 and the table-lookup kernel ([S6]). How fast each one is, against Eigen's fp32 GEMV on the same
-// machine: `make bench` measures it (examples/bench/bench_gemv.cpp; the README's tables come from its CSV).
-//
-// Per-token work that a real decoder pays before the kernel: quantize_int8_absmax, then make_act_planes
-// (or the fast kernel's prepare_acts). The benchmark times them together.
+// One token needs y = W_b·q: W_b ∈ {−1,+1}^{m×n} (PyTorch's [out, in]), q ∈ int8^n (the token's u = α ⊙ x by
+// [Q2], [P1]), y ∈ int32^m, exact (dequantised by one multiply with 1/s). Two kernels give the same int32 bits:
+// gemv_reference (the definition: a ±1 float matrix, the obvious loop) and gemv_popcount (8 activation bit
+// planes, AND + popcount per 64 columns: the one to study). Faster ones are plug-ins (FastKernel, §10);
+// `make bench` times each against Eigen's fp32 GEMV, with the per-token quantization and planes included.
 
-// A second thread only pays above about a million weights (bench_gemv.cpp measures it):
-// below that, waking the OpenMP team costs more than the work it shares.
+// A second thread only pays above about a million weights (bench_gemv measures it).
 inline constexpr long kParallelMinWeights = 1L << 20;
 
-// ----------------------------------------------------------------------------------------------------------------
-// Packed sign matrix
-// ----------------------------------------------------------------------------------------------------------------
-
 // >>> copy-paste popcount (needs: <algorithm> <cassert> <cmath> <cstddef> <cstdint> <vector>; kParallelMinWeights)   pack, int8 [Q2], [S7] GEMV
-// [S7]: each row of W_b packed into 64-bit words along the input dimension, bit = 1 for +1.
-// Row-major: row i occupies bits[i*words .. i*words + words-1]; column j is bit (j % 64) of word (j / 64).
-// [F1]: sign(w) = +1 for w > 0 and −1 otherwise, so w == 0 (and −0) packs as bit 0 = −1.
-//   (torch.sign maps 0 to 0; a 1-bit format cannot hold 0, hence the difference.)
-// Padding: the unused high bits of each row's last word (columns cols .. words*64−1) are always 0.
-// The kernels rely on this: a 0 bit never contributes to popcount(W & anything).
+// [S7]: each row of W_b packed into 64-bit words along the input dimension, bit = 1 for +1: row i is
+// bits[i*words .. i*words + words−1], column j is bit j % 64 of word j / 64. [F1]: w == 0 (and −0) is bit 0 = −1.
+// Padding: the unused high bits of each row's last word are always 0, so they never count in popcount(W & ·).
 struct PackedSigns {
     int rows = 0, cols = 0, words = 0;  // words = (cols + 63) / 64 per row
     std::vector<uint64_t> bits;         // rows × words
@@ -1650,9 +1427,8 @@ PackedSigns pack_bits(int rows, int cols, BitFn&& bit) {
     }
     return P;
 }
-// [F1] + [S7]: W (rows × cols, row-major floats, the latent weights) → packed sign bits.
+// [F1] + [S7]: W (rows × cols, row-major floats, the latent weights) → packed sign bits; sign(0) = −1 → bit 0.
 inline PackedSigns pack_signs(const float* W, int rows, int cols) {
-    // [F1]: sign(0) = −1 → bit 0
     return pack_bits(rows, cols, [&](int i, int j) { return W[(size_t)i * cols + j] > 0.0f; });
 }
 
@@ -1662,20 +1438,12 @@ inline float unpacked_sign(const PackedSigns& P, int i, int j) {
     return ((word >> (j % 64)) & 1) ? 1.0f : -1.0f;
 }
 
-// ----------------------------------------------------------------------------------------------------------------
-// Activation quantizer
-// ----------------------------------------------------------------------------------------------------------------
-
-// [Q2] activations, [P1]'s quantizer for the packed kernels (b1.58 trains with it too): per token (one row u of n values)
-//   s = 127 / max(max_j |u_j|, 1e-5),  q_j = clamp(round(s·u_j), −128, 127);  returns s (dequantise: q / s).
-// Rounding: std::nearbyint in the default rounding mode = round half to even, the same as torch.round
-// (BitNet's reference code). The max |u| maps to ±127, so for finite input the clamp is only a safeguard;
-// −128 is never produced here but is a legal input to every kernel (the tests use it).
-// An all-zero u gives s = 127e5 and q = 0 everywhere (no division by zero, no NaN).
+// [Q2], per token (one row u of n values): s = 127 / max(max_j |u_j|, 1e-5), q_j = clamp(round(s·u_j), −128, 127);
+// returns s (dequantise: q / s). std::nearbyint rounds half to even, as torch.round does. The max |u| maps to
+// ±127, so the clamp is a safeguard (−128 is never made here, but every kernel accepts it). u = 0 gives q = 0.
 template <class R>
 R quantize_int8_absmax(const R* u, int n, int8_t* q) {
-    // max_j |u_j| with 8 independent running maxima: one chain of dependent max instructions would wait
-    // ~4 cycles per element; 8 chains let the compiler use one 8-wide vector max per 8 elements.
+    // max_j |u_j| in 8 independent running maxima, so that the compiler can use one 8-wide vector max.
     R lane_max[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int j8 = 0;
     for (; j8 + 8 <= n; j8 += 8)
@@ -1692,11 +1460,7 @@ R quantize_int8_absmax(const R* u, int n, int8_t* q) {
     return s;
 }
 
-// ----------------------------------------------------------------------------------------------------------------
-// The plain reference kernel (the definition every other kernel is tested against)
-// ----------------------------------------------------------------------------------------------------------------
-
-// [S7]: y_i = Σ_j W_b,ij · q_j with W_b given as ±1 floats (rows × cols, row-major), exact in int32.
+// The reference kernel, the definition every other kernel is tested against. [S7]: y_i = Σ_j W_b,ij · q_j with W_b given as ±1 floats (rows × cols, row-major), exact in int32.
 inline void gemv_reference(const float* Wsign, int rows, int cols, const int8_t* q, int32_t* y) {
     for (int i = 0; i < rows; i++) {
         int32_t sum = 0;
@@ -1706,13 +1470,8 @@ inline void gemv_reference(const float* Wsign, int rows, int cols, const int8_t*
     }
 }
 
-// ----------------------------------------------------------------------------------------------------------------
-// Activation bit planes and the popcount kernel
-// ----------------------------------------------------------------------------------------------------------------
-
-// [S7]: write q_j = o_j − 128 with o_j = q_j + 128 ∈ [0, 255] (unsigned), and split o into 8 bit planes:
-// bit j of plane k is bit k of o_j. Plane-major layout: word w of plane k is planes[k*words + w].
-// Padding bits (columns n .. words*64−1) are 0 in every plane. sum_q = Σ_j q_j (needed by the identity).
+// [S7]: q_j = o_j − 128 with o_j = q_j + 128 ∈ [0, 255], split into 8 bit planes: bit j of plane k is bit k of o_j;
+// word w of plane k is planes[k*words + w]; padding bits are 0 in every plane. sum_q = Σ_j q_j.
 struct ActPlanes {
     int n = 0, words = 0;
     std::vector<uint64_t> planes;  // 8 × words
@@ -1742,8 +1501,7 @@ inline ActPlanes make_act_planes(const int8_t* q, int n) {
     return A;
 }
 
-// Number of 1 bits in a 64-bit word. C++17 has no std::popcount (that is C++20), so we use the GCC/Clang
-// builtin; with -mpopcnt or -march=native it compiles to one POPCNT instruction.
+// 1 bits in a word: GCC/Clang's builtin (std::popcount is C++20); one POPCNT instruction with -march=native.
 inline int popcount64(uint64_t x) { return __builtin_popcountll(x); }
 
 // [S7] identity for one row with sign bits b (bit 1 = +1):
@@ -1766,43 +1524,24 @@ inline int32_t dot_popcount_row(const uint64_t* w_row, const ActPlanes& A) {
 // The portable popcount kernel: y_i = Σ_j W_b,ij q_j for every row (8 + 1 popcounts per 64 weights).
 inline void gemv_popcount(const PackedSigns& W, const ActPlanes& A, int32_t* y) {
     assert(W.cols == A.n && W.words == A.words);
-    const long work = (long)W.rows * W.cols;
-    (void)work;
+    [[maybe_unused]] const long work = (long)W.rows * W.cols;
 #pragma omp parallel for schedule(static) if (work >= kParallelMinWeights)
     for (int i = 0; i < W.rows; i++) y[i] = dot_popcount_row(&W.bits[(size_t)i * W.words], A);
 }
 // <<< copy-paste popcount
 
-// ---- faster kernels are plug-ins ------------------------------------------------------------------------------
-// The header computes the ±1 sums two ways: gemv_reference (the definition) and gemv_popcount ([S7], the one to
-// study). A faster kernel is a plug-in that this header runs without knowing it: three functions, registered once
-// (at static initialisation, before any packed model is built or loaded). Kernel::Fast then runs the last one
-// registered, or gemv_popcount when there is none. examples/kernels/fast_kernels.hpp registers the table-lookup
-// kernel ([S6], AVX2 where the flags allow); a kernel of your own is written the same way. Each must give bit for
-// bit the sums of gemv_reference (the tests compare every kernel with it).
-//   prepare_weights  once per bit mask, when a packed model is built or loaded: the kernel's own layout of the bits
-//   prepare_acts     once per token and linear: the kernel's own form of the int8 activations q
-//   gemv             y_i = Σ_j (2·bit_ij − 1)·q_j for every row of the mask
-struct FastKernel {
-    std::string name;
-    std::function<std::shared_ptr<const void>(const PackedSigns& bits)> prepare_weights;
-    std::function<std::shared_ptr<const void>(const int8_t* q, int n)> prepare_acts;
-    std::function<void(const PackedSigns& bits, const void* weights, const void* acts, int32_t* y)> gemv;
-};
-inline std::vector<FastKernel>& fast_kernels() {
-    static std::vector<FastKernel> registered;
-    return registered;
-}
-inline bool register_fast_kernel(FastKernel k) {
-    fast_kernels().push_back(std::move(k));
-    return true;
-}
-inline const FastKernel* fast_kernel() { return fast_kernels().empty() ? nullptr : &fast_kernels().back(); }
+// A faster kernel is a plug-in (FastKernel, §10) that Kernel::Fast runs through these three; with none
+// registered, Kernel::Fast is gemv_popcount. Each must give the same bits as gemv_reference (tested).
+struct FastKernel;
+inline const FastKernel* fast_kernel();                                          // the last one registered, or null
+inline std::shared_ptr<const void> fast_weights(const PackedSigns& bits);        // once per mask, at pack or load
+inline std::shared_ptr<const void> fast_acts(const int8_t* q, int n);            // once per token and linear
+inline void fast_gemv(const PackedSigns& bits, const void* w, const void* a, int32_t* y);  // y_i = Σ_j ±q_j
+
 // ---- the packed model: a trained student with its block-linear weights as bit masks -----------------------
 // Each block linear keeps the bit masks its quantizer packs (FBI: one, sign(W), bit 1 = +1) and its scales
-// (FBI: α, β per input column); embedding, norms and LM head stay fp32. Every kernel above computes the ±1 sum
-// Σ_j (2·bit_j − 1) q_j; a {0,1} mask's sum follows from it exactly, which is how a plug-in runs masks that
-// mean "code = +1" or "B = 1" on the same kernels:
+// (FBI: α, β per input column); embedding, norms and LM head stay fp32. A {0,1} mask's sum follows exactly from
+// the ±1 sum every kernel computes, which is how a plug-in runs masks meaning "code = +1" or "B = 1":
 //   Σ_{bit_j = 1} q_j = (Σ_j (2·bit_j − 1) q_j + Σ_j q_j) / 2          (the numerator is always even)
 
 enum class Kernel : int { Reference = 0, Popcount = 1, Fast = 2 };
@@ -1820,7 +1559,7 @@ struct PackedLinear {
 
 struct PackedModel {
     Config cfg;
-    int scale_bits = 32;  // how the file stores the scales: 32 = fp32, 1..8 = a 2^bits-level codebook (plug-in, §10)
+    int scale_bits = 32;  // how the file stores the scales: 32 = fp32, 1..8 = a 2^bits-level codebook (plug-in; §11)
     std::string vocab;
     std::vector<float> tok_emb, final_norm, lm_head;
     std::vector<std::vector<float>> attn_norm, mlp_norm;
@@ -1830,9 +1569,9 @@ struct PackedModel {
 
 // The registered fast kernel's own layout of a linear's masks (nothing when no kernel is registered).
 inline void prepare_fast(PackedLinear& p) {
-    if (const FastKernel* k = fast_kernel())
+    if (fast_kernel())
         for (int i = 0; i < 2; i++)
-            if (p.mask[i].rows) p.fast[i] = k->prepare_weights(p.mask[i]);  // the masks the quantizer filled
+            if (p.mask[i].rows) p.fast[i] = fast_weights(p.mask[i]);  // the masks the quantizer filled
 }
 
 // Bit masks and scales of one trained linear, made by its quantizer from the same codes its training forward
@@ -1843,45 +1582,16 @@ inline void pack_linear(PackedLinear& p, Quant quant, const float* W, const floa
         throw std::invalid_argument("fbi::pack_model: " + std::string(quant == Quant::FP ? "a full-precision" : q.name) +
                                     " model has no packed form (quantize it first)");
     p = PackedLinear{};
-    p.quant = quant;
-    p.m = m;
-    p.n = n;
+    p.quant = quant, p.m = m, p.n = n;
     q.pack(p, W, s1, s2);
     prepare_fast(p);
 }
 
-// Compact scales are a plug-in (examples/quantizers/codebook.hpp, [P6]): fit rounds a scale vector to at most
-// 2^bits distinct values; bytes, write and read are its form in the packed file (§10).
-struct ByteWriter;
-struct ByteReader;
-struct ScaleCodec {
-    void (*fit)(std::vector<float>& v, int bits) = nullptr;
-    uint64_t (*bytes)(uint64_t k, int bits) = nullptr;
-    void (*write)(ByteWriter& w, const std::vector<float>& v, int bits) = nullptr;
-    void (*read)(ByteReader& r, std::vector<float>& v, size_t k, int bits) = nullptr;
-};
-inline const ScaleCodec*& scale_codec() {
-    static const ScaleCodec* registered = nullptr;
-    return registered;
-}
-inline bool register_scale_codec(const ScaleCodec* c) { return (scale_codec() = c) != nullptr; }
-inline bool valid_scale_bits(long bits) { return bits == 32 || (bits >= 1 && bits <= 8); }  // 32 = fp32
-// Why scale_bits cannot be used here ("" = it can).
-inline std::string scale_bits_problem(long bits) {
-    if (!valid_scale_bits(bits)) return "scale_bits " + std::to_string(bits) + " (must be 32 or 1..8)";
-    if (bits != 32 && !scale_codec())
-        return "scale_bits " + std::to_string(bits) + " needs the codebook plug-in (examples/quantizers/codebook.hpp)";
-    return "";
-}
-
-// scale_bits = 32 keeps the scales exactly (the int8 activation is then the only approximation, [P1]);
-// 1..8 stores them through the codebook plug-in.
-inline PackedModel pack_model(const Model& model, const std::string& vocab, int scale_bits = 32) {
-    std::string problem = scale_bits_problem(scale_bits);
-    if (!problem.empty()) throw std::invalid_argument("fbi::pack_model: " + problem);
+// The scales stay fp32, so the int8 activation is the only approximation ([P1]); pack_model(model, vocab, bits)
+// in §10 rounds them to a codebook.
+inline PackedModel pack_model(const Model& model, const std::string& vocab) {
     PackedModel pm;
     pm.cfg = model.cfg;
-    pm.scale_bits = scale_bits;
     pm.vocab = vocab;
     auto copy = [&](int t) { return std::vector<float>(model.p(t), model.p(t) + model.tensors[t].size()); };
     pm.tok_emb = copy(model.tok_emb);
@@ -1897,8 +1607,6 @@ inline PackedModel pack_model(const Model& model, const std::string& vocab, int 
             PackedLinear& p = pm.lin[l][id];
             pack_linear(p, model.cfg.quant, model.p(ref.W), model.p_or_null(ref.scale[0]),
                         model.p_or_null(ref.scale[1]), ref.m, ref.n);
-            if (scale_bits < 32)
-                for (std::vector<float>& v : p.scale) scale_codec()->fit(v, scale_bits);
         }
     }
     rope_tables(pm.rope_cos, pm.rope_sin, pm.cfg.T, pm.cfg.C / pm.cfg.NH);
@@ -1936,7 +1644,7 @@ inline void prepare_token_acts(TokenActs& a, Kernel kernel, int n) {
     }
     a.sum_q = 0;
     for (int j = 0; j < n; j++) a.sum_q += a.q[j];
-    if (kernel == Kernel::Fast) a.fast = fast_kernel()->prepare_acts(a.q.data(), n);
+    if (kernel == Kernel::Fast) a.fast = fast_acts(a.q.data(), n);
 }
 // y_i = Σ_j (2·bit_ij − 1) q_j with the chosen kernel; every kernel gives the same int32 bits.
 inline void signed_gemv(Kernel kernel, const PackedSigns& P, const void* fast_layout, const TokenActs& a, int32_t* y,
@@ -1950,7 +1658,7 @@ inline void signed_gemv(Kernel kernel, const PackedSigns& P, const void* fast_la
     } else if (kernel == Kernel::Popcount) {
         gemv_popcount(P, a.planes, y);
     } else {
-        fast_kernel()->gemv(P, fast_layout, a.fast.get(), y);
+        fast_gemv(P, fast_layout, a.fast.get(), y);
     }
 }
 
@@ -1992,6 +1700,115 @@ inline void fbi_pack(PackedLinear& p, const float* W, const float* alpha, const 
     p.scale[1].assign(beta, beta + p.n);
 }
 
+// y = Ŵ x for one token through the packed weights, by the linear's quantizer. The int8 rounding of the
+// activation is the only approximation of FBI (trained in float); the integer sums are exact in every kernel.
+struct PackedLinearFn {
+    const PackedModel* pm;
+    mutable PackedScratch ws;
+    explicit PackedLinearFn(const PackedModel* model, Kernel k = Kernel::Fast) : pm(model) { ws.kernel = k; }
+    void operator()(int l, int id, const float* x, float* y) const {
+        const PackedLinear& p = pm->lin[l][id];
+        quantizer(p.quant).packed_forward(p, x, y, ws);
+    }
+};
+
+inline std::vector<int> generate(const PackedModel& pm, const std::vector<int>& prompt, int n_new, double temperature,
+                                 uint64_t seed, Kernel kernel = Kernel::Fast) {
+    return generate(decode_view(pm), PackedLinearFn{&pm, kernel}, pm.rope_cos.data(), pm.rope_sin.data(), prompt,
+                    n_new, temperature, seed);
+}
+
+// =====================================================================================================
+// =====================================================================================================
+// PART II — EXTENSION POINTS AND FILES
+// Part I above is the paper's path, complete. Part II holds what a reader needs only to extend the header or to
+// store a model: the registries the plug-ins fill (quantizers, losses, fast kernels, scale codecs), three helpers
+// the examples share, and the two file formats with their hardening. Part I declares the few functions of Part II it
+// calls (quantizer, plugin_loss, fast_kernel, scale_bits_problem, fit_scales) and knows nothing else of it.
+// =====================================================================================================
+// =====================================================================================================
+
+// =====================================================================================================
+// §10 REGISTRIES: the tables plug-ins add themselves to, at static initialisation
+// =====================================================================================================
+
+// ---- quantizers (§3's interface) ----------------------------------------------------------------------------
+// The registry. FP and FBI are defined with the packed code (§9) and are always there; a plug-in adds its table
+// once, at static initialisation (inline const bool registered = register_quantizer(...)).
+inline Quantizer fp_quantizer();
+inline Quantizer fbi_quantizer();
+inline std::vector<Quantizer>& quantizers() {
+    static std::vector<Quantizer> registered = {fp_quantizer(), fbi_quantizer()};
+    return registered;
+}
+// What is missing from a quantizer's table ("" = nothing): the model calls forward and backward unconditionally,
+// the packed path every packed function once pack is set.
+inline std::string quantizer_table_problem(const Quantizer& q) {
+    if (q.name.empty()) return "has no name";
+    if (!q.f32.forward || !q.f32.backward || !q.f64.forward || !q.f64.backward) return "needs forward and backward for float and double";
+    for (int k = 0; k < 2; k++)
+        if (!q.scale_name[k].empty() && (!q.f32.init || !q.f64.init)) return "has scales but no init";
+    if (q.pack && (!q.packed_forward || !q.packed_scale_sizes || q.masks < 1 || q.masks > 2))
+        return "packs, so it needs packed_forward, packed_scale_sizes and 1 or 2 masks";
+    return "";
+}
+inline bool register_quantizer(Quantizer q) {
+    std::string problem = quantizer_table_problem(q);
+    if (!problem.empty()) throw std::logic_error("fbi::register_quantizer: '" + q.name + "' " + problem);
+    for (const Quantizer& have : quantizers())
+        if (have.id == q.id || have.name == q.name)
+            throw std::logic_error("fbi::register_quantizer: id " + std::to_string(int(q.id)) + " or name '" + q.name +
+                                   "' is taken by '" + have.name + "'");
+    quantizers().push_back(std::move(q));
+    return true;
+}
+inline const Quantizer* find_quantizer(Quant id) {
+    for (const Quantizer& q : quantizers())
+        if (q.id == id) return &q;
+    return nullptr;
+}
+inline std::string unknown_quantizer(Quant id, const std::string& kind) {
+    return "unknown " + kind + "quantizer id " + std::to_string(int(id)) +
+           " (not registered; b1.58 = 2 and db = 3 register in examples/quantizers/b158.hpp and db.hpp)";
+}
+inline const Quantizer& quantizer(Quant id) {
+    const Quantizer* q = find_quantizer(id);
+    if (!q) throw std::invalid_argument("fbi: " + unknown_quantizer(id));
+    return *q;
+}
+inline const char* quant_name(Quant id) {
+    const Quantizer* q = find_quantizer(id);
+    return q ? q->name.c_str() : "?";
+}
+// Parse a registered name ("fp" is fp32 too); throws on anything else.
+inline Quant quant_from_name(const std::string& s) {
+    std::string known;
+    for (const Quantizer& q : quantizers()) {
+        if (s == q.name || (s == "fp" && q.id == Quant::FP)) return q.id;
+        known += (known.empty() ? "" : ", ") + q.name;
+    }
+    throw std::invalid_argument("unknown quantizer '" + s + "' (registered: " + known + ")");
+}
+// ---- the header's two quantizers as tables: FP and FBI (§3's functions, §9's packed forward) --------------
+// The two training tables of the header. FP: Ŵ = W, and the gradient passes as it is. FBI: [F4], [F2], [F5].
+template <class R> void copy_forward(R* w_hat, const R* W, const R*, const R*, int m, int n) {
+    std::copy(W, W + size_t(m) * n, w_hat);
+}
+// Identity STE: ∂L/∂W = ∂L/∂Ŵ (full precision; also b1.58's [Q3]).
+template <class R> void identity_backward(R* dW, R*, R*, const R* G, const R*, const R*, const R*, int m, int n) {
+    for (size_t i = 0; i < size_t(m) * n; i++) dW[i] += G[i];
+}
+template <class R> QuantOps<R> fp_ops() { return {nullptr, &copy_forward<R>, &identity_backward<R>, nullptr}; }
+template <class R> QuantOps<R> fbi_ops() {
+    QuantOps<R> o;
+    o.init = &fbi_init<R>;        // [F4]
+    o.forward = &fbi_forward<R>;  // [F2]
+    o.backward = [](R* dW, R* dalpha, R* dbeta, const R* G, const R* W, const R* alpha, const R*, int m, int n) {
+        fbi_backward(dW, dalpha, dbeta, G, W, alpha, m, n);  // [F5]
+    };
+    return o;
+}
+
 // The two quantizers of this header, as tables (§3).
 inline Quantizer fp_quantizer() {
     Quantizer q;
@@ -2017,22 +1834,166 @@ inline Quantizer fbi_quantizer() {
     return q;
 }
 
-// y = Ŵ x for one token through the packed weights, by the linear's quantizer. The int8 rounding of the
-// activation is the only approximation of FBI (trained in float); the integer sums are exact in every kernel.
-struct PackedLinearFn {
-    const PackedModel* pm;
-    mutable PackedScratch ws;
-    explicit PackedLinearFn(const PackedModel* model, Kernel k = Kernel::Fast) : pm(model) { ws.kernel = k; }
-    void operator()(int l, int id, const float* x, float* y) const {
-        const PackedLinear& p = pm->lin[l][id];
-        quantizer(p.quant).packed_forward(p, x, y, ws);
-    }
+// ---- losses (§4) ----------------------------------------------------------------------------------------------
+// A loss plug-in: value of the loss, and its gradient × grad_scale ADDED into dlogits (the header's own losses
+// below do the same). probs_s/probs_t are N×V scratch; logits_t is the frozen teacher's (null without one).
+template <class R>
+using LossFn = double (*)(R* dlogits, R* probs_s, R* probs_t, const R* logits_s, const R* logits_t,
+                          const int* targets, int N, int V, double grad_scale);
+struct LossPlugin {
+    Loss id = Loss::CE;
+    std::string name;
+    LossFn<float> f32 = nullptr;
+    LossFn<double> f64 = nullptr;
 };
+inline std::vector<LossPlugin>& loss_plugins() {
+    static std::vector<LossPlugin> registered;
+    return registered;
+}
+inline bool register_loss(LossPlugin l) {
+    if (int(l.id) <= int(Loss::Mix)) throw std::logic_error("fbi::register_loss: ids 0-2 are the header's own");
+    loss_plugins().push_back(std::move(l));
+    return true;
+}
+inline const LossPlugin* find_loss(Loss id) {
+    for (const LossPlugin& l : loss_plugins())
+        if (l.id == id) return &l;
+    return nullptr;
+}
 
-inline std::vector<int> generate(const PackedModel& pm, const std::vector<int>& prompt, int n_new, double temperature,
-                                 uint64_t seed, Kernel kernel = Kernel::Fast) {
-    return generate(decode_view(pm), PackedLinearFn{&pm, kernel}, pm.rope_cos.data(), pm.rope_sin.data(), prompt,
-                    n_new, temperature, seed);
+inline const char* loss_name(Loss l) {
+    if (l == Loss::CE) return "ce";
+    if (l == Loss::AD) return "ad";
+    if (l == Loss::Mix) return "mix";
+    const LossPlugin* p = find_loss(l);
+    return p ? p->name.c_str() : "?";
+}
+inline Loss loss_from_name(const std::string& s) {
+    std::string known = "ce, ad, mix";
+    for (Loss l : {Loss::CE, Loss::AD, Loss::Mix})
+        if (s == loss_name(l)) return l;
+    for (const LossPlugin& p : loss_plugins()) {
+        if (s == p.name) return p.id;
+        known += ", " + p.name;
+    }
+    throw std::invalid_argument("unknown loss '" + s + "' (registered: " + known + ")");
+}
+
+template <class R>
+double plugin_loss(Loss kind, R* dlogits, R* probs_s, R* probs_t, const R* logits_s, const R* logits_t,
+                   const int* targets, int N, int V, double grad_scale) {
+    const LossPlugin* p = find_loss(kind);
+    if (!p) throw std::invalid_argument("fbi: loss id " + std::to_string(int(kind)) + " is not registered");
+    if constexpr (std::is_same<R, float>::value)
+        return p->f32(dlogits, probs_s, probs_t, logits_s, logits_t, targets, N, V, grad_scale);
+    else
+        return p->f64(dlogits, probs_s, probs_t, logits_s, logits_t, targets, N, V, grad_scale);
+}
+
+// ---- fast kernels (§9) --------------------------------------------------------------------------------------
+// A faster kernel is three functions, registered once at static initialisation (before any packed model is
+// built or loaded); Kernel::Fast runs the last one registered. examples/kernels/fast_kernels.hpp registers the
+// table-lookup kernel ([S6], AVX2 where the flags allow); a kernel of your own is written the same way.
+//   prepare_weights  once per bit mask, when a packed model is built or loaded: the kernel's own layout of the bits
+//   prepare_acts     once per token and linear: the kernel's own form of the int8 activations q
+//   gemv             y_i = Σ_j (2·bit_ij − 1)·q_j for every row of the mask, the same bits as gemv_reference
+struct FastKernel {
+    std::string name;
+    std::function<std::shared_ptr<const void>(const PackedSigns& bits)> prepare_weights;
+    std::function<std::shared_ptr<const void>(const int8_t* q, int n)> prepare_acts;
+    std::function<void(const PackedSigns& bits, const void* weights, const void* acts, int32_t* y)> gemv;
+};
+inline std::vector<FastKernel>& fast_kernels() {
+    static std::vector<FastKernel> registered;
+    return registered;
+}
+inline bool register_fast_kernel(FastKernel k) {
+    fast_kernels().push_back(std::move(k));
+    return true;
+}
+inline const FastKernel* fast_kernel() { return fast_kernels().empty() ? nullptr : &fast_kernels().back(); }
+inline std::shared_ptr<const void> fast_weights(const PackedSigns& bits) { return fast_kernel()->prepare_weights(bits); }
+inline std::shared_ptr<const void> fast_acts(const int8_t* q, int n) { return fast_kernel()->prepare_acts(q, n); }
+inline void fast_gemv(const PackedSigns& bits, const void* w, const void* a, int32_t* y) {
+    fast_kernel()->gemv(bits, w, a, y);
+}
+
+
+// ---- compact scales in packed files (§9, §11) --------------------------------------------------------------
+// Compact scales are a plug-in (examples/quantizers/codebook.hpp, [P6]): fit rounds a scale vector to at most
+// 2^bits distinct values; bytes, write and read are its form in the packed file (§11).
+struct ByteWriter;
+struct ByteReader;
+struct ScaleCodec {
+    void (*fit)(std::vector<float>& v, int bits) = nullptr;
+    uint64_t (*bytes)(uint64_t k, int bits) = nullptr;
+    void (*write)(ByteWriter& w, const std::vector<float>& v, int bits) = nullptr;
+    void (*read)(ByteReader& r, std::vector<float>& v, size_t k, int bits) = nullptr;
+};
+inline const ScaleCodec*& scale_codec() {
+    static const ScaleCodec* registered = nullptr;
+    return registered;
+}
+inline bool register_scale_codec(const ScaleCodec* c) { return (scale_codec() = c) != nullptr; }
+inline bool valid_scale_bits(long bits) { return bits == 32 || (bits >= 1 && bits <= 8); }  // 32 = fp32
+// Why scale_bits cannot be used here ("" = it can).
+inline std::string scale_bits_problem(long bits) {
+    if (!valid_scale_bits(bits)) return "scale_bits " + std::to_string(bits) + " (must be 32 or 1..8)";
+    if (bits != 32 && !scale_codec())
+        return "scale_bits " + std::to_string(bits) + " needs the codebook plug-in (examples/quantizers/codebook.hpp)";
+    return "";
+}
+
+// pack_model with the scales rounded to 2^bits levels by the codebook plug-in (bits = 32: exactly pack_model).
+inline PackedModel pack_model(const Model& model, const std::string& vocab, int scale_bits) {
+    std::string problem = scale_bits_problem(scale_bits);
+    if (!problem.empty()) throw std::invalid_argument("fbi::pack_model: " + problem);
+    PackedModel pm = pack_model(model, vocab);
+    pm.scale_bits = scale_bits;
+    if (scale_bits < 32)
+        for (auto& block : pm.lin)
+            for (PackedLinear& p : block)
+                for (std::vector<float>& v : p.scale) scale_codec()->fit(v, scale_bits);
+    return pm;
+}
+
+
+// ---- helpers the plug-ins and examples share ----------------------------------------------------------------
+// Mean |x| of `count` values, summed in double (the plug-ins' weight scales: b1.58's γ, DB-LLM's init step).
+template <class R>
+R absmean(const R* x, size_t count) {
+    double sum = 0;
+    for (size_t i = 0; i < count; i++) sum += std::fabs(x[i]);
+    return R(sum / double(count));
+}
+
+// Copy every parameter that two models share by name (used to start a student from the teacher's weights);
+// the quantizer's scales are then re-initialised from the copied latent W ([F4]). Returns the number copied.
+template <class R>
+int copy_shared_params(ModelT<R>& dst, const ModelT<R>& src) {
+    int copied = 0;
+    for (const TensorInfo& t : dst.tensors) {
+        int s = src.find(t.name);
+        if (s < 0 || src.tensors[s].rows != t.rows || src.tensors[s].cols != t.cols) continue;
+        std::copy(src.p(s), src.p(s) + t.size(), dst.params.data() + t.offset);
+        copied++;
+    }
+    init_scales(dst);
+    return copied;
+}
+
+// Printed by every program at start: "why is only one core busy?" is the first question users ask.
+inline std::string threading_summary() {
+#ifdef _OPENMP
+    return "OpenMP on, " + std::to_string(num_threads()) + " thread(s) (set OMP_NUM_THREADS to change)";
+#else
+    return "OpenMP off (built without -fopenmp): 1 thread";
+#endif
+}
+
+inline double now_seconds() {
+    using clock = std::chrono::steady_clock;
+    return std::chrono::duration<double>(clock::now().time_since_epoch()).count();
 }
 
 // Mean cross-entropy of any decoder over the same windows as evaluate(): each window is decoded token by
@@ -2060,7 +2021,7 @@ double evaluate_decoder(const DecodeView& d, LinearFn&& linear, const float* rop
 }
 
 // =====================================================================================================
-// §10 CHECKPOINTS: config, opaque vocabulary bytes, parameters and optimizer state, behind a magic, a
+// §11 FILES — CHECKPOINTS: config, opaque vocabulary bytes, parameters and optimizer state, behind a magic, a
 // format version, sizes and a checksum. Written atomically: a temp file, fsync, then rename.
 //   layout (little-endian):  "FBICKPT\0" | u32 version | u32 quant,V,C,L,NH,F,T | u64 step, adam_t |
 //                            u64 vocab_bytes, n_params, n_opt | vocab | f32 params | f32 m, v (n_opt each) |

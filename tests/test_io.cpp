@@ -1,4 +1,4 @@
-// §10 checkpoints: bit-exact round trip, atomic writes, and clear errors for bad files.
+// §11 checkpoints: bit-exact round trip, atomic writes, and clear errors for bad files.
 #include "testing.hpp"
 
 #include <fstream>

@@ -1,4 +1,4 @@
-// libFuzzer target for the two file loaders of §10: parse_checkpoint and parse_packed_model.
+// libFuzzer target for the two file loaders of §11: parse_checkpoint and parse_packed_model.
 //   make fuzz                  (FUZZ_SECONDS=60 by default; build/fuzz/ holds the binary, seeds and corpus)
 //
 // Every input is tried twice by each loader: as given, and with its last 8 bytes replaced by the FNV-1a
