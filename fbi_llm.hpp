@@ -156,9 +156,7 @@ enum class Quant : int {
     FP = 0,   // Ŵ = W                                  (the teacher)
     FBI = 1,  // Ŵ = α ⊙ sign(W) + β, α, β per column   (FBI-LLM, [F2])
 };
-
 struct Quantizer;                                  // §3: the quantizer interface (its registry: §10)
-
 inline const Quantizer* find_quantizer(Quant id);  // null when nothing is registered under id
 inline const char* quant_name(Quant id);           // "fp32", "fbi", or a plug-in's name
 inline std::string unknown_quantizer(Quant id, const std::string& kind = "");  // the message for an unknown id
@@ -176,17 +174,14 @@ struct Config {
     int T = 64;    // maximum context length
     Quant quant = Quant::FP;
 };
-
 inline bool operator==(const Config& a, const Config& b) {
     return a.V == b.V && a.C == b.C && a.L == b.L && a.NH == b.NH && a.F == b.F && a.T == b.T && a.quant == b.quant;
 }
-
 inline std::string describe(const Config& c) {
     return "V=" + std::to_string(c.V) + " C=" + std::to_string(c.C) + " L=" + std::to_string(c.L) +
            " NH=" + std::to_string(c.NH) + " F=" + std::to_string(c.F) + " T=" + std::to_string(c.T) +
            " quant=" + quant_name(c.quant);
 }
-
 inline void check_config(const Config& c) {
     auto fail = [&](const std::string& why) { throw std::invalid_argument("fbi::Config (" + describe(c) + "): " + why); };
     if (c.V < 1 || c.C < 1 || c.L < 1 || c.NH < 1 || c.F < 1 || c.T < 1) fail("every size must be >= 1");
@@ -219,23 +214,13 @@ struct Rng {
 template <class R> using MatR = Eigen::Matrix<R, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 template <class R> using MapMat = Eigen::Map<MatR<R>>;
 template <class R> using ConstMapMat = Eigen::Map<const MatR<R>>;
-
 // A T×hs block of a N×C matrix (one head of one sequence): rows are C apart.
 template <class R> using HeadView = Eigen::Map<MatR<R>, 0, Eigen::OuterStride<>>;
 template <class R> using ConstHeadView = Eigen::Map<const MatR<R>, 0, Eigen::OuterStride<>>;
 
-inline int num_threads() {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
 // Below this many scalar operations an OpenMP fork/join (a few µs) costs more than it saves: every
 // `parallel for` in the header carries `if (work >= kParallelMinWork)`. One-token decoding stays serial.
 inline constexpr long kParallelMinWork = 1L << 15;
-
 template <class R> void zero(std::vector<R>& v) { std::fill(v.begin(), v.end(), R(0)); }
 
 // =====================================================================================================
@@ -295,7 +280,6 @@ void embedding_backward(R* dE, const R* dout, const int* tokens, int N, int C) {
 
 // ---- RMSNorm ([L1]): y = g ⊙ x · r,  r = 1/sqrt(mean(x²) + eps) ------------------------------------------
 constexpr double kNormEps = 1e-5;
-
 // out, in (N×C), rstd (N) saved for backward, g (C)
 template <class R>
 void rmsnorm_forward(R* out, R* rstd, const R* in, const R* g, int N, int C) {
@@ -333,7 +317,6 @@ void rmsnorm_backward(R* din, R* dg, const R* dout, const R* in, const R* g, con
 // ---- RoPE ([L2]), "rotate half": in each head, feature i < hs/2 pairs with i + hs/2, turned by pos·base^(−2i/hs):
 //   x'_i = x_i cos − x_{i+hs/2} sin,   x'_{i+hs/2} = x_{i+hs/2} cos + x_i sin   (q(p)·k(p') depends on p − p' only).
 constexpr double kRopeBase = 10000.0;
-
 // cos/sin tables (T_max × hs/2), computed in double.
 template <class R>
 void rope_tables(std::vector<R>& cos_t, std::vector<R>& sin_t, int T_max, int hs) {
@@ -426,7 +409,6 @@ void attention_backward(R* dq, R* dk, R* dv, const R* dout, const R* att, const 
 
 // ---- SwiGLU ([L4]): act = silu(gate) ⊙ up,  silu(g) = g·σ(g) -----------------------------------------------
 template <class R> R sigmoid(R x) { return R(1) / (R(1) + std::exp(-x)); }
-
 // act (n), sig (n) = σ(gate) saved for the backward, gate (n), up (n)
 template <class R>
 void swiglu_forward(R* act, R* sig, const R* gate, const R* up, size_t n) {
@@ -463,7 +445,6 @@ void add_inplace(R* a, const R* b, size_t n) {
 // [F1]: sign(w) = +1 for w > 0, −1 otherwise: sign(0) = −1, since a packed bit (§9) cannot hold 0 (torch.sign,
 // in the official code, gives 0; a latent weight is exactly 0 with probability ~0).
 template <class R> R sign_pm1(R w) { return w > R(0) ? R(1) : R(-1); }
-
 // [F4]: xnor-style initialisation from the latent weights, per input column j:
 //   β_j = (1/m) Σ_i W_ij  (column mean),   α_j = (1/m) Σ_i |W_ij − β_j|  (column mean absolute deviation).
 template <class R>
@@ -538,7 +519,6 @@ template <class R> struct QuantOps {  // the training side, for one scalar type 
     //                ^ G = ∂L/∂Ŵ → ∂L/∂W, ∂L/∂s1, ∂L/∂s2 (the STE)
     void (*input)(R* xq, const R* x, int N, int n) = nullptr;  // quantize each of N input rows; null: x as it is
 };
-
 struct Quantizer {
     Quant id = Quant::FP;  // stored in checkpoint and packed files
     std::string name;      // "fbi": files' messages, describe(), train_tiny --student-quant
@@ -556,10 +536,8 @@ struct Quantizer {
 
     template <class R> const QuantOps<R>& ops() const { if constexpr (std::is_same<R, float>::value) return f32; else return f64; }
 };
-
 // Length of the learnable scale vector k (0 or 1) of an m×n linear; 0 = none.
 inline int scale_length(const Quantizer& q, int k, int m, int n) { return q.scale_name[k].empty() ? 0 : q.per_row[k] ? m : n; }
-
 
 // =====================================================================================================
 // §4 LOSSES ([D0]–[D2]). z are logits (N×V); every loss is a mean over the N positions.
@@ -631,7 +609,6 @@ enum class Loss : int { CE = 0, AD = 1, Mix = 2 };
 template <class R>
 double plugin_loss(Loss kind, R* dlogits, R* probs_s, R* probs_t, const R* logits_s, const R* logits_t,
                    const int* targets, int N, int V, double grad_scale);
-
 // One place that evaluates the chosen loss and adds its gradient (× grad_scale, e.g. 1/micro-batches) into
 // dlogits. logits_t is the frozen teacher's (unused for CE). probs_s/probs_t are N×V scratch.
 template <class R>
@@ -704,7 +681,6 @@ struct BlockRef {
     int attn_norm = -1, mlp_norm = -1;
     std::array<LinearRef, N_LINEAR> lin;
 };
-
 // Saved activations of one block for rows N = B·T.
 template <class R> struct BlockActs {
     std::vector<R> rstd1, ln1, q, k, v, att, atty, h, rstd2, ln2, gate, up, sig, act;
@@ -719,7 +695,6 @@ template <class R> struct Activations {
     // gradient scratch (reused by every block)
     std::vector<R> dresid, dln, dq, dk, dv, datty, dact, dgate, dup, dlogits;
 };
-
 template <class R> struct ModelT {
     Config cfg;
     std::vector<TensorInfo> tensors;
@@ -743,7 +718,6 @@ template <class R> struct ModelT {
     }
 };
 using Model = ModelT<float>;
-
 // Lay out every tensor in the flat buffer. Order = the order a student meets them in the forward pass.
 template <class R>
 void layout_model(ModelT<R>& model, const Config& cfg) {
@@ -859,7 +833,6 @@ void quantize_all(ModelT<R>& model) {
             forward(model.w_eff.data() + lin.eff, model.p(lin.W), model.p_or_null(lin.scale[0]),
                     model.p_or_null(lin.scale[1]), lin.m, lin.n);
 }
-
 template <class R>
 const R* weight_of(const ModelT<R>& model, const LinearRef& lin) { return model.w_eff.data() + lin.eff; }
 
@@ -990,9 +963,7 @@ void model_backward(ModelT<R>& model, const int* tokens) {
                      model.dw_eff.data() + lin.eff, model.p(lin.W), model.p_or_null(lin.scale[0]),
                      model.p_or_null(lin.scale[1]), lin.m, lin.n);
 }
-
 template <class R> void zero_grad(ModelT<R>& model) { zero(model.grads); }
-
 // Latent weights of every quantized linear, for the flip-flop ratio ([F6]).
 template <class R>
 void latent_weights(const ModelT<R>& model, std::vector<const R*>& ptrs, std::vector<size_t>& sizes) {
@@ -1010,14 +981,12 @@ void latent_weights(const ModelT<R>& model, std::vector<const R*>& ptrs, std::ve
 // =====================================================================================================
 
 enum class DecayOn : int { Matrices = 0, All = 1 };  // FBI-LLM decays all parameters; Matrices is common
-
 struct AdamW {
     double beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0.1;
     DecayOn decay_on = DecayOn::Matrices;
     std::vector<float> m, v;  // first and second moments, same layout as params (kept in fp32)
     long t = 0;               // number of updates done
 };
-
 // One AdamW update of every parameter. PyTorch's order: decay first (p -= lr·wd·p), then the Adam step.
 template <class R>
 void adamw_step(ModelT<R>& model, AdamW& opt, double lr) {
@@ -1057,12 +1026,10 @@ double clip_grad_norm(std::vector<R>& grads, double max_norm) {
     }
     return norm;
 }
-
 struct Schedule {
     double peak = 1e-3, floor = 1e-4;
     int warmup = 100, total = 2000;
 };
-
 // [O3]: lr(s) = peak·s/S_w for s < S_w; floor + ½(1 + cos(π (s−S_w)/(S_tot−S_w)))·(peak − floor) up to
 // S_tot; then floor. Here s counts updates from 1 (the first update uses peak/S_w, not 0).
 inline double lr_schedule(const Schedule& sc, long s) {
@@ -1090,7 +1057,6 @@ struct EpochWindows {
     long epoch = -1;          // the epoch that `offset` and `order` belong to
     uint64_t offset = 0;
     std::vector<long> order;  // a permutation of 0..K−1
-
     EpochWindows() = default;
     EpochWindows(size_t n_, int T_, uint64_t seed_)
         : n(n_), T(T_), seed(seed_), span(n_ - size_t(T_)), K(std::max<long>(1, long(span / uint64_t(T_)))) {}
@@ -1137,12 +1103,9 @@ struct TrainOptions {
     int micro_batches = 1;  // gradient accumulation: each micro-batch's loss is divided by this ([D2])
     uint64_t seed = 1337;
 };
-
 struct StepStats { double loss = 0, grad_norm = 0, lr = 0, flip_ratio = 0; };
-
 // Training hits NaN/inf: thrown BEFORE the update, so the parameters still hold the last good values.
 struct NonFiniteError : std::runtime_error { using std::runtime_error::runtime_error; };
-
 // One optimizer step: forward (and the teacher's forward for AD/Mix), loss, backward, clip, AdamW, flips.
 // `step` is 0-based; the update it makes is number step+1 of the schedule.
 template <class R>
@@ -1226,7 +1189,6 @@ struct KVCache {
         k.assign(size_t(L) * T * C, 0.f), v.assign(size_t(L) * T * C, 0.f);
     }
 };
-
 // y = W x for one row-major m×n matrix: Eigen's (single-threaded) GEMV with the rows split over the threads,
 // so that the fp32 decoder gets the same threads as the packed kernels.
 inline void matvec(float* y, const float* W, const float* x, int m, int n) {
@@ -1409,9 +1371,7 @@ struct PackedSigns {
     int rows = 0, cols = 0, words = 0;  // words = (cols + 63) / 64 per row
     std::vector<uint64_t> bits;         // rows × words
 };
-
 inline int words_for(int cols) { return (cols + 63) / 64; }
-
 // Any rows × cols bit mask, bit (i, j) = bit(i, j), in the layout above.
 template <class BitFn>
 PackedSigns pack_bits(int rows, int cols, BitFn&& bit) {
@@ -1431,7 +1391,6 @@ PackedSigns pack_bits(int rows, int cols, BitFn&& bit) {
 inline PackedSigns pack_signs(const float* W, int rows, int cols) {
     return pack_bits(rows, cols, [&](int i, int j) { return W[(size_t)i * cols + j] > 0.0f; });
 }
-
 // The ±1 value stored for W_b[i][j].
 inline float unpacked_sign(const PackedSigns& P, int i, int j) {
     uint64_t word = P.bits[(size_t)i * P.words + j / 64];
@@ -1477,7 +1436,6 @@ struct ActPlanes {
     std::vector<uint64_t> planes;  // 8 × words
     int32_t sum_q = 0;
 };
-
 // All planes zero, sizes and sum_q set.
 inline ActPlanes act_planes_empty(const int8_t* q, int n) {
     ActPlanes A;
@@ -1503,7 +1461,6 @@ inline ActPlanes make_act_planes(const int8_t* q, int n) {
 
 // 1 bits in a word: GCC/Clang's builtin (std::popcount is C++20); one POPCNT instruction with -march=native.
 inline int popcount64(uint64_t x) { return __builtin_popcountll(x); }
-
 // [S7] identity for one row with sign bits b (bit 1 = +1):
 //   Σ_j b_j q_j = 2·Σ_{b_j=+1} q_j − Σ_j q_j                  (the −1 columns are "everything minus the +1 columns")
 //   Σ_{b_j=+1} q_j = Σ_{b_j=+1} o_j − 128·popcount(W)          (q_j = o_j − 128)
@@ -1543,12 +1500,10 @@ inline void fast_gemv(const PackedSigns& bits, const void* w, const void* a, int
 // (FBI: α, β per input column); embedding, norms and LM head stay fp32. A {0,1} mask's sum follows exactly from
 // the ±1 sum every kernel computes, which is how a plug-in runs masks meaning "code = +1" or "B = 1":
 //   Σ_{bit_j = 1} q_j = (Σ_j (2·bit_j − 1) q_j + Σ_j q_j) / 2          (the numerator is always even)
-
 enum class Kernel : int { Reference = 0, Popcount = 1, Fast = 2 };
 inline const char* kernel_name(Kernel k) {
     return k == Kernel::Reference ? "reference" : k == Kernel::Popcount ? "popcount" : "fast";
 }
-
 struct PackedLinear {
     Quant quant = Quant::FBI;
     int m = 0, n = 0;
@@ -1556,7 +1511,6 @@ struct PackedLinear {
     std::shared_ptr<const void> fast[2];      // the fast kernel's layout of each mask (made at load, not stored)
     std::vector<float> scale[2];              // FBI: α, β per input column (n each)
 };
-
 struct PackedModel {
     Config cfg;
     int scale_bits = 32;  // how the file stores the scales: 32 = fp32, 1..8 = a 2^bits-level codebook (plug-in; §11)
@@ -1711,7 +1665,6 @@ struct PackedLinearFn {
         quantizer(p.quant).packed_forward(p, x, y, ws);
     }
 };
-
 inline std::vector<int> generate(const PackedModel& pm, const std::vector<int>& prompt, int n_new, double temperature,
                                  uint64_t seed, Kernel kernel = Kernel::Fast) {
     return generate(decode_view(pm), PackedLinearFn{&pm, kernel}, pm.rope_cos.data(), pm.rope_sin.data(), prompt,
@@ -1719,16 +1672,11 @@ inline std::vector<int> generate(const PackedModel& pm, const std::vector<int>& 
 }
 
 // =====================================================================================================
-// =====================================================================================================
-// PART II — EXTENSION POINTS AND FILES
-// Part I above is the paper's path, complete. Part II holds what a reader needs only to extend the header or to
-// store a model: the registries the plug-ins fill (quantizers, losses, fast kernels, scale codecs), three helpers
-// the examples share, and the two file formats with their hardening. Part I declares the few functions of Part II it
-// calls (quantizer, plugin_loss, fast_kernel, scale_bits_problem, fit_scales) and knows nothing else of it.
-// =====================================================================================================
-// =====================================================================================================
-
-// =====================================================================================================
+// PART II — EXTENSION POINTS AND FILES. Part I above is the paper's path, complete. Part II holds what a reader
+// needs only to extend the header or to store a model: the registries the plug-ins fill (quantizers, losses,
+// fast kernels, scale codecs) with the FP and FBI tables, helpers the examples share, and the two file formats
+// with their hardening. Part I calls Part II only through the functions it declares (quantizer, find_quantizer,
+// quant_name, unknown_quantizer, plugin_loss, fast_kernel, fast_weights, fast_acts, fast_gemv).
 // §10 REGISTRIES: the tables plug-ins add themselves to, at static initialisation
 // =====================================================================================================
 
@@ -1980,6 +1928,14 @@ int copy_shared_params(ModelT<R>& dst, const ModelT<R>& src) {
     }
     init_scales(dst);
     return copied;
+}
+
+inline int num_threads() {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
 }
 
 // Printed by every program at start: "why is only one core busy?" is the first question users ask.
