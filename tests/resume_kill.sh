@@ -160,7 +160,12 @@ mkdir -p lock
 (cd lock && exec "$TRAIN" "${LONG[@]}" --out run) > lock1.log 2>&1 &
 pid=$!
 n=0
-while [ ! -s lock/run/teacher_s$LS.csv ] && [ $n -lt 3000 ]; do sleep 0.01; n=$((n + 1)); done  # qemu starts slowly
+held() {  # the first program holds run/.lock: read from /proc/locks (taking the lock to test it could make the first
+  # program fail); where there is no /proc/locks, its first CSV row
+  if [ -r /proc/locks ]; then [ -e lock/run/.lock ] && grep -q ":$(stat -c %i lock/run/.lock) " /proc/locks
+  else [ -s lock/run/teacher_s$LS.csv ]; fi
+}
+while ! held && [ $n -lt 6000 ]; do sleep 0.01; n=$((n + 1)); done  # up to 60 s: qemu starts slowly
 (cd lock && "$TRAIN" "${LONG[@]}" --out run) > lock2.log 2> lock2.err
 rc2=$?
 wait $pid
