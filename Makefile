@@ -76,10 +76,11 @@ SAN_CXXFLAGS   = $(filter-out -march=native -mcpu=native,$(CXXFLAGS)) $(SAN_ARCH
 HEADER   := fbi_llm.hpp
 # examples/ by role: pipeline/ (train_tiny, sample, compare), bench/ (the benchmarks), notebook/ (the programs
 # the notebooks run); the helpers they share (common, json_out, bench_util) sit in examples/ itself.
-EXAMPLES := train_tiny sample bench_train bench_gemv bench_decode compare
+EXAMPLES := train_tiny sample bench_train bench_gemv bench_decode compare fbi_convert
 PLUGINS  := examples/kernels/fast_kernels.hpp $(wildcard examples/quantizers/*.hpp)
-EX_HDRS  := examples/common.hpp examples/json_out.hpp examples/bench_util.hpp $(PLUGINS)
-vpath %.cpp examples/pipeline examples/bench examples/notebook
+INTEROP  := examples/interop/formats.hpp examples/interop/hf.hpp
+EX_HDRS  := examples/common.hpp examples/json_out.hpp examples/bench_util.hpp $(PLUGINS) $(INTEROP)
+vpath %.cpp examples/pipeline examples/bench examples/notebook examples/interop
 TEST_SRC := $(wildcard tests/*.cpp)
 TEST_OBJ := $(TEST_SRC:tests/%.cpp=$(BUILD)/tests/%.o)
 
@@ -101,17 +102,17 @@ flags:  ## print what the probes chose: platform, compiler flags, link libraries
 	@echo "target:   $(or $(NATIVE_FLAG),the compiler's default)"
 
 # ---- dependencies: Eigen and doctest. Installed with apt-get when we are root on Debian/Ubuntu. ------------
-deps:  ## check (and as root on Debian/Ubuntu, install) Eigen and doctest
+deps:  ## check (and as root on Debian/Ubuntu, install) Eigen, doctest and nlohmann/json (the interop tools' JSON)
 	@have() { printf '#include <%s>\nint main(){}\n' "$$1" | $(CXX) -std=c++17 $(if $(EIGEN_INC),-isystem $(EIGEN_INC)) $(PLATFORM_INC) -I/usr/include/eigen3 -x c++ -fsyntax-only - 2>/dev/null; }; \
-	if have Eigen/Dense && have doctest/doctest.h; then echo "deps: ✓ Eigen ✓ doctest"; exit 0; fi; \
+	if have Eigen/Dense && have doctest/doctest.h && have nlohmann/json.hpp; then echo "deps: ✓ Eigen ✓ doctest ✓ nlohmann/json"; exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo "deps: installing libeigen3-dev doctest-dev with apt-get ..."; \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libeigen3-dev doctest-dev) >/dev/null || exit 1; \
+	  echo "deps: installing libeigen3-dev doctest-dev nlohmann-json3-dev with apt-get ..."; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libeigen3-dev doctest-dev nlohmann-json3-dev) >/dev/null || exit 1; \
 	  echo "deps: ✓ installed"; \
 	else \
-	  echo "deps: ✗ Eigen 3 and/or doctest are missing. Install them with:"; \
-	  echo "    Debian/Ubuntu:  sudo apt-get install -y libeigen3-dev doctest-dev"; \
-	  echo "    macOS:          brew install eigen doctest libomp"; \
+	  echo "deps: ✗ Eigen 3, doctest and/or nlohmann/json are missing. Install them with:"; \
+	  echo "    Debian/Ubuntu:  sudo apt-get install -y libeigen3-dev doctest-dev nlohmann-json3-dev"; \
+	  echo "    macOS:          brew install eigen doctest nlohmann-json libomp"; \
 	  exit 1; \
 	fi
 # A fresh shell sees the just-installed Eigen; the variable is re-read in sub-makes.
@@ -119,7 +120,7 @@ $(BUILD)/%: %.cpp $(EX_HDRS) $(HEADER) | deps
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -isystem /usr/include/eigen3 $< -o $@ $(LDLIBS)
 
-$(BUILD)/tests/%.o: tests/%.cpp tests/testing.hpp $(HEADER) $(PLUGINS) | deps
+$(BUILD)/tests/%.o: tests/%.cpp tests/testing.hpp $(HEADER) $(PLUGINS) $(INTEROP) | deps
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -isystem /usr/include/eigen3 -O2 -c $< -o $@
 
@@ -127,7 +128,7 @@ $(BUILD)/run_tests: $(TEST_OBJ)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 
 # ---- tests: doctest; the last line restates doctest's summary as "N passed, N failed" ---------------------
-test: deps status $(BUILD)/run_tests $(BUILD)/train_tiny $(BUILD)/sample $(BUILD)/header_alone  ## build and run the test suite (ARGS='-tc="F2*"' runs one check), then test-examples, the resume-after-kill, label, README-example, copy-paste and header-alone checks
+test: deps status $(BUILD)/run_tests $(BUILD)/train_tiny $(BUILD)/sample $(BUILD)/header_alone $(BUILD)/fbi_convert  ## build and run the test suite (ARGS='-tc="F2*"' runs one check), then test-examples, the resume-after-kill, label, README-example, copy-paste and header-alone checks
 	@set -o pipefail 2>/dev/null; OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} FBI_TEST_DIR=$(BUILD) $(RUN) ./$(BUILD)/run_tests $(ARGS) | tee $(BUILD)/test.log; \
 	rc=$${PIPESTATUS[0]}; \
 	awk '/test cases:/ { for (i=1;i<=NF;i++) { if ($$(i+1) ~ /^passed/) p=$$i; if ($$(i+1) ~ /^failed/) f=$$i } } END { if (p!="") print "tests: " p " passed, " f " failed" }' $(BUILD)/test.log; \
@@ -139,6 +140,23 @@ test: deps status $(BUILD)/run_tests $(BUILD)/train_tiny $(BUILD)/sample $(BUILD
 	@bash tests/readme_examples.sh
 	@CXX='$(CXX)' CXXFLAGS='$(CXXFLAGS)' LDLIBS='$(LDLIBS)' EIGEN_INC='$(or $(EIGEN_INC),/usr/include/eigen3)' bash tests/copy_paste.sh $(BUILD)
 	@$(RUN) ./$(BUILD)/header_alone $(BUILD)
+	@$(MAKE) --no-print-directory test-interop
+
+# ---- Hugging Face / official FBI-LLM files against an independent PyTorch reference (tests/interop/) ------------
+# Needs Debian's python3-torch and python3-numpy for $(PYTHON) (installed as root on Debian/Ubuntu when missing).
+INTEROP_PKGS := python3-torch python3-numpy
+.PHONY: test-interop interop-deps
+interop-deps:
+	@have() { $(PYTHON) -c 'import torch, numpy' 2>/dev/null; }; \
+	if have; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "interop: installing $(INTEROP_PKGS) with apt-get ..."; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(INTEROP_PKGS)) >/dev/null || exit 1; \
+	  if have; then exit 0; fi; \
+	fi; \
+	echo "interop: ✗ $(PYTHON) cannot import torch and numpy: sudo apt-get install -y $(INTEROP_PKGS), then make test PYTHON=/usr/bin/python3"; exit 1
+test-interop: deps interop-deps $(BUILD)/fbi_convert  ## import/export of Hugging Face FBI-LLM directories vs the PyTorch reference (tests/interop.sh)
+	@PYTHON='$(PYTHON)' bash tests/interop.sh $(BUILD)
 
 # fbi_llm.hpp with nothing from examples/: it trains, packs and decodes an FBI-LLM on its own.
 $(BUILD)/header_alone: tests/alone/header_alone.cpp $(HEADER) | deps
@@ -172,7 +190,7 @@ $(SAN_BUILD)/flags: FORCE
 .PHONY: FORCE
 FORCE:
 
-$(SAN_BUILD)/tests/%.o: tests/%.cpp tests/testing.hpp $(HEADER) $(PLUGINS) $(SAN_BUILD)/flags | deps
+$(SAN_BUILD)/tests/%.o: tests/%.cpp tests/testing.hpp $(HEADER) $(PLUGINS) $(INTEROP) $(SAN_BUILD)/flags | deps
 	@mkdir -p $(dir $@)
 	$(CXX) $(SAN_CXXFLAGS) -isystem /usr/include/eigen3 -O1 $(SAN_FLAGS) $(SAN_WARN) -c $< -o $@
 

@@ -1,0 +1,274 @@
+#!/usr/bin/env python3
+"""An independent PyTorch reference for the FBI-LLM file format, written from the equations (not from the C++).
+
+A small LLaMA (RMSNorm, rotate-half RoPE, causal attention, SwiGLU, untied head) whose block linears are either
+plain nn.Linear-style weights or the official FBI-LLM layer: a latent `weight` [out, in] and `wscale`, `wbias`
+[1, in], forward  W_hat = wscale * sign(weight) + wbias  (torch.sign, as the official code), identity STE.
+It reads and writes model directories in the release layout (config.json; pytorch_model.bin, sharded .bin with
+pytorch_model.bin.index.json, or model.safetensors) without the transformers or safetensors packages.
+
+  torch_ref.py write DIR [--config tiny|130m|1.3b] [--format bin|bin-sharded|safetensors|safetensors-sharded]
+                         [--dtype fp32|bf16|fp16] [--plain] [--seed N]      a synthetic checkpoint, release format
+  torch_ref.py logits DIR --tokens 1,2,3 --out FILE                         fp32 logits (T×V), raw little-endian
+  torch_ref.py eval DIR --corpus TXT [--T 64] [--windows N]                 validation CE, the C++ windows
+  torch_ref.py train DIR --teacher TDIR --corpus TXT --out DIR2 [--steps 5] [--lr 1e-4] [--B 12] [--T 64]
+                                                                            AdamW steps of AD distillation
+Needs Debian's python3-torch and python3-numpy (run with /usr/bin/python3).
+"""
+import argparse, json, math, os, struct, sys
+import numpy as np
+import torch
+import torch.nn.functional as Fn
+
+CONFIGS = {  # (layers, hidden, intermediate, heads, vocab, context)
+    "tiny": (2, 64, 176, 4, 97, 32),
+    "130m": (12, 768, 2048, 12, 32000, 2048),
+    "1.3b": (24, 2048, 5632, 32, 32000, 2048),
+}
+PROJ = [("self_attn", "q_proj"), ("self_attn", "k_proj"), ("self_attn", "v_proj"), ("self_attn", "o_proj"),
+        ("mlp", "gate_proj"), ("mlp", "up_proj"), ("mlp", "down_proj")]
+
+
+def hf_config(layers, hidden, inter, heads, vocab, ctx):
+    return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
+            "hidden_size": hidden, "intermediate_size": inter, "num_attention_heads": heads,
+            "num_key_value_heads": heads, "num_hidden_layers": layers, "vocab_size": vocab,
+            "max_position_embeddings": ctx, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+            "tie_word_embeddings": False, "torch_dtype": "float32"}
+
+
+def proj_shape(cfg, name):
+    C, F = cfg["hidden_size"], cfg["intermediate_size"]
+    return {"gate_proj": (F, C), "up_proj": (F, C), "down_proj": (C, F)}.get(name, (C, C))
+
+
+# ---- files --------------------------------------------------------------------------------------------------------
+ST_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for k, e in header.items():
+        if k == "__metadata__":
+            continue
+        b, en = e["data_offsets"]
+        t = torch.frombuffer(bytearray(data[b:en]), dtype=ST_DTYPES[e["dtype"]]) if en > b else torch.empty(0)
+        out[k] = t.reshape(e["shape"]).clone()
+    return out
+
+
+def write_safetensors(path, sd):
+    names = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
+    header, blobs, at = {}, [], 0
+    for k, t in sd.items():
+        raw = t.contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        header[k] = {"dtype": names[t.dtype], "shape": list(t.shape), "data_offsets": [at, at + len(raw)]}
+        blobs.append(raw)
+        at += len(raw)
+    h = json.dumps(header).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h)
+        for b in blobs:
+            f.write(b)
+
+
+def load_dir(d):
+    cfg = json.load(open(os.path.join(d, "config.json")))
+    sd = {}
+    if os.path.exists(os.path.join(d, "model.safetensors")):
+        sd = read_safetensors(os.path.join(d, "model.safetensors"))
+    elif os.path.exists(os.path.join(d, "model.safetensors.index.json")):
+        for f in sorted(set(json.load(open(os.path.join(d, "model.safetensors.index.json")))["weight_map"].values())):
+            sd.update(read_safetensors(os.path.join(d, f)))
+    elif os.path.exists(os.path.join(d, "pytorch_model.bin")):
+        sd = torch.load(os.path.join(d, "pytorch_model.bin"), map_location="cpu", weights_only=True)
+    else:
+        for f in sorted(set(json.load(open(os.path.join(d, "pytorch_model.bin.index.json")))["weight_map"].values())):
+            sd.update(torch.load(os.path.join(d, f), map_location="cpu", weights_only=True))
+    return cfg, {k: v.float() for k, v in sd.items()}
+
+
+def save_dir(d, cfg, sd, fmt="safetensors", dtype=torch.float32):
+    os.makedirs(d, exist_ok=True)
+    json.dump(cfg, open(os.path.join(d, "config.json"), "w"), indent=2)
+    sd = {k: v.to(dtype).contiguous() for k, v in sd.items()}
+    keys = list(sd)
+    half = [keys[: len(keys) // 2], keys[len(keys) // 2:]]
+    if fmt == "bin":
+        torch.save(sd, os.path.join(d, "pytorch_model.bin"))
+    elif fmt == "safetensors":
+        write_safetensors(os.path.join(d, "model.safetensors"), sd)
+    else:  # sharded: two files and an index, as save_pretrained writes them
+        ext = "bin" if fmt == "bin-sharded" else "safetensors"
+        stem = "pytorch_model" if ext == "bin" else "model"
+        wmap = {}
+        for i, part in enumerate(half):
+            name = f"{stem}-{i + 1:05d}-of-00002.{ext}"
+            shard = {k: sd[k] for k in part}
+            torch.save(shard, os.path.join(d, name)) if ext == "bin" else write_safetensors(os.path.join(d, name), shard)
+            wmap.update({k: name for k in part})
+        total = sum(t.numel() * t.element_size() for t in sd.values())
+        json.dump({"metadata": {"total_size": total}, "weight_map": wmap},
+                  open(os.path.join(d, f"{stem}.{ext}.index.json"), "w"), indent=2)
+
+
+def synthetic(cfg, fbi, seed):
+    """Random weights in the release layout: latent N(0, 0.02²); wscale, wbias from the FBI-LLM init plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    C, V, L = cfg["hidden_size"], cfg["vocab_size"], cfg["num_hidden_layers"]
+    rnd = lambda *s: torch.randn(*s, generator=g) * 0.02
+    sd = {"model.embed_tokens.weight": rnd(V, C)}
+    for i in range(L):
+        p = f"model.layers.{i}."
+        sd[p + "input_layernorm.weight"] = 1 + 0.1 * torch.randn(C, generator=g)
+        for mod, name in PROJ:
+            W = rnd(*proj_shape(cfg, name))
+            sd[f"{p}{mod}.{name}.weight"] = W
+            if fbi:
+                beta = W.mean(0, keepdim=True)
+                sd[f"{p}{mod}.{name}.wscale"] = (W - beta).abs().mean(0, keepdim=True) * (1 + 0.1 * torch.rand(1, W.shape[1], generator=g))
+                sd[f"{p}{mod}.{name}.wbias"] = beta + 0.001 * torch.randn(1, W.shape[1], generator=g)
+        sd[p + "post_attention_layernorm.weight"] = 1 + 0.1 * torch.randn(C, generator=g)
+    sd["model.norm.weight"] = 1 + 0.1 * torch.randn(C, generator=g)
+    sd["lm_head.weight"] = rnd(V, C)
+    return sd
+
+
+# ---- the model ----------------------------------------------------------------------------------------------------
+class Ref(torch.nn.Module):
+    def __init__(self, cfg, sd):
+        super().__init__()
+        self.cfg = cfg
+        self.p = torch.nn.ParameterDict({k.replace(".", "__"): torch.nn.Parameter(v.clone()) for k, v in sd.items()})
+        self.fbi = any(k.endswith(".wscale") for k in sd)
+
+    def w(self, key):
+        return self.p[key.replace(".", "__")]
+
+    def weight(self, prefix):
+        W = self.w(prefix + ".weight")
+        if not self.fbi:
+            return W
+        Wb = W + (torch.sign(W) - W).detach()  # identity STE: forward sign(W), backward the identity
+        return self.w(prefix + ".wscale") * Wb + self.w(prefix + ".wbias")
+
+    def forward(self, idx):  # idx: (B, T) int64 → logits (B, T, V)
+        c = self.cfg
+        B, T = idx.shape
+        C, NH, eps = c["hidden_size"], c["num_attention_heads"], c["rms_norm_eps"]
+        hs = C // NH
+        rms = lambda x, g: g * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+        inv = c.get("rope_theta", 10000.0) ** (-torch.arange(0, hs, 2, dtype=torch.float64) / hs)
+        ang = torch.arange(T, dtype=torch.float64)[:, None] * inv[None, :]
+        cos, sin = torch.cat([ang.cos()] * 2, -1).float(), torch.cat([ang.sin()] * 2, -1).float()
+        rot = lambda x: x * cos + torch.cat([-x[..., hs // 2:], x[..., : hs // 2]], -1) * sin
+        x = self.w("model.embed_tokens.weight")[idx]
+        mask = torch.full((T, T), float("-inf")).triu(1)
+        for i in range(c["num_hidden_layers"]):
+            p = f"model.layers.{i}."
+            h = rms(x, self.w(p + "input_layernorm.weight"))
+            q, k, v = (h @ self.weight(p + f"self_attn.{n}_proj").T for n in "qkv")
+            q, k, v = (t.view(B, T, NH, hs).transpose(1, 2) for t in (q, k, v))
+            att = torch.softmax(rot(q) @ rot(k).transpose(-1, -2) / math.sqrt(hs) + mask, -1)
+            y = (att @ v).transpose(1, 2).reshape(B, T, C)
+            x = x + y @ self.weight(p + "self_attn.o_proj").T
+            h = rms(x, self.w(p + "post_attention_layernorm.weight"))
+            gate, up = h @ self.weight(p + "mlp.gate_proj").T, h @ self.weight(p + "mlp.up_proj").T
+            x = x + (Fn.silu(gate) * up) @ self.weight(p + "mlp.down_proj").T
+        return rms(x, self.w("model.norm.weight")) @ self.w("lm_head.weight").T
+
+    def state(self):
+        return {k.replace("__", "."): v.detach().clone() for k, v in self.p.items()}
+
+
+# ---- data: the C++ char tokenizer, 90/10 split, evaluation windows, training batches ----------------------------------
+def corpus_tokens(d, path):
+    vocab = bytes(json.load(open(os.path.join(d, "fbi_vocab.json")))["bytes"])
+    ids = {b: i for i, b in enumerate(vocab)}
+    data = open(path, "rb").read()
+    toks = np.array([ids[b] for b in data], dtype=np.int64)
+    n = len(toks) * 9 // 10
+    return toks[:n], toks[n:]
+
+
+def evaluate(model, data, T, windows):
+    total = (len(data) - 1) // T
+    count = min(windows, total) if windows > 0 else total
+    loss, n = 0.0, 0
+    with torch.no_grad():
+        for w0 in range(0, count, 16):
+            starts = [((w0 + b) * total // count) * T for b in range(min(16, count - w0))]
+            x = torch.tensor(np.stack([data[s:s + T] for s in starts]))
+            y = torch.tensor(np.stack([data[s + 1:s + T + 1] for s in starts]))
+            z = model(x).double()
+            loss += Fn.cross_entropy(z.reshape(-1, z.shape[-1]), y.reshape(-1), reduction="sum").item()
+            n += y.numel()
+    return loss / n
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("cmd", choices=["write", "logits", "eval", "train"])
+    ap.add_argument("dir")
+    ap.add_argument("--config", default="tiny", choices=list(CONFIGS))
+    ap.add_argument("--format", default="bin", choices=["bin", "bin-sharded", "safetensors", "safetensors-sharded"])
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    ap.add_argument("--plain", action="store_true", help="a plain LLaMA (no wscale/wbias)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--tokens", default="")
+    ap.add_argument("--out", default="")
+    ap.add_argument("--corpus", default="")
+    ap.add_argument("--teacher", default="")
+    ap.add_argument("--T", type=int, default=64)
+    ap.add_argument("--B", type=int, default=12)
+    ap.add_argument("--windows", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    a = ap.parse_args()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    if a.cmd == "write":
+        cfg = hf_config(*CONFIGS[a.config])
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[a.dtype]
+        save_dir(a.dir, cfg, synthetic(cfg, not a.plain, a.seed), a.format, dtype)
+        return
+    cfg, sd = load_dir(a.dir)
+    model = Ref(cfg, sd)
+    if a.cmd == "logits":
+        idx = torch.tensor([[int(t) for t in a.tokens.split(",")]])
+        with torch.no_grad():
+            model(idx)[0].contiguous().numpy().astype("<f4").tofile(a.out)
+    elif a.cmd == "eval":
+        _, val = corpus_tokens(a.dir, a.corpus)
+        print(f"val_ce {evaluate(model, val, a.T, a.windows):.9f}")
+    else:  # train: a.steps AdamW steps of AD against the teacher, on random windows of the training split
+        train, val = corpus_tokens(a.dir, a.corpus)
+        teacher = Ref(*load_dir(a.teacher))
+        decay = [p for k, p in model.p.items() if p.dim() == 2 and not k.endswith(("wscale", "wbias"))]
+        rest = [p for k, p in model.p.items() if not (p.dim() == 2 and not k.endswith(("wscale", "wbias")))]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
+                                lr=a.lr, betas=(0.9, 0.95), eps=1e-8)
+        rng = np.random.default_rng(a.seed)
+        for step in range(a.steps):
+            starts = rng.integers(0, len(train) - a.T - 1, a.B)
+            x = torch.tensor(np.stack([train[s:s + a.T] for s in starts]))
+            with torch.no_grad():
+                pt = torch.softmax(teacher(x), -1)
+            loss = -(pt * torch.log_softmax(model(x), -1)).sum(-1).mean()  # the AD loss
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            print(f"step {step + 1} ad_loss {loss.item():.6f}")
+        print(f"val_ce {evaluate(model, val, a.T, a.windows):.9f}")
+        save_dir(a.out, cfg, model.state())
+        with open(os.path.join(a.out, "fbi_vocab.json"), "w") as f:
+            f.write(open(os.path.join(a.dir, "fbi_vocab.json")).read())
+
+
+if __name__ == "__main__":
+    main()
