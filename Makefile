@@ -155,7 +155,7 @@ interop-deps:
 	  if have; then exit 0; fi; \
 	fi; \
 	echo "interop: ✗ $(PYTHON) cannot import torch and numpy: sudo apt-get install -y $(INTEROP_PKGS), then make test PYTHON=/usr/bin/python3"; exit 1
-test-interop: deps interop-deps $(BUILD)/fbi_convert  ## import/export of Hugging Face FBI-LLM directories vs the PyTorch reference (tests/interop.sh)
+test-interop: deps interop-deps $(BUILD)/fbi_convert $(BUILD)/train_tiny  ## import/export of Hugging Face FBI-LLM directories vs the PyTorch reference (tests/interop.sh)
 	@PYTHON='$(PYTHON)' bash tests/interop.sh $(BUILD)
 
 # fbi_llm.hpp with nothing from examples/: it trains, packs and decodes an FBI-LLM on its own.

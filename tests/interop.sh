@@ -11,7 +11,8 @@ BUILD=${1:-build}
 PY=${PYTHON:-python3}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CONV_BIN=$PWD/$BUILD/fbi_convert
-[ -x "$CONV_BIN" ] || { echo "FAIL - $CONV_BIN is not built (make $BUILD/fbi_convert)"; exit 1; }
+TRAIN_BIN=$PWD/$BUILD/train_tiny
+for b in "$CONV_BIN" "$TRAIN_BIN"; do [ -x "$b" ] || { echo "FAIL - $b is not built (make $BUILD/${b##*/})"; exit 1; }; done
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/fbi_interop.XXXXXX")
 WRAP=$(mktemp -d "${TMPDIR:-/tmp}/fbi_wrap.XXXXXX")
@@ -105,6 +106,37 @@ mkdir -p full && touch full/x
 msg=$($CONV export a.ckpt --out full 2>&1 > /dev/null)
 [ $? -eq 1 ] && grep -qF "exists and is not an empty directory" <<< "$msg" && [ "$(ls full)" = x ] &&
   ok "export into a non-empty directory: $msg" || fail "export into a non-empty directory" "$msg"
+
+# ---- 4. scale-out: a train_tiny student to PyTorch and back ---------------------------------------------------------
+# A corpus of our own (no download): train_tiny trains a teacher and an FBI student on it; both are exported; the
+# PyTorch reference evaluates the student (= the C++ evaluation), continues its AD training for 3 AdamW steps (its loss
+# continues from the C++ run's last steps), saves it; fbi_convert imports that and evaluates it (= PyTorch's number).
+TRAIN=$(wrap "$TRAIN_BIN")
+$PY -c "
+import random; r = random.Random(5); w = 'the king and queen of a small town went down to the river where old men sat told long stories'.split()
+open('corpus.txt', 'w').write('\n'.join(' '.join(r.choice(w) for _ in range(12)) for _ in range(600)) + '\n')"
+if $TRAIN --data corpus.txt --out tiny --teacher-steps 40 --student-steps 40 --eval-every 0 --samples 0 --eval-windows 40 > tiny.log 2>&1 &&
+   $CONV export tiny/teacher_s40.ckpt --out t-hf > /dev/null && $CONV export tiny/student_ad_random.ckpt --out s-hf > /dev/null; then
+  c=$($CONV eval tiny/student_ad_random.ckpt --corpus corpus.txt --windows 40 | cut -d' ' -f2)
+  p=$($REF eval s-hf --corpus corpus.txt --windows 40 | cut -d' ' -f2)
+  $PY -c "import sys; r = abs($c - $p) / $p; print(f'{r:.1e}'); sys.exit(0 if r <= 1e-5 else 1)" > r.txt &&
+    ok "a train_tiny student exported: PyTorch's validation CE $p = the C++ evaluation's $c (relative $(cat r.txt))" ||
+    fail "exported student: PyTorch CE $p vs C++ $c"
+  $REF train s-hf --teacher t-hf --corpus corpus.txt --out s2-hf --steps 3 --windows 40 > train.log 2>&1
+  last=$(tail -n 10 tiny/student_ad_random.csv | cut -d, -f3 | $PY -c "import sys; v = [float(x) for x in sys.stdin]; print(f'{sum(v) / len(v):.6f}')")
+  first=$(grep -m1 '^step 1 ' train.log | cut -d' ' -f4)
+  start=$(sed -n 2p tiny/student_ad_random.csv | cut -d, -f3)
+  p2=$(grep '^val_ce' train.log | cut -d' ' -f2)
+  c2=$($CONV eval s2-hf --corpus corpus.txt --windows 40 | cut -d' ' -f2)
+  $PY -c "import sys; sys.exit(0 if abs($first - $last) < 0.1 * $last and $first < $start - 0.5 else 1)" &&
+    ok "PyTorch continues the AD training: its first loss $first, the C++ run's last 10 steps $last (its first $start)" ||
+    fail "PyTorch's training does not continue from the C++ run" "first $first, C++ last $last, C++ start $start"
+  $PY -c "import sys; sys.exit(0 if abs($c2 - $p2) <= 1e-5 * $p2 else 1)" &&
+    ok "trained further in PyTorch, imported back: C++ validation CE $c2 = PyTorch's $p2" ||
+    fail "imported back: C++ CE $c2 vs PyTorch $p2"
+else
+  fail "train_tiny or export for the scale-out check" "$(tail -3 tiny.log)"
+fi
 
 echo "# $passed ok, $failed failed"
 [ $failed -eq 0 ]
