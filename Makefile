@@ -84,7 +84,7 @@ vpath %.cpp examples/pipeline examples/bench examples/notebook examples/interop
 TEST_SRC := $(wildcard tests/*.cpp)
 TEST_OBJ := $(TEST_SRC:tests/%.cpp=$(BUILD)/tests/%.o)
 
-.PHONY: all help flags deps test train-tiny compare bench-train bench data clean status
+.PHONY: all help flags deps test train-tiny compare bench-train bench bench-import data clean status
 all: deps status $(EXAMPLES:%=$(BUILD)/%)   ## build the examples (default)
 
 help:  ## list the targets
@@ -311,6 +311,9 @@ bench-train: deps status $(BUILD)/bench_train  ## tokens/s and GFLOP/s of one tr
 bench: deps status $(BUILD)/bench_gemv $(BUILD)/bench_decode  ## packed 1-bit GEMV kernels and 130M decode vs fp32 (CSVs in build/)
 	@./$(BUILD)/bench_gemv $(BUILD)/bench_gemv.csv
 	@./$(BUILD)/bench_decode $(BUILD)/bench_decode.csv
+
+bench-import: deps interop-deps $(BUILD)/fbi_convert  ## import + pack a synthetic 130M FBI-LLM checkpoint (BIG=1: also 1.3B): time, peak RSS
+	@PYTHON='$(PYTHON)' bash examples/bench/bench_import.sh $(BUILD)
 
 clean:  ## remove build outputs (keeps runs/ and the downloaded corpus)
 	rm -rf $(BUILD)

@@ -2009,11 +2009,17 @@ inline uint64_t fnv1a(const unsigned char* p, size_t n, uint64_t h = 14695981039
     return h;
 }
 
+// Bytes into memory, or (file set) straight into a file, with the running FNV-1a checksum of everything written.
 struct ByteWriter {
     std::vector<unsigned char> buf;
+    FILE* file = nullptr;
+    bool ok = true;  // every fwrite so far succeeded
+    uint64_t sum = fnv1a(nullptr, 0);
     void raw(const void* p, size_t n) {
         const unsigned char* c = static_cast<const unsigned char*>(p);
-        buf.insert(buf.end(), c, c + n);
+        sum = fnv1a(c, n, sum);
+        if (file) ok = (n == 0 || std::fwrite(c, 1, n, file) == n) && ok;
+        else buf.insert(buf.end(), c, c + n);
     }
     template <class U> void put(U x) { raw(&x, sizeof(U)); }
 };
@@ -2050,29 +2056,36 @@ inline std::vector<unsigned char> checkpoint_bytes(const Checkpoint& ck) {
         w.raw(ck.opt.m.data(), ck.opt.m.size() * sizeof(float));
         w.raw(ck.opt.v.data(), ck.opt.v.size() * sizeof(float));
     }
-    w.put<uint64_t>(fnv1a(w.buf.data(), w.buf.size()));
+    w.put<uint64_t>(w.sum);
     return w.buf;
 }
 
-// Write bytes to `path` atomically: nothing at `path` changes unless the whole new file is on disk.
-inline void write_file_atomic(const std::string& path, const std::vector<unsigned char>& bytes) {
+// Write `path` atomically: `fill` writes into a ByteWriter on a temp file; fsync, then rename. Nothing at `path`
+// changes unless the whole new file is on disk; a failed write leaves no temp file behind.
+template <class Fill>
+void write_file_atomic_with(const std::string& path, Fill&& fill) {
     std::string tmp = path + ".tmp";
 #if defined(__unix__) || defined(__APPLE__)
     tmp += "." + std::to_string(long(getpid()));
 #endif
-    FILE* f = std::fopen(tmp.c_str(), "wb");
-    if (!f) throw std::runtime_error("cannot write '" + path + "': " + std::strerror(errno));
-    bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size() && std::fflush(f) == 0;
+    ByteWriter w;
+    w.file = std::fopen(tmp.c_str(), "wb");
+    if (!w.file) throw std::runtime_error("cannot write '" + path + "': " + std::strerror(errno));
+    try { fill(w); } catch (...) { std::fclose(w.file); std::remove(tmp.c_str()); throw; }
+    bool ok = w.ok && std::fflush(w.file) == 0;
 #if defined(__unix__) || defined(__APPLE__)
-    ok = ok && fsync(fileno(f)) == 0;
+    ok = ok && fsync(fileno(w.file)) == 0;
 #endif
     int err = errno;
-    ok = (std::fclose(f) == 0) && ok;
+    ok = (std::fclose(w.file) == 0) && ok;
     if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
         if (ok) err = errno;
         std::remove(tmp.c_str());
         throw std::runtime_error("cannot write '" + path + "': " + std::strerror(err));
     }
+}
+inline void write_file_atomic(const std::string& path, const std::vector<unsigned char>& bytes) {
+    write_file_atomic_with(path, [&](ByteWriter& w) { w.raw(bytes.data(), bytes.size()); });
 }
 
 inline std::vector<unsigned char> read_file_bytes(const std::string& path) {
@@ -2209,9 +2222,9 @@ inline void read_scales(ByteReader& r, std::vector<float>& v, size_t k, int bits
     else if (k) scale_codec()->read(r, v, k, bits);
 }
 
-inline std::vector<unsigned char> packed_model_bytes(const PackedModel& pm) {
+// The file's bytes into w (memory or a file); the checksum is w's running one.
+inline void write_packed_model(ByteWriter& w, const PackedModel& pm) {
     check_file_context(pm.cfg, "fbi::packed_model_bytes");
-    ByteWriter w;
     w.raw(kPackedMagic, 8);
     w.put<uint32_t>(kPackedVersion);
     const Config& c = pm.cfg;
@@ -2232,12 +2245,17 @@ inline std::vector<unsigned char> packed_model_bytes(const PackedModel& pm) {
     }
     floats(pm.final_norm);
     floats(pm.lm_head);
-    w.put<uint64_t>(fnv1a(w.buf.data(), w.buf.size()));
+    w.put<uint64_t>(w.sum);
+}
+inline std::vector<unsigned char> packed_model_bytes(const PackedModel& pm) {
+    ByteWriter w;
+    write_packed_model(w, pm);
     return w.buf;
 }
 
 inline void save_packed_model(const std::string& path, const PackedModel& pm) {
-    write_file_atomic(path, packed_model_bytes(pm));
+    check_file_context(pm.cfg, "fbi::packed_model_bytes");  // before the temp file exists
+    write_file_atomic_with(path, [&](ByteWriter& w) { write_packed_model(w, pm); });  // streamed: no copy in memory
 }
 
 // One m×n bit mask; padding bits must be 0 (the kernels rely on it).
