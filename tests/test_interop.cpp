@@ -190,5 +190,8 @@ TEST_CASE("X6 export → import: the official layout gives back every parameter 
         }
     fbi::PackedModel pm = import_packed(md), direct = fbi::pack_model(back, "abc");
     CHECK(fbi::packed_model_bytes(pm) == fbi::packed_model_bytes(direct));  // streaming import = packing the float model
+    std::string packed = fbi_test::test_file("x6.fbipack");
+    fbi::save_packed_model(packed, pm);  // written streamed: the same bytes as in memory
+    CHECK(fbi::read_file_bytes(packed) == fbi::packed_model_bytes(pm));
     CHECK_THROWS_WITH(export_hf(m, "abc", dir, false), doctest::Contains("exists and is not an empty directory"));
 }
