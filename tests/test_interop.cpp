@@ -125,6 +125,14 @@ TEST_CASE("X4 config.json: a LLaMA config maps to the header's Config; what the 
     fbi::Config c = config_from_hf(j, "c", true);
     CHECK(c == fbi::Config{97, 64, 2, 4, 176, 32, fbi::Quant::FBI});
     CHECK(config_from_hf(config_to_hf(c), "c", true) == c);  // export's config reads back as the same
+    // the fields of the official FBI-LLM 130M config (FBI-LLM_configs/ in the official code): rope_scaling null, no
+    // rope_theta (HF's default, 10000), fp16 torch_dtype, pretraining_tp 1
+    nlohmann::json official = nlohmann::json::parse(R"({"architectures": ["LlamaForCausalLM"], "bos_token_id": 1,
+        "eos_token_id": 2, "hidden_act": "silu", "hidden_size": 768, "initializer_range": 0.02, "intermediate_size": 2048,
+        "max_position_embeddings": 2048, "max_sequence_length": 2048, "model_type": "llama", "num_attention_heads": 12,
+        "num_hidden_layers": 12, "num_key_value_heads": 12, "pad_token_id": 0, "pretraining_tp": 1, "rms_norm_eps": 1e-5,
+        "rope_scaling": null, "tie_word_embeddings": false, "torch_dtype": "float16", "use_cache": true, "vocab_size": 32000})");
+    CHECK(config_from_hf(official, "130m", true) == fbi::Config{32000, 768, 12, 12, 2048, 2048, fbi::Quant::FBI});
     auto refused = [&](const char* key, nlohmann::json value, const char* why) {
         nlohmann::json k = j;
         k[key] = value;
