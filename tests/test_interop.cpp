@@ -14,7 +14,7 @@ std::string write_bytes(const std::string& name, const std::vector<unsigned char
     std::string path = fbi_test::test_file(name);
     FILE* f = std::fopen(path.c_str(), "wb");
     REQUIRE(f);
-    std::fwrite(b.data(), 1, b.size(), f);
+    if (!b.empty()) std::fwrite(b.data(), 1, b.size(), f);  // an empty prefix has no data pointer
     std::fclose(f);
     return path;
 }
