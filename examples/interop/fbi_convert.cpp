@@ -56,9 +56,8 @@ static std::vector<int> parse_tokens(const std::string& s) {
 }
 
 static void write_floats(const std::string& path, const std::vector<float>& v) {
-    interop::AtomicFile f(path);
-    f.write(v.data(), 4 * v.size());
-    f.commit();
+    auto p = reinterpret_cast<const unsigned char*>(v.data());
+    write_file_atomic(path, std::vector<unsigned char>(p, p + 4 * v.size()));
 }
 
 int main(int argc, char** argv) try {

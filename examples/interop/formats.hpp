@@ -9,9 +9,12 @@
 //                      refused by name before anything is built, so a checkpoint can never run code
 // Every reader lists tensors (name, dtype, shape, file, byte range) without reading their data, checking every size
 // against the file first; read_tensor then reads one tensor as fp32. Errors are one line naming the file and key.
-// Needs nlohmann/json (Debian: nlohmann-json3-dev). Used by hf.hpp; the formats are independent of the model.
+// Needs nlohmann/json (Debian: nlohmann-json3-dev). Used by hf.hpp; the formats are independent of the model (the
+// header is included only for its atomic file writer).
 #pragma once
 #include <nlohmann/json.hpp>
+
+#include "../../fbi_llm.hpp"  // write_file_atomic_with, ByteWriter
 
 #include <algorithm>
 #include <cerrno>
@@ -24,7 +27,8 @@
 #include <string>
 #include <vector>
 
-#include <unistd.h>  // fsync, getpid
+// Every format here is little-endian; so are the hosts this reads them on (x86-64, arm64, Apple silicon).
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the interop readers copy little-endian bytes as they are");
 
 namespace interop {
 
@@ -137,7 +141,7 @@ inline void read_tensor(const TensorRef& t, std::vector<float>& out) {
     File f(t.file);
     out.resize(t.numel());
     if (t.dtype == DType::F32) {
-        f.read(t.offset, out.data(), t.nbytes());  // little-endian hosts only (checked in hf.hpp)
+        f.read(t.offset, out.data(), t.nbytes());  // little-endian host (static_assert above)
         return;
     }
     std::vector<uint16_t> half(t.numel());
@@ -213,35 +217,6 @@ struct TensorOut {
     const float* data = nullptr;
 };
 
-// Writes `path` atomically (a temp file, fsync, rename); on any error nothing is left behind.
-class AtomicFile {
-  public:
-    explicit AtomicFile(const std::string& path) : path_(path), tmp_(path + ".tmp." + std::to_string(long(getpid()))) {
-        f_ = std::fopen(tmp_.c_str(), "wb");
-        if (!f_) throw FormatError("cannot write '" + path + "': " + std::strerror(errno));
-    }
-    ~AtomicFile() {
-        if (f_) { std::fclose(f_); std::remove(tmp_.c_str()); }
-    }
-    void write(const void* p, size_t n) {
-        if (n && std::fwrite(p, 1, n, f_) != n) ok_ = false;
-    }
-    void commit() {
-        ok_ = ok_ && std::fflush(f_) == 0 && fsync(fileno(f_)) == 0;
-        int err = errno;
-        ok_ = std::fclose(f_) == 0 && ok_;
-        f_ = nullptr;
-        if (!ok_ || std::rename(tmp_.c_str(), path_.c_str()) != 0) {
-            std::remove(tmp_.c_str());
-            throw FormatError("cannot write '" + path_ + "': " + std::strerror(ok_ ? errno : err));
-        }
-    }
-  private:
-    std::string path_, tmp_;
-    FILE* f_ = nullptr;
-    bool ok_ = true;
-};
-
 inline void write_safetensors(const std::string& path, const std::vector<TensorOut>& tensors, DType dtype = DType::F32,
                               const std::map<std::string, std::string>& metadata = {}) {
     nlohmann::ordered_json j;
@@ -254,20 +229,18 @@ inline void write_safetensors(const std::string& path, const std::vector<TensorO
     }
     std::string hdr = j.dump();
     hdr.append((8 - hdr.size() % 8) % 8, ' ');  // pad so that the data starts 8-byte aligned
-    AtomicFile f(path);
-    unsigned char len8[8];
-    for (int i = 0; i < 8; i++) len8[i] = (uint64_t(hdr.size()) >> (8 * i)) & 255;
-    f.write(len8, 8);
-    f.write(hdr.data(), hdr.size());
-    std::vector<uint16_t> half;
-    for (const TensorOut& t : tensors) {
-        size_t n = size_t(checked_numel(t.shape, t.name));
-        if (dtype == DType::F32) { f.write(t.data, 4 * n); continue; }
-        half.resize(n);
-        for (size_t i = 0; i < n; i++) half[i] = f32_to_bf16(t.data[i]);
-        f.write(half.data(), 2 * n);
-    }
-    f.commit();
+    fbi::write_file_atomic_with(path, [&](fbi::ByteWriter& f) {  // the header's atomic, streamed write
+        f.put<uint64_t>(hdr.size());                             // little-endian host (static_assert above)
+        f.raw(hdr.data(), hdr.size());
+        std::vector<uint16_t> half;
+        for (const TensorOut& t : tensors) {
+            size_t n = size_t(checked_numel(t.shape, t.name));
+            if (dtype == DType::F32) { f.raw(t.data, 4 * n); continue; }
+            half.resize(n);
+            for (size_t i = 0; i < n; i++) half[i] = f32_to_bf16(t.data[i]);
+            f.raw(half.data(), 2 * n);
+        }
+    });
 }
 
 // ---- zip (torch.save's container): the central directory, stored entries only, zip64 when sizes need it ----------
@@ -432,7 +405,6 @@ class Unpickler {
         stack_.push_back(it->second);
     }
     PVp tuple(std::vector<PVp> items) { PVp v = make(PV::Tuple); v->items = std::move(items); return v; }
-    static int64_t as_int(const PVp& v, bool& ok) { ok = ok && v->kind == PV::Int; return v->i; }
     std::vector<int64_t> ints(const PVp& v, const char* name) {
         if (v->kind != PV::Tuple && v->kind != PV::List) bad(std::string(name) + " is not a tuple");
         std::vector<int64_t> r;

@@ -14,6 +14,7 @@
 #include "formats.hpp"
 
 #include <sys/stat.h>
+#include <unistd.h>  // getpid, rmdir
 
 #include <fstream>
 #include <set>
@@ -312,15 +313,11 @@ inline void export_hf(const fbi::Model& model_in, const std::string& vocab, cons
         nlohmann::ordered_json cfg = config_to_hf(c);
         if (c.quant == fbi::Quant::FBI && !folded) cfg["fbi_llm"] = "FBI-linear: W_hat = wscale * sign(weight) + wbias";
         std::string text = cfg.dump(2) + "\n";
-        AtomicFile cj(tmp + "/config.json");
-        cj.write(text.data(), text.size());
-        cj.commit();
+        fbi::write_file_atomic(tmp + "/config.json", std::vector<unsigned char>(text.begin(), text.end()));
         nlohmann::ordered_json v = {{"format", "fbi_llm character vocabulary: token id i is the byte bytes[i]"}, {"bytes", nlohmann::json::array()}};
         for (unsigned char ch : vocab) v["bytes"].push_back(int(ch));
         std::string vt = v.dump() + "\n";
-        AtomicFile vf(tmp + "/fbi_vocab.json");
-        vf.write(vt.data(), vt.size());
-        vf.commit();
+        fbi::write_file_atomic(tmp + "/fbi_vocab.json", std::vector<unsigned char>(vt.begin(), vt.end()));
         if (std::rename(tmp.c_str(), dir.c_str()) != 0) throw std::runtime_error("export: cannot rename to '" + dir + "': " + std::strerror(errno));
     } catch (...) {
         remove_tree(tmp, files);
