@@ -85,7 +85,7 @@ TEST_SRC := $(wildcard tests/*.cpp)
 TEST_OBJ := $(TEST_SRC:tests/%.cpp=$(BUILD)/tests/%.o)
 
 .PHONY: all help flags deps test train-tiny compare bench-train bench bench-import data clean status
-all: deps status $(EXAMPLES:%=$(BUILD)/%)   ## build the examples (default)
+all: deps status $(EXAMPLES:%=$(BUILD)/%) llama-if-possible   ## build the examples (default)
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -141,6 +141,7 @@ test: deps status $(BUILD)/run_tests $(BUILD)/train_tiny $(BUILD)/sample $(BUILD
 	@CXX='$(CXX)' CXXFLAGS='$(CXXFLAGS)' LDLIBS='$(LDLIBS)' EIGEN_INC='$(or $(EIGEN_INC),/usr/include/eigen3)' bash tests/copy_paste.sh $(BUILD)
 	@$(RUN) ./$(BUILD)/header_alone $(BUILD)
 	@$(if $(filter 0,$(INTEROP_TESTS)),echo "interop: the PyTorch comparisons skipped (INTEROP_TESTS=0; doctest X1-X6 ran)",$(MAKE) --no-print-directory test-interop)
+	@$(if $(filter 0,$(INTEROP_TESTS)),echo "llama: generate/perplexity vs PyTorch skipped (INTEROP_TESTS=0)",$(MAKE) --no-print-directory test-llama)
 
 # ---- Hugging Face / official FBI-LLM files against an independent PyTorch reference (tests/interop/) ------------
 # Needs Debian's python3-torch and python3-numpy for $(PYTHON) (installed as root on Debian/Ubuntu when missing).
@@ -159,6 +160,40 @@ interop-deps:
 	echo "interop: ✗ $(PYTHON) cannot import torch and numpy: sudo apt-get install -y $(INTEROP_PKGS), then make test PYTHON=/usr/bin/python3"; exit 1
 test-interop: deps interop-deps $(BUILD)/fbi_convert $(BUILD)/train_tiny  ## import/export of Hugging Face FBI-LLM directories vs the PyTorch reference (tests/interop.sh)
 	@PYTHON='$(PYTHON)' bash tests/interop.sh $(BUILD)
+
+# ---- the released FBI-LLM: build/generate, build/perplexity (examples/llama/) ----------------------------------------
+# They read the model's LLaMA-2 tokenizer.model through Debian's libsentencepiece-dev (and spm_train, package
+# sentencepiece, trains the BPE vocabulary of `make train-tiny TOKENIZER=bpe`). Installed as root on Debian/Ubuntu
+# when missing; everything else builds without them.
+SPM_PKGS  := libsentencepiece-dev sentencepiece
+SPM_PROBE := printf '\043include <sentencepiece_processor.h>\nint main(){ sentencepiece::SentencePieceProcessor p; return p.GetPieceSize(); }\n' | \
+             $(CXX) -std=c++17 -x c++ - -lsentencepiece -o /dev/null >/dev/null 2>&1 && command -v spm_train >/dev/null
+LLAMA     := generate perplexity spm_tokenize
+.PHONY: spm-deps llama llama-if-possible test-llama
+spm-deps:  ## check (and as root on Debian/Ubuntu, install) sentencepiece: the LLaMA tokenizer of build/generate, build/perplexity
+	@if $(SPM_PROBE); then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "spm: installing $(SPM_PKGS) with apt-get ..."; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SPM_PKGS)) >/dev/null || exit 1; \
+	  if $(SPM_PROBE); then exit 0; fi; \
+	fi; \
+	echo "spm: ✗ sentencepiece is missing (build/generate and build/perplexity read LLaMA's tokenizer.model with it):"; \
+	echo "    Debian/Ubuntu:  sudo apt-get install -y $(SPM_PKGS)     macOS:  brew install sentencepiece"; exit 1
+$(LLAMA:%=$(BUILD)/%): $(BUILD)/%: examples/llama/%.cpp examples/llama/llama.hpp $(EX_HDRS) $(HEADER) | deps spm-deps
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -isystem /usr/include/eigen3 $< -o $@ $(LDLIBS) -lsentencepiece
+llama: $(LLAMA:%=$(BUILD)/%)  ## build/generate and build/perplexity: run a downloaded FBI-LLM (README, "Run the released FBI-LLM")
+llama-if-possible:
+	@if $(MAKE) --no-print-directory -s spm-deps >/dev/null 2>&1; then $(MAKE) --no-print-directory llama; \
+	else echo "note: build/generate and build/perplexity skipped: they need sentencepiece (sudo apt-get install -y $(SPM_PKGS))"; fi
+# generate and perplexity on a tiny synthetic release-format FBI-LLM with a sentencepiece tokenizer, against
+# tests/interop/torch_ref.py (same tokens, same perplexity) and every bad input of the user interface
+LLAMA_PY_PKGS := python3-torch python3-numpy python3-sentencepiece
+test-llama: deps interop-deps llama  ## generate/perplexity vs the PyTorch reference, and their bad inputs (tests/llama.sh)
+	@$(PYTHON) -c 'import sentencepiece' 2>/dev/null || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-sentencepiece) >/dev/null; fi; }; \
+	$(PYTHON) -c 'import sentencepiece' 2>/dev/null || { echo "llama: ✗ $(PYTHON) cannot import sentencepiece: sudo apt-get install -y $(LLAMA_PY_PKGS)"; exit 1; }
+	@PYTHON='$(PYTHON)' bash tests/llama.sh $(BUILD)
 
 # fbi_llm.hpp with nothing from examples/: it trains, packs and decodes an FBI-LLM on its own.
 $(BUILD)/header_alone: tests/alone/header_alone.cpp $(HEADER) | deps
@@ -285,8 +320,31 @@ data:  ## fetch and verify the TinyShakespeare corpus (or check the local copy i
 	@sh data/get_tinyshakespeare.sh >/dev/null
 
 # ---- training -----------------------------------------------------------------------------------------------
-train-tiny: deps status $(BUILD)/train_tiny  ## FP teacher then 1-bit student on TinyShakespeare (tiny config)
-	@./$(BUILD)/train_tiny --data "$$(sh data/get_tinyshakespeare.sh)" --out $(OUT) $(TRAIN_ARGS)
+# TOKENIZER=bpe: the same pipeline on subword ids. spm_train learns a BPE vocabulary of BPE_VOCAB pieces (byte
+# fallback, as LLaMA-2's) on the first 90% of the text (the training split; kept in OUT/bpe.model and reused, since
+# spm_train is not deterministic and a resumed run needs the same ids); build/spm_tokenize encodes the whole text;
+# train_tiny trains on the ids and reports validation loss per token and per character. OUT defaults to runs/tiny-bpe.
+TOKENIZER ?= char
+BPE_VOCAB ?= 1024
+BPE_OUT    = $(if $(filter runs/tiny,$(OUT)),runs/tiny-bpe,$(OUT))
+SPM_TRAIN_FLAGS = --model_type=bpe --vocab_size=$(BPE_VOCAB) --byte_fallback=true --character_coverage=1.0 \
+  --normalization_rule_name=identity --remove_extra_whitespaces=false --add_dummy_prefix=false --minloglevel=2
+train-tiny: deps status $(BUILD)/train_tiny $(if $(filter bpe,$(TOKENIZER)),$(BUILD)/spm_tokenize)  ## FP teacher then 1-bit student on TinyShakespeare (tiny config); TOKENIZER=bpe: on BPE ids
+	@data="$$(sh data/get_tinyshakespeare.sh)" || exit 1; \
+	case "$(TOKENIZER)" in \
+	char) ./$(BUILD)/train_tiny --data "$$data" --out $(OUT) $(TRAIN_ARGS) ;; \
+	bpe) mkdir -p $(BPE_OUT) || exit 1; \
+	  if [ ! -s $(BPE_OUT)/bpe.model ]; then \
+	    head -c $$(( $$(wc -c < "$$data") * 9 / 10 )) "$$data" > $(BPE_OUT)/bpe_train.txt && \
+	    spm_train --input=$(BPE_OUT)/bpe_train.txt --model_prefix=$(BPE_OUT)/bpe.tmp $(SPM_TRAIN_FLAGS) > $(BPE_OUT)/spm_train.log 2>&1 && \
+	    mv $(BPE_OUT)/bpe.tmp.vocab $(BPE_OUT)/bpe.vocab && mv $(BPE_OUT)/bpe.tmp.model $(BPE_OUT)/bpe.model && rm -f $(BPE_OUT)/bpe_train.txt || \
+	    { echo "spm_train failed (see $(BPE_OUT)/spm_train.log)"; exit 1; }; \
+	    echo "bpe: trained $(BPE_OUT)/bpe.model ($(BPE_VOCAB) pieces) on the first 90% of the text"; \
+	  else echo "bpe: reusing $(BPE_OUT)/bpe.model (delete it to train a new vocabulary)"; fi; \
+	  ./$(BUILD)/spm_tokenize --model $(BPE_OUT)/bpe.model --text "$$data" --out $(BPE_OUT)/corpus.fbitoks && \
+	  ./$(BUILD)/train_tiny --tokens $(BPE_OUT)/corpus.fbitoks --out $(BPE_OUT) $(TRAIN_ARGS) ;; \
+	*) echo "TOKENIZER=$(TOKENIZER): char or bpe"; exit 2 ;; \
+	esac
 
 # ---- compare: one teacher, four students with the same budget (FBI, b1.58, DB + DAD), then one table --------------
 # Each student is one train_tiny run (the teacher is trained by the first and reused by the others); compare

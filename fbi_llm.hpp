@@ -86,6 +86,9 @@
 //        λθ); β1 = 0.9, β2 = 0.95, ε = 1e-8, λ = 0.1 (FBI-LLM's recipe; which tensors decay is a choice)
 //   [O2] global clipping: g ← g · min(1, c/‖g‖), c = 1
 //   [O3] lr(s) = peak·s/S_w for s < S_w, then floor + ½(1 + cos(π (s−S_w)/(S−S_w)))·(peak − floor), then floor
+//  Inference (§8)
+//   [G1] nucleus (top-p) sampling: the most likely tokens, in order, until their probabilities sum to >= top_p,
+//        renormalised; the rest never drawn (Holtzman et al. 2019, arXiv 1904.09751)
 //  Packed inference (this project's derivations)
 //   [Q2] int8 per token: s = 127 / max(max_j |x_j|, 1e-5), q = clamp(round(s·x), −128, 127), x̃ = q/s
 //        (BitNet §2.1 eq. 4–5, per token as b1.58 §2 says; the 1e-5 floor is a choice)
@@ -105,7 +108,9 @@
 //   loss_forward_backward "D2 …"  · [O1] adamw_step "O1 …"  · [O2] clip_grad_norm "O2 …"  · [O3] lr_schedule "O3 …"
 //   [Q2] quantize_int8_absmax "S5 …", "Q2 …"  · [S7] gemv_popcount "S7 worked example …", "S7 every kernel …"  ·
 //   [P1] fbi_packed_forward "P1 …", "P2 …"  · [P4] save/load_packed_model, packed_bits_per_weight "P3 …", "P4 …",
-//   "S8 packed file …"  · the quantizer interface: Quantizer, register_quantizer "I1 …" (README's worked example)
+//   "S8 packed file …", "P8 …"  · [G1] sample_token_top_p "G1 …"  · prefill (the [M1] path for many tokens at once,
+//   cached_attention [L3]) "M7 …", KVCache "M8 …"  · the quantizer interface: Quantizer, register_quantizer "I1 …"
+//   (README's worked example)
 //
 // BUILD NOTES
 //   -O2/-O3 and, if you can, -fopenmp. Never -ffast-math: the losses take exp/log of large negative numbers and
@@ -142,6 +147,7 @@
 #if defined(__unix__) || defined(__APPLE__)
 #include <unistd.h>  // fsync, getpid: atomic checkpoint writes
 #endif
+#include <sys/stat.h>  // fstat: the size of a packed model file before it is parsed
 
 namespace fbi {
 
@@ -1181,13 +1187,22 @@ double evaluate(ModelT<R>& model, const std::vector<int>& data, int B, int T, lo
 // decoder runs the float model here and, later, the bit-packed model.
 // =====================================================================================================
 
+// Keys and values of the positions fed so far, per layer. The storage grows with the tokens (doubling, capped at
+// the context T), so a short generation with a long context holds only the positions it used.
 struct KVCache {
-    int L = 0, T = 0, C = 0, pos = 0;  // pos = number of positions already cached
-    std::vector<float> k, v;           // L × T × C
+    int L = 0, T = 0, C = 0, pos = 0, cap = 0;  // pos = positions cached; cap = positions allocated
+    std::vector<std::vector<float>> k, v;       // [layer]: cap × C
     void reset(int L_, int T_, int C_) {
-        L = L_, T = T_, C = C_, pos = 0;
-        k.assign(size_t(L) * T * C, 0.f), v.assign(size_t(L) * T * C, 0.f);
+        L = L_, T = T_, C = C_, pos = cap = 0;
+        k.assign(L, {}), v.assign(L, {});
     }
+    void reserve(int n) {  // room for positions 0 … n−1
+        if (n <= cap) return;
+        cap = std::min(T, std::max({n, 2 * cap, 64}));
+        for (int l = 0; l < L; l++) k[l].resize(size_t(cap) * C), v[l].resize(size_t(cap) * C);
+    }
+    float* key(int l, int p) { return k[l].data() + size_t(p) * C; }
+    float* value(int l, int p) { return v[l].data() + size_t(p) * C; }
 };
 // y = W x for one row-major m×n matrix: Eigen's (single-threaded) GEMV with the rows split over the threads,
 // so that the fp32 decoder gets the same threads as the packed kernels.
@@ -1239,11 +1254,12 @@ void decode_step(const DecodeView& d, LinearFn&& linear, KVCache& cache, DecodeS
         throw std::out_of_range("fbi::decode_step: token id " + std::to_string(token) + " outside [0, " +
                                 std::to_string(c.V) + ")");
     if (pos >= c.T) throw std::out_of_range("fbi::decode_step: KV cache full (context T=" + std::to_string(c.T) + ")");
+    cache.reserve(pos + 1);
     float rstd;
     std::copy(d.tok_emb + size_t(token) * C, d.tok_emb + size_t(token + 1) * C, s.x.begin());
     for (int l = 0; l < c.L; l++) {
-        float* kc = cache.k.data() + (size_t(l) * c.T) * C;
-        float* vc = cache.v.data() + (size_t(l) * c.T) * C;
+        float* kc = cache.key(l, 0);
+        float* vc = cache.value(l, 0);
         rmsnorm_forward(s.ln.data(), &rstd, s.x.data(), d.attn_norm[l], 1, C);
         linear(l, WQ, s.ln.data(), s.q.data());
         linear(l, WK, s.ln.data(), kc + size_t(pos) * C);
@@ -1300,6 +1316,96 @@ struct FloatLinear {
     }
 };
 
+// ---- prefill: n tokens in one pass, GEMM-shaped — the maths of n decode_steps ------------------------------
+// A prompt or a perplexity window is known in advance, so each linear runs once on n rows (a GEMM) instead of
+// n times on one (GEMVs). `rows(l, id, X, n, Y)` computes Y = X Ŵᵀ for n rows (FloatRows below; PackedRows and
+// UnpackedRows in §9).
+// Causal attention of n new rows at positions p0 … p0+n−1 against the cache's first p0+n rows ([L3]).
+inline void cached_attention(float* out, const float* q, const float* K, const float* V, int n, int p0, int C, int NH) {
+    int hs = C / NH, len = p0 + n;
+    float scale = 1.f / std::sqrt(float(hs));
+    for_row_blocks(NH, 2L * n * len * C, [&](int h0, int h1) {  // threads split the heads
+        MatR<float> S(n, len);
+        for (int h = h0; h < h1; h++) {
+            ConstHeadView<float> Q(q + h * hs, n, hs, Eigen::OuterStride<>(C));
+            ConstHeadView<float> Kh(K + h * hs, len, hs, Eigen::OuterStride<>(C)), Vh(V + h * hs, len, hs, Eigen::OuterStride<>(C));
+            S.noalias() = Q * Kh.transpose();
+            for (int i = 0; i < n; i++) {  // row i sees positions 0 … p0+i
+                float* z = S.data() + size_t(i) * len;
+                int seen = p0 + i + 1;
+                float mx = -std::numeric_limits<float>::infinity(), sum = 0;
+                for (int j = 0; j < seen; j++) mx = std::max(mx, z[j] *= scale);
+                for (int j = 0; j < seen; j++) sum += (z[j] = std::exp(z[j] - mx));
+                for (int j = 0; j < seen; j++) z[j] /= sum;
+                std::fill(z + seen, z + len, 0.f);  // M = −∞ above the diagonal
+            }
+            HeadView<float>(out + h * hs, n, hs, Eigen::OuterStride<>(C)).noalias() = S * Vh;
+        }
+    });
+}
+struct PrefillScratch {
+    std::vector<float> x, ln, rstd, q, atty, tmp, gate, up, sig;
+    void resize(const Config& c, int n) {
+        for (auto* b : {&x, &ln, &q, &atty, &tmp}) b->resize(size_t(n) * c.C);
+        for (auto* b : {&gate, &up, &sig}) b->resize(size_t(n) * c.F);
+        rstd.resize(n);
+    }
+};
+// Feed tokens[0 … n−1] at positions cache.pos …; `logits` gets the last `logit_rows` rows' logits (logit_rows×V:
+// all n for a perplexity window, 1 to generate after a prompt, 0 for none).
+template <class RowsFn>
+void prefill(const DecodeView& d, RowsFn&& rows, KVCache& cache, PrefillScratch& s, const int* tokens, int n,
+             float* logits, int logit_rows, const float* rope_cos, const float* rope_sin) {
+    const Config& c = d.cfg;
+    int pos = cache.pos, C = c.C;
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c.V)
+            throw std::out_of_range("fbi::prefill: token id " + std::to_string(tokens[i]) + " outside [0, " + std::to_string(c.V) + ")");
+    if (n < 1 || pos + n > c.T)
+        throw std::out_of_range("fbi::prefill: " + std::to_string(n) + " tokens after " + std::to_string(pos) +
+                                " do not fit the context T=" + std::to_string(c.T));
+    cache.reserve(pos + n);
+    s.resize(c, n);
+    embedding_forward(s.x.data(), tokens, d.tok_emb, n, C);
+    for (int l = 0; l < c.L; l++) {
+        rmsnorm_forward(s.ln.data(), s.rstd.data(), s.x.data(), d.attn_norm[l], n, C);
+        rows(l, WQ, s.ln.data(), n, s.q.data());
+        rows(l, WK, s.ln.data(), n, cache.key(l, pos));
+        rows(l, WV, s.ln.data(), n, cache.value(l, pos));
+        rope_forward(s.q.data(), rope_cos, rope_sin, 1, n, C, c.NH, pos);
+        rope_forward(cache.key(l, pos), rope_cos, rope_sin, 1, n, C, c.NH, pos);
+        cached_attention(s.atty.data(), s.q.data(), cache.key(l, 0), cache.value(l, 0), n, pos, C, c.NH);
+        rows(l, WO, s.atty.data(), n, s.tmp.data());
+        add_inplace(s.x.data(), s.tmp.data(), size_t(n) * C);
+        rmsnorm_forward(s.ln.data(), s.rstd.data(), s.x.data(), d.mlp_norm[l], n, C);
+        rows(l, WGATE, s.ln.data(), n, s.gate.data());
+        rows(l, WUP, s.ln.data(), n, s.up.data());
+        swiglu_forward(s.gate.data(), s.sig.data(), s.gate.data(), s.up.data(), size_t(n) * c.F);
+        rows(l, WDOWN, s.gate.data(), n, s.tmp.data());
+        add_inplace(s.x.data(), s.tmp.data(), size_t(n) * C);
+    }
+    if (logit_rows > 0) {
+        size_t r0 = size_t(n - std::min(n, logit_rows)) * C;
+        rmsnorm_forward(s.ln.data(), s.rstd.data(), s.x.data() + r0, d.final_norm, std::min(n, logit_rows), C);
+        matmul_forward(logits, s.ln.data(), d.lm_head, std::min(n, logit_rows), C, c.V);
+    }
+    cache.pos += n;
+}
+// Y = X Ŵᵀ for n rows with the float model's effective weights (quantize_all first), as FloatLinear for one.
+struct FloatRows {
+    const Model* model;
+    mutable std::vector<float> xq;
+    void operator()(int l, int id, const float* X, int n, float* Y) const {
+        const LinearRef& lin = model->blocks[l].lin[id];
+        if (auto input = quantizer(model->cfg.quant).f32.input) {
+            xq.resize(size_t(n) * lin.n);
+            input(xq.data(), X, n, lin.n);
+            X = xq.data();
+        }
+        matmul_forward(Y, X, weight_of(*model, lin), n, lin.n, lin.m);
+    }
+};
+
 // Sample from softmax(logits / temperature); temperature <= 0 means greedy (argmax).
 inline int sample_token(const float* logits, int V, double temperature, Rng& rng) {
     if (temperature <= 0) return int(std::max_element(logits, logits + V) - logits);
@@ -1310,6 +1416,23 @@ inline int sample_token(const float* logits, int V, double temperature, Rng& rng
     for (int v = 0; v < V; v++)
         if ((r -= p[v]) < 0) return v;
     return V - 1;
+}
+
+// Nucleus (top-p) sampling [G1]: the smallest set of most likely tokens whose probabilities sum to at least
+// top_p, renormalised. top_p >= 1 is sample_token; temperature <= 0 greedy.
+inline int sample_token_top_p(const float* logits, int V, double temperature, double top_p, Rng& rng) {
+    if (temperature <= 0 || top_p >= 1) return sample_token(logits, V, temperature, rng);
+    double mx = *std::max_element(logits, logits + V), sum = 0;
+    std::vector<std::pair<double, int>> p(V);
+    for (int v = 0; v < V; v++) sum += (p[v].first = std::exp((logits[v] - mx) / temperature)), p[v].second = v;
+    std::sort(p.begin(), p.end(), [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
+    double kept = 0;
+    size_t k = 0;
+    while (k < p.size() && (k == 0 || kept < top_p * sum)) kept += p[k++].first;  // [G1]: the nucleus
+    double r = rng.uniform() * kept;
+    for (size_t i = 0; i < k; i++)
+        if ((r -= p[i].first) < 0) return p[i].second;
+    return p[k - 1].second;
 }
 
 // Generate `n_new` tokens after `prompt`. When the context fills up, the cache is rebuilt from the last T/2
@@ -1528,6 +1651,19 @@ inline void prepare_fast(PackedLinear& p) {
             if (p.mask[i].rows) p.fast[i] = fast_weights(p.mask[i]);  // the masks the quantizer filled
 }
 
+// A large model's packed weights, halved in memory: once the registered fast kernel holds its own layout of a
+// mask, the portable bits are needed only by Kernel::Reference, Kernel::Popcount, fbi_unpack and saving, which
+// then refuse. (7B: 0.8 GB of 1-bit weights instead of 1.6 GB.)
+inline void drop_portable_masks(PackedLinear& p) {
+    for (int k = 0; k < 2; k++)
+        if (p.fast[k]) std::vector<uint64_t>().swap(p.mask[k].bits);
+}
+inline void drop_portable_masks(PackedModel& pm) {
+    for (auto& layer : pm.lin)
+        for (PackedLinear& p : layer) drop_portable_masks(p);
+}
+inline bool has_portable_masks(const PackedLinear& p) { return p.mask[0].rows == 0 || !p.mask[0].bits.empty(); }
+
 // Bit masks and scales of one trained linear, made by its quantizer from the same codes its training forward
 // used, so the packed weights are exactly the trained Ŵ.
 inline void pack_linear(PackedLinear& p, Quant quant, const float* W, const float* s1, const float* s2, int m, int n) {
@@ -1604,6 +1740,8 @@ inline void prepare_token_acts(TokenActs& a, Kernel kernel, int n) {
 inline void signed_gemv(Kernel kernel, const PackedSigns& P, const void* fast_layout, const TokenActs& a, int32_t* y,
                         std::vector<float>& scratch) {
     kernel = effective_kernel(kernel);
+    if (kernel != Kernel::Fast && P.bits.empty() && P.rows)
+        throw std::logic_error(std::string("fbi: Kernel::") + kernel_name(kernel) + " needs the portable masks, dropped for the fast kernel");
     if (kernel == Kernel::Reference) {
         scratch.resize(size_t(P.rows) * P.cols);
         for (int i = 0; i < P.rows; i++)
@@ -1670,6 +1808,43 @@ inline std::vector<int> generate(const PackedModel& pm, const std::vector<int>& 
     return generate(decode_view(pm), PackedLinearFn{&pm, kernel}, pm.rope_cos.data(), pm.rope_sin.data(), prompt,
                     n_new, temperature, seed);
 }
+
+// ---- prefill through the packed model (§8's prefill), two ways; examples/llama/perplexity.cpp measures both --
+// PackedRows: the 1-bit kernels row by row, the threads splitting the rows — exactly what decoding computes.
+struct PackedRows {
+    const PackedModel* pm;
+    Kernel kernel = Kernel::Fast;
+    void operator()(int l, int id, const float* X, int n, float* Y) const {
+        const PackedLinear& p = pm->lin[l][id];
+        for_row_blocks(n, long(n) * p.m * p.n / 8, [&](int r0, int r1) {  // / 8: a bit is cheaper than a float
+            PackedLinearFn one(pm, kernel);
+            for (int r = r0; r < r1; r++) one(l, id, X + size_t(r) * p.n, Y + size_t(r) * p.m);
+        });
+    }
+};
+// Ŵ = α ⊙ sign(W) + β back in fp32 from an FBI linear's mask and scales ([F2]): m×n, row-major.
+inline void fbi_unpack(const PackedLinear& p, float* W) {
+    if (p.quant != Quant::FBI || p.mask[0].bits.empty())
+        throw std::invalid_argument("fbi::fbi_unpack: needs an FBI linear with its bit mask");
+    const float* alpha = p.scale[0].data();
+    const float* beta = p.scale[1].data();
+    for_row_blocks(p.m, long(p.m) * p.n, [&](int r0, int r1) {
+        for (int i = r0; i < r1; i++)
+            for (int j = 0; j < p.n; j++) W[size_t(i) * p.n + j] = alpha[j] * unpacked_sign(p.mask[0], i, j) + beta[j];
+    });
+}
+// UnpackedRows: each FBI linear unpacked to fp32 (one at a time, in `w`), then one GEMM: the float model's
+// numbers (no int8 activations) from the 1-bit file.
+struct UnpackedRows {
+    const PackedModel* pm;
+    mutable std::vector<float> w;
+    void operator()(int l, int id, const float* X, int n, float* Y) const {
+        const PackedLinear& p = pm->lin[l][id];
+        w.resize(size_t(p.m) * p.n);
+        fbi_unpack(p, w.data());
+        matmul_forward(Y, X, w.data(), n, p.n, p.m);
+    }
+};
 
 // =====================================================================================================
 // PART II — EXTENSION POINTS AND FILES. Part I above is the paper's path, complete. Part II holds what a reader
@@ -2023,18 +2198,49 @@ struct ByteWriter {
     }
     template <class U> void put(U x) { raw(&x, sizeof(U)); }
 };
+// Bytes from memory, or (file set) straight from a file of `size` bytes: a large packed model is parsed as it is
+// read, never held twice.
 struct ByteReader {
-    const std::vector<unsigned char>& buf;
-    size_t at = 0;
+    const unsigned char* data = nullptr;
+    uint64_t size = 0;
+    FILE* file = nullptr;
+    uint64_t at = 0;
     std::string what;  // for error messages
+    ByteReader(const std::vector<unsigned char>& b, uint64_t at0, std::string w) : data(b.data()), size(b.size()), at(at0), what(std::move(w)) {}
+    ByteReader(FILE* f, uint64_t n, std::string w) : size(n), file(f), what(std::move(w)) {}
     void raw(void* p, size_t n) {
-        if (n > buf.size() - at)
+        if (n > size - at)
             throw std::runtime_error(what + ": truncated (needs " + std::to_string(at + n) + " bytes, file has " +
-                                     std::to_string(buf.size()) + ")");
-        if (n) std::memcpy(p, buf.data() + at, n);  // n = 0 may come with p = nullptr (an empty vector)
+                                     std::to_string(size) + ")");
+        if (file && n && std::fread(p, 1, n, file) != n) throw std::runtime_error(what + ": read error");
+        if (!file && n) std::memcpy(p, data + at, n);  // n = 0 may come with p = nullptr (an empty vector)
         at += n;
     }
     template <class U> U get() { U x; raw(&x, sizeof(U)); return x; }
+    // FNV-1a of bytes 0 … size−9 equals the u64 stored in the last 8 (a file is read through once more, in chunks).
+    bool checksum_ok() {
+        uint64_t stored = 0, sum = fnv1a(nullptr, 0);
+        if (size < 8) return false;
+        if (!file) {
+            std::memcpy(&stored, data + size - 8, 8);  // memcpy: the offset need not be 8-byte aligned
+            return fnv1a(data, size - 8) == stored;
+        }
+        std::vector<unsigned char> chunk(1 << 20);
+        std::rewind(file);
+        for (uint64_t left = size - 8; left > 0;) {
+            size_t n = size_t(std::min<uint64_t>(left, chunk.size()));
+            if (std::fread(chunk.data(), 1, n, file) != n) throw std::runtime_error(what + ": read error");
+            sum = fnv1a(chunk.data(), n, sum), left -= n;
+        }
+        if (std::fread(&stored, 1, 8, file) != 8) throw std::runtime_error(what + ": read error");
+        std::rewind(file);  // back to where parsing stands: past the `at` bytes parsed (no fseek: offsets past 2 GB)
+        for (uint64_t left = at; left > 0;) {
+            size_t n = size_t(std::min<uint64_t>(left, chunk.size()));
+            if (std::fread(chunk.data(), 1, n, file) != n) throw std::runtime_error(what + ": read error");
+            left -= n;
+        }
+        return sum == stored;
+    }
 };
 
 inline std::vector<unsigned char> checkpoint_bytes(const Checkpoint& ck) {
@@ -2119,7 +2325,7 @@ inline uint64_t min_param_count(const Config& c) {
 
 // Parse and validate. `what` names the source in error messages.
 inline Checkpoint parse_checkpoint(const std::vector<unsigned char>& bytes, const std::string& what) {
-    ByteReader r{bytes, 0, "checkpoint '" + what + "'"};
+    ByteReader r(bytes, 0, "checkpoint '" + what + "'");
     char magic[8];
     r.raw(magic, 8);
     if (std::memcmp(magic, kCheckpointMagic, 8) != 0)
@@ -2239,6 +2445,8 @@ inline void write_packed_model(ByteWriter& w, const PackedModel& pm) {
         floats(pm.attn_norm[l]);
         floats(pm.mlp_norm[l]);
         for (const PackedLinear& p : pm.lin[l]) {
+            if (!has_portable_masks(p))
+                throw std::invalid_argument("fbi::write_packed_model: the portable masks were dropped (drop_portable_masks)");
             for (const PackedSigns& mask : p.mask) w.raw(mask.bits.data(), 8 * mask.bits.size());  // unused: 0 bytes
             for (const std::vector<float>& v : p.scale) write_scales(w, v, pm.scale_bits);
         }
@@ -2272,8 +2480,9 @@ inline void read_mask(ByteReader& r, PackedSigns& P, int m, int n) {
                 throw std::runtime_error(r.what + ": padding bits set in a packed row (corrupted)");
 }
 
-inline PackedModel parse_packed_model(const std::vector<unsigned char>& bytes, const std::string& what) {
-    ByteReader r{bytes, 0, "packed model '" + what + "'"};
+// fast_only: keep only the registered fast kernel's layout of each mask (drop_portable_masks), one linear at a time,
+// so that loading a large model never holds both.
+inline PackedModel read_packed_model(ByteReader& r, bool fast_only = false) {
     char magic[8];
     r.raw(magic, 8);
     if (std::memcmp(magic, kPackedMagic, 8) != 0)
@@ -2313,19 +2522,15 @@ inline PackedModel parse_packed_model(const std::vector<unsigned char>& bytes, c
         per_block += 8ull * q->masks * m[i] * words_for(n[i]) + scale_bytes(sizes[i][0], pm.scale_bits) +
                      scale_bytes(sizes[i][1], pm.scale_bits);
     }
-    if (n_vocab > bytes.size() || uint64_t(c.L) > bytes.size() / per_block)  // first: `expect` cannot wrap around
+    if (n_vocab > r.size || uint64_t(c.L) > r.size / per_block)  // first: `expect` cannot wrap around
         throw std::runtime_error(r.what + ": truncated (" + describe(c) + " with " + std::to_string(n_vocab) +
-                                 " vocabulary bytes needs more than the file's " + std::to_string(bytes.size()) +
-                                 " bytes)");
+                                 " vocabulary bytes needs more than the file's " + std::to_string(r.size) + " bytes)");
     uint64_t expect = r.at + n_vocab + 4ull * (2ull * c.V * c.C + c.C) + uint64_t(c.L) * per_block + 8;
-    if (bytes.size() != expect)
-        throw std::runtime_error(r.what + (bytes.size() < expect ? ": truncated" : ": has trailing bytes") +
-                                 " (expected " + std::to_string(expect) + " bytes for " + describe(c) +
-                                 ", file has " + std::to_string(bytes.size()) + ")");
-    uint64_t stored_sum;  // memcpy: the checksum's offset is not 8-byte aligned (the vocabulary has any length)
-    std::memcpy(&stored_sum, bytes.data() + bytes.size() - 8, 8);
-    if (fnv1a(bytes.data(), bytes.size() - 8) != stored_sum)
-        throw std::runtime_error(r.what + ": checksum mismatch (corrupted)");
+    if (r.size != expect)
+        throw std::runtime_error(r.what + (r.size < expect ? ": truncated" : ": has trailing bytes") + " (expected " +
+                                 std::to_string(expect) + " bytes for " + describe(c) + ", file has " +
+                                 std::to_string(r.size) + ")");
+    if (!r.checksum_ok()) throw std::runtime_error(r.what + ": checksum mismatch (corrupted)");
     pm.vocab.resize(n_vocab);
     r.raw(&pm.vocab[0], n_vocab);
     auto floats = [&](std::vector<float>& v, size_t count) { v.resize(count); r.raw(v.data(), 4 * count); };
@@ -2345,6 +2550,7 @@ inline PackedModel parse_packed_model(const std::vector<unsigned char>& bytes, c
             for (int k = 0; k < 2; k++) read_scales(r, p.scale[k], size_t(sizes[i][k]), pm.scale_bits);
             if (q->check) q->check(p, r.what);  // e.g. b1.58: no weight both +1 and −1
             prepare_fast(p);
+            if (fast_only) drop_portable_masks(p);
         }
     }
     floats(pm.final_norm, c.C);
@@ -2353,7 +2559,20 @@ inline PackedModel parse_packed_model(const std::vector<unsigned char>& bytes, c
     return pm;
 }
 
-inline PackedModel load_packed_model(const std::string& path) { return parse_packed_model(read_file_bytes(path), path); }
+inline PackedModel parse_packed_model(const std::vector<unsigned char>& bytes, const std::string& what) {
+    ByteReader r(bytes, 0, "packed model '" + what + "'");
+    return read_packed_model(r);
+}
+// Parsed as it is read: the file's bytes are never all in memory beside the model.
+inline PackedModel load_packed_model(const std::string& path, bool fast_only = false) {
+    FILE* f = std::fopen(path.c_str(), "rb");
+    if (!f) throw std::runtime_error("cannot open '" + path + "': " + std::strerror(errno));
+    std::unique_ptr<FILE, int (*)(FILE*)> closer(f, &std::fclose);
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) throw std::runtime_error("'" + path + "' is not a regular file");
+    ByteReader r(f, uint64_t(st.st_size), "packed model '" + path + "'");
+    return read_packed_model(r, fast_only);
+}
 
 // Storage of the quantized layers in bits per weight: the masks' bits (+ row padding) plus the scales as the file
 // stores them, over the number of quantized weights ([P4] "bits per weight"). FBI with fp32 scales: 1 + 64/m;
@@ -2363,7 +2582,7 @@ inline double packed_bits_per_weight(const PackedModel& pm) {
     double bits = 0, weights = 0;
     for (const auto& block : pm.lin)
         for (const PackedLinear& p : block) {
-            bits += 64.0 * (p.mask[0].bits.size() + p.mask[1].bits.size()) +
+            bits += 64.0 * (double(p.mask[0].rows) * p.mask[0].words + double(p.mask[1].rows) * p.mask[1].words) +
                     8.0 * double(scale_bytes(p.scale[0].size(), pm.scale_bits) + scale_bytes(p.scale[1].size(), pm.scale_bits));
             weights += double(p.m) * p.n;
         }

@@ -111,6 +111,62 @@ struct CharTokenizer {
 // Reads a text file; refuses a missing, unreadable, empty, binary or too-short one with a message that says
 // which, and where. Text means UTF-8 without NUL bytes (ASCII is UTF-8). `min_length` characters are needed;
 // `context` (T), when given, lets the message say when the file is shorter than even one window of T+1.
+// A subword vocabulary from a token file of examples/llama/spm_tokenize (make train-tiny TOKENIZER=bpe): each id's
+// surface bytes, and the corpus already encoded. train_tiny needs no sentencepiece: decoding is concatenation.
+//   "FBITOKS\0" | u32 version 1 | u32 V | V × (u32 length, bytes) | u64 n | n × u32 ids | u64 FNV-1a of all before
+struct PieceTokenizer {
+    std::vector<std::string> pieces;
+    int size() const { return int(pieces.size()); }
+    std::string decode(const std::vector<int>& ids) const {
+        std::string t;
+        for (int id : ids) t += pieces[size_t(id)];
+        return t;
+    }
+    // The vocabulary as checkpoints store it (opaque to the header): "pieces\n" then length-prefixed surfaces.
+    std::string blob() const {
+        std::string b = "fbi_llm pieces v1\n";
+        for (const std::string& p : pieces) b += std::to_string(p.size()) + ":" + p;
+        return b;
+    }
+    // The id whose surface is exactly `s` (a sample's prompt), or 0.
+    int id_of(const std::string& s) const {
+        for (size_t i = 0; i < pieces.size(); i++)
+            if (pieces[i] == s) return int(i);
+        return 0;
+    }
+};
+inline std::vector<int> load_token_file(const std::string& path, PieceTokenizer& tok) {
+    std::vector<unsigned char> bytes = fbi::read_file_bytes(path);
+    fbi::ByteReader r(bytes, 0, "token file '" + path + "'");
+    char magic[8];
+    r.raw(magic, 8);
+    if (std::memcmp(magic, "FBITOKS", 8) != 0) throw std::invalid_argument(r.what + ": not a token file (make it with build/spm_tokenize)");
+    if (r.get<uint32_t>() != 1) throw std::invalid_argument(r.what + ": unknown version");
+    uint64_t stored = 0;
+    if (bytes.size() >= 24) std::memcpy(&stored, bytes.data() + bytes.size() - 8, 8);
+    if (bytes.size() < 24 || fbi::fnv1a(bytes.data(), bytes.size() - 8) != stored)
+        throw std::invalid_argument(r.what + ": truncated or corrupted (checksum mismatch)");
+    uint32_t V = r.get<uint32_t>();
+    if (V < 1 || V > (1u << 20)) throw std::invalid_argument(r.what + ": vocabulary of " + std::to_string(V) + " pieces is implausible");
+    tok.pieces.assign(V, "");
+    for (std::string& p : tok.pieces) {
+        uint32_t n = r.get<uint32_t>();
+        if (n > 1024 || n > bytes.size() - r.at) throw std::invalid_argument(r.what + ": a piece of " + std::to_string(n) + " bytes (corrupted)");
+        p.resize(n);
+        r.raw(&p[0], n);
+    }
+    uint64_t n = r.get<uint64_t>();
+    if (n != (bytes.size() - r.at - 8) / 4 || (bytes.size() - r.at - 8) % 4)
+        throw std::invalid_argument(r.what + ": " + std::to_string(n) + " ids do not match the file's size");
+    std::vector<int> ids(n);
+    for (int& id : ids) {
+        uint32_t v = r.get<uint32_t>();
+        if (v >= V) throw std::invalid_argument(r.what + ": id " + std::to_string(v) + " outside the vocabulary of " + std::to_string(V));
+        id = int(v);
+    }
+    return ids;
+}
+
 inline std::string load_corpus(const std::string& path, int min_length, int context = 0) {
     const std::string name = "corpus '" + path + "'";
     struct stat st;

@@ -239,7 +239,8 @@ inline fbi::Model import_model(const ModelDir& m, ImportReport* report = nullptr
 }
 
 // The packed 1-bit model, streaming: one tensor read at a time, each linear packed as soon as its three tensors are in.
-inline fbi::PackedModel import_packed(const ModelDir& m, ImportReport* report = nullptr) {
+// fast_layout = false: without the fast kernel's layouts (for a model that is only written to a file; half the memory).
+inline fbi::PackedModel import_packed(const ModelDir& m, ImportReport* report = nullptr, bool fast_layout = true) {
     if (!m.fbi)
         fail(m.dir, "a plain LLaMA (no wscale/wbias keys) has no 1-bit form: FBI-LLM trains its scales from scratch; import it as a float model");
     fbi::Config cfg = config_from_hf(m.config, m.dir + "/config.json", true);
@@ -268,6 +269,7 @@ inline fbi::PackedModel import_packed(const ModelDir& m, ImportReport* report = 
             fbi::linear_shape(cfg, id, rows, cols);
             get(n, W), get(n + ".alpha", a), get(n + ".beta", b);
             fbi::pack_linear(pm.lin[l][id], fbi::Quant::FBI, W.data(), a.data(), b.data(), rows, cols);
+            if (!fast_layout) pm.lin[l][id].fast[0].reset();
         }
     }
     get("final_norm", pm.final_norm);

@@ -18,6 +18,8 @@ using namespace example;
 // ---- 0. settings ------------------------------------------------------------------------------------------------
 static const char* kUsage =
     "usage: train_tiny --data PATH [--out DIR] [options]\n"
+    "       train_tiny --tokens FILE.fbitoks [--out DIR] [options]   a corpus already tokenized (build/spm_tokenize;\n"
+    "                                            make train-tiny TOKENIZER=bpe): losses also per character\n"
     "  --teacher-steps 2000  --student-steps 2000  --batch 12  --context 64  --seed 1337\n"
     "  --width 128 --layers 4 --heads 4         the shape of the student and of the teacher\n"
     "  --lr 1e-3 --lr-min 1e-4 --warmup 100      schedule ([O3]) of both runs; --lr-min is the teacher's floor\n"
@@ -41,7 +43,7 @@ static const char* kUsage =
     "(a NaN loss at STEP) and FBI_TEST_KILL=RUN:EVENT:STEP (examples/common.hpp, TestKill).";
 
 struct Settings {
-    std::string data, out = "runs/tiny";
+    std::string data, tokens, out = "runs/tiny";
     int context = 64, batch = 12, width = 128, layers = 4, heads = 4;
     int teacher_steps = 2000, student_steps = 2000, warmup = 100;
     double lr = 1e-3, lr_min = 1e-4, student_lr = 1e-3, student_lr_min = 0.0, wd = 0.1;
@@ -57,14 +59,15 @@ struct Settings {
 // Every flag is checked here, before the corpus is read or anything is written; each message names its flag.
 static Settings parse_settings(int argc, char** argv) {
     Args a(argc, argv, kUsage, {"fresh"});
-    a.only({"data", "out", "context", "batch", "width", "layers", "heads", "teacher-steps", "student-steps", "warmup",
+    a.only({"data", "tokens", "out", "context", "batch", "width", "layers", "heads", "teacher-steps", "student-steps", "warmup",
             "lr", "lr-min", "student-lr", "student-lr-min", "wd", "seed", "student-quant", "student-loss",
             "student-init", "dad-weight", "decay", "scale-bits", "eval-every", "ckpt-every", "eval-windows", "samples",
             "fresh"});
     check_thread_env();
     Settings s;
-    s.data = a.str("data", ""), s.out = a.str("out", s.out);
-    if (s.data.empty()) throw std::invalid_argument("--data PATH is required (make train-tiny passes it)");
+    s.data = a.str("data", ""), s.tokens = a.str("tokens", ""), s.out = a.str("out", s.out);
+    if (s.data.empty() == s.tokens.empty())
+        throw std::invalid_argument("give --data PATH (characters; make train-tiny passes it) or --tokens FILE (subwords), one of them");
     if (s.out.empty()) throw std::invalid_argument("--out must name a directory");
     const long kBig = 1000000000;  // steps, intervals: a billion is far beyond a laptop run
     s.context = a.integer("context", s.context, 1, kMaxFileContext), s.batch = a.integer("batch", s.batch, 1, kBig);
@@ -107,18 +110,42 @@ static Settings parse_settings(int argc, char** argv) {
     return s;
 }
 
-// The character-level corpus, split 90/10 (checked before anything is created on disk).
+// The corpus, split 90/10 (checked before anything is created on disk): characters (--data), or subword ids
+// from a token file (--tokens). `vocab` is what checkpoints store; chars_per_val_token turns a validation
+// loss per token into one per character (1 for the character model).
 struct Data {
     std::string text;
     CharTokenizer tok;
+    PieceTokenizer pieces;  // --tokens: the subword vocabulary
     std::vector<int> train, val;
+    int V = 0;
+    std::string vocab;
+    double chars_per_val_token = 1;
+    bool subwords() const { return !pieces.pieces.empty(); }
+    std::string decode(const std::vector<int>& ids) const { return subwords() ? pieces.decode(ids) : tok.decode(ids); }
+    std::vector<int> newline() const { return subwords() ? std::vector<int>{pieces.id_of("\n")} : tok.encode("\n"); }
 };
 static Data load_data(const Settings& s) {
     Data d;
+    if (!s.tokens.empty()) {
+        std::vector<int> ids = load_token_file(s.tokens, d.pieces);
+        if (ids.size() < size_t(2 * (s.context + 1) * 10))
+            throw std::invalid_argument(s.tokens + ": " + std::to_string(ids.size()) + " tokens, too few for --context " + std::to_string(s.context));
+        d.text = d.pieces.decode(ids);
+        split_90_10(ids, d.train, d.val);
+        d.V = d.pieces.size(), d.vocab = d.pieces.blob();
+        size_t val_chars = 0;
+        for (int id : d.val) val_chars += d.pieces.pieces[size_t(id)].size();
+        d.chars_per_val_token = double(val_chars) / d.val.size();
+        std::printf("data: %zu characters as %zu subword tokens (%.2f characters per validation token), vocabulary %d, "
+                    "train %zu / val %zu tokens\n", d.text.size(), ids.size(), d.chars_per_val_token, d.V, d.train.size(), d.val.size());
+        return d;
+    }
     d.text = load_corpus(s.data, 2 * (s.context + 1) * 10, s.context);
     d.tok = CharTokenizer::from_text(d.text);
     split_90_10(d.tok.encode(d.text), d.train, d.val);
-    std::printf("data: %zu characters, vocabulary %d, train %zu / val %zu tokens\n", d.text.size(), d.tok.size(),
+    d.V = d.tok.size(), d.vocab = d.tok.chars;
+    std::printf("data: %zu characters, vocabulary %d, train %zu / val %zu tokens\n", d.text.size(), d.V,
                 d.train.size(), d.val.size());
     return d;
 }
@@ -367,7 +394,7 @@ static void train(Model& model, Model* teacher, const Data& d, const RunSpec& sp
         bool due = spec.ckpt_every > 0 && (step + 1) % spec.ckpt_every == 0;
         if (!last && (due || stop_requested)) {  // the last one: the caller saves it
             log.sync();  // the log holds every step the checkpoint holds
-            files.save(make_checkpoint(model, d.tok.chars, step + 1, &adam), kill, spec.name);
+            files.save(make_checkpoint(model, d.vocab, step + 1, &adam), kill, spec.name);
             saved = step + 1;
         }
         if ((step + 1) % 100 == 0 || step == start || last || stop_requested) {
@@ -407,7 +434,7 @@ static double run_or_resume(Model& model, Model* teacher, const Data& d, const R
     double t0 = now_seconds();
     train(model, teacher, d, spec, base + ".csv", files, s.kill, adam, from);
     double seconds = now_seconds() - t0;
-    files.save(make_checkpoint(model, d.tok.chars, spec.steps, nullptr), s.kill, spec.name);
+    files.save(make_checkpoint(model, d.vocab, spec.steps, nullptr), s.kill, spec.name);
     stop_deferred = 0;  // from here on a Ctrl-C quits at once: there is nothing that a re-run could not redo
     if (stop_requested) {
         std::printf("%s: finished and saved in %s; interrupted before what follows. Run the same command again to "
@@ -488,7 +515,7 @@ static Results evaluate_pack_sample(const Settings& s, const Data& d, Model& tea
     r.file_bytes = 4.0 * student.params.size();  // fp32 parameter bytes when there is no packed file
     if (r.packs) {
         r.packed_path = s.out + "/student_" + student_tag(s) + ".fbipack";
-        s.kill.write(r.packed_path, packed_model_bytes(pack_model(student, d.tok.chars, s.scale_bits)), "pack", 0);
+        s.kill.write(r.packed_path, packed_model_bytes(pack_model(student, d.vocab, s.scale_bits)), "pack", 0);
         r.packed = load_packed_model(r.packed_path);  // evaluate what is on disk
         r.file_bytes = double(read_file_bytes(r.packed_path).size());
         r.packed_bits = packed_bits_per_weight(r.packed);
@@ -501,19 +528,19 @@ static Results evaluate_pack_sample(const Settings& s, const Data& d, Model& tea
     r.packed_ce = !r.packs ? r.decoder_ce
                            : evaluate_decoder(decode_view(r.packed), PackedLinearFn{&r.packed, Kernel::Fast},
                                               r.packed.rope_cos.data(), r.packed.rope_sin.data(), d.val, T, ew);
-    std::vector<int> prompt = d.tok.encode("\n");
+    std::vector<int> prompt = d.newline();
     for (int which = 0; which < 3; which++) {  // teacher, float student, packed student
         double t1 = now_seconds();
         std::vector<int> ids = which == 0 ? generate(teacher, prompt, s.samples, 0.8, 7)
                              : which == 2 && r.packs ? generate(r.packed, prompt, s.samples, 0.8, 7)
                                                      : generate(student, prompt, s.samples, 0.8, 7);
         r.tok_s[which] = s.samples / std::max(1e-9, now_seconds() - t1);
-        r.samples[which] = d.tok.decode(ids);
+        r.samples[which] = d.decode(ids);
     }
     return r;
 }
 
-static void print_table(const Settings& s, const Results& r, const Model& teacher, const Model& student) {
+static void print_table(const Settings& s, const Data& d, const Results& r, const Model& teacher, const Model& student) {
     std::string q = s.student_quant == Quant::FBI ? "FBI" : quant_name(s.student_quant);
     std::string val = s.eval_windows > 0 ? "validation (" + std::to_string(s.eval_windows) + " windows)"
                                          : "validation split (all windows)";
@@ -522,10 +549,16 @@ static void print_table(const Settings& s, const Results& r, const Model& teache
     };
     std::printf("\n%-30s %12s %12s %12s\n", val.c_str(), "FP teacher", (q + " student").c_str(),
                 r.packs ? (q + " packed").c_str() : "(no packing)");
-    row("cross-entropy (nats/char)", "%12.4f %12.4f %12.4f", r.teacher_ce, r.student_ce, r.packed_ce);
-    row("perplexity", "%12.3f %12.3f %12.3f", std::exp(r.teacher_ce), std::exp(r.student_ce), std::exp(r.packed_ce));
-    row("bits per character", "%12.4f %12.4f %12.4f", r.teacher_ce / std::log(2.0), r.student_ce / std::log(2.0),
-        r.packed_ce / std::log(2.0));
+    const double k = d.chars_per_val_token;  // subword tokens: per character = per token / k
+    if (d.subwords()) {
+        row("cross-entropy (nats/token)", "%12.4f %12.4f %12.4f", r.teacher_ce, r.student_ce, r.packed_ce);
+        row("perplexity (per token)", "%12.3f %12.3f %12.3f", std::exp(r.teacher_ce), std::exp(r.student_ce), std::exp(r.packed_ce));
+    }
+    row("cross-entropy (nats/char)", "%12.4f %12.4f %12.4f", r.teacher_ce / k, r.student_ce / k, r.packed_ce / k);
+    if (!d.subwords())
+        row("perplexity", "%12.3f %12.3f %12.3f", std::exp(r.teacher_ce), std::exp(r.student_ce), std::exp(r.packed_ce));
+    row("bits per character", "%12.4f %12.4f %12.4f", r.teacher_ce / k / std::log(2.0), r.student_ce / k / std::log(2.0),
+        r.packed_ce / k / std::log(2.0));
     row("parameter bytes", "%12.0f %12.0f %12.0f", 4.0 * teacher.params.size(), 4.0 * student.params.size(), r.file_bytes);
     std::printf("%-30s %12s %12s %12.3f\n", "bits per quantized weight", "32", "32 (latent)", r.packed_bits);
     if (r.packs && s.scale_bits < 32)
@@ -536,7 +569,7 @@ static void print_table(const Settings& s, const Results& r, const Model& teache
 }
 
 // ---- 4. the machine-readable summary (notebook 02 and make compare read it) --------------------------------
-static void write_summary(const Settings& s, const Results& r, const TeacherRun& t, const Model& student,
+static void write_summary(const Settings& s, const Data& d, const Results& r, const TeacherRun& t, const Model& student,
                           const RunSpec& ts, const RunSpec& ss, double student_seconds) {
     using Json = JsonObj<10>;
     auto schedule = [](const RunSpec& run) {
@@ -549,7 +582,10 @@ static void write_summary(const Settings& s, const Results& r, const TeacherRun&
     j.put("teacher_steps", ts.steps).put("student_steps", ss.steps);
     j.put("teacher_val_ce", r.teacher_ce).put("student_val_ce", r.student_ce);
     j.put("teacher_ppl", std::exp(r.teacher_ce)).put("student_ppl", std::exp(r.student_ce));
-    j.put("teacher_bpc", r.teacher_ce / std::log(2.0)).put("student_bpc", r.student_ce / std::log(2.0));
+    const double k = d.chars_per_val_token;  // the losses above are per token: per character for the char model
+    j.text("tokenizer", d.subwords() ? "subword (" + std::to_string(d.V) + " pieces)" : "char").put("val_chars_per_token", k);
+    j.put("teacher_val_ce_per_char", r.teacher_ce / k).put("student_val_ce_per_char", r.student_ce / k);
+    j.put("teacher_bpc", r.teacher_ce / k / std::log(2.0)).put("student_bpc", r.student_ce / k / std::log(2.0));
     j.put("teacher_bytes_fp32", 4.0 * t.model.params.size()).put("student_bytes_packed", r.file_bytes);
     j.put("teacher_train_seconds", t.seconds).put("student_train_seconds", student_seconds);
     j.put("student_packed_val_ce", r.packed_ce).put("student_decoder_val_ce", r.decoder_ce);
@@ -582,7 +618,7 @@ int main(int argc, char** argv) try {
     Settings s = parse_settings(argc, argv);
     std::printf("fbi_llm train_tiny | %s\n", threading_summary().c_str());
     Data d = load_data(s);
-    Config teacher_cfg = model_config(s, d.tok.size(), Quant::FP), student_cfg = model_config(s, d.tok.size(), s.student_quant);
+    Config teacher_cfg = model_config(s, d.V, Quant::FP), student_cfg = model_config(s, d.V, s.student_quant);
     check_memory(s, teacher_cfg, student_cfg);
     RunSpec tspec = run_spec(s, true, teacher_cfg, d.text);
     Record teacher_result;  // what decides the teacher's checkpoint (not its log)
@@ -597,8 +633,8 @@ int main(int argc, char** argv) try {
     remove_stale_partial_writes(s.out);
     // where both runs start (from step 0, resumed, or reused), decided before either trains: a refused student
     // must not cost a teacher run
-    Start tstart = find_start(tspec, teacher_base(s, tspec) + ".ckpt", teacher_cfg, d.tok.chars, s.fresh);
-    Start sstart = find_start(sspec, s.out + "/student_" + student_tag(s) + ".ckpt", student_cfg, d.tok.chars, s.fresh);
+    Start tstart = find_start(tspec, teacher_base(s, tspec) + ".ckpt", teacher_cfg, d.vocab, s.fresh);
+    Start sstart = find_start(sspec, s.out + "/student_" + student_tag(s) + ".ckpt", student_cfg, d.vocab, s.fresh);
     install_stop_handlers();
     double t_start = now_seconds();
 
@@ -606,14 +642,14 @@ int main(int argc, char** argv) try {
     double student_seconds = -1;  // stays -1 when a finished student is reused
     Model student = student_run(s, d, student_cfg, sspec, sstart, teacher.model, student_seconds);  // 2.
     Results r = evaluate_pack_sample(s, d, teacher.model, student);                     // 3.
-    print_table(s, r, teacher.model, student);
+    print_table(s, d, r, teacher.model, student);
     std::printf("train time: teacher %s, student %s\n", teacher.reused ? "(reused)" : fmt_duration(teacher.seconds).c_str(),
                 student_seconds < 0 ? "(reused)" : fmt_duration(student_seconds).c_str());
     std::string q = s.student_quant == Quant::FBI ? "FBI" : quant_name(s.student_quant);
     std::printf("\n---- teacher sample (temperature 0.8) ----%s\n", r.samples[0].c_str());
     std::printf("\n---- %s student sample (temperature 0.8) ----%s\n", r.packs ? ("packed " + q).c_str() : "fp32",
                 r.samples[2].c_str());
-    write_summary(s, r, teacher, student, tspec, sspec, std::max(0.0, student_seconds));  // 4.
+    write_summary(s, d, r, teacher, student, tspec, sspec, std::max(0.0, student_seconds));  // 4.
 
     std::string tag = student_tag(s), tname = teacher.ckpt.substr(s.out.size() + 1);
     std::printf("\nwrote %s/{%s, student_%s.ckpt, %sstudent_%s.csv, summary_%s.json}  (total %s)\n", s.out.c_str(),

@@ -81,7 +81,6 @@ inline void codebook_write(ByteWriter& w, const std::vector<float>& v, int bits)
 }
 
 inline void codebook_read(ByteReader& r, std::vector<float>& v, size_t k, int bits) {
-    const size_t start = r.at;
     std::vector<float> levels(size_t(1) << bits);
     r.raw(levels.data(), 4 * levels.size());
     for (float x : levels)
@@ -95,9 +94,11 @@ inline void codebook_read(ByteReader& r, std::vector<float>& v, size_t k, int bi
     }
     // Exactly what write_scales makes of these values (levels ascending and used, padding 0), so that a file
     // reads and writes back to the same bytes; anything else was not written by this header.
-    ByteWriter again;
+    ByteWriter again, read;  // `read`: the bytes just read, as they were
     codebook_write(again, v, bits);
-    if (!std::equal(again.buf.begin(), again.buf.end(), r.buf.begin() + long(start)))
+    read.raw(levels.data(), 4 * levels.size());
+    read.raw(packed.data(), packed.size());
+    if (again.buf != read.buf)
         throw std::runtime_error(r.what + ": a scale codebook is not in its canonical form (corrupted)");
 }
 

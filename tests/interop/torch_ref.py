@@ -8,9 +8,15 @@ It reads and writes model directories in the release layout (config.json; pytorc
 pytorch_model.bin.index.json, or model.safetensors) without the transformers or safetensors packages.
 
   torch_ref.py write DIR [--config tiny|130m|1.3b] [--format bin|bin-sharded|safetensors|safetensors-sharded]
-                         [--dtype fp32|bf16|fp16] [--plain] [--seed N]      a synthetic checkpoint, release format
+                         [--dtype fp32|bf16|fp16] [--plain] [--seed N] [--vocab V] [--ctx T]
+                                                                            a synthetic checkpoint, release format
   torch_ref.py logits DIR --tokens 1,2,3 --out FILE                         fp32 logits (T×V), raw little-endian
   torch_ref.py eval DIR --corpus TXT [--T 64] [--windows N]                 validation CE, the C++ windows
+  torch_ref.py write-stream DIR --config 7b [--seed N]                      the same, one tensor in memory at a time
+                                                                            (sharded fp32 safetensors: the 7B shape)
+  torch_ref.py generate DIR --tokens 1,2,3 --n N                            greedy continuation, the new ids
+  torch_ref.py ppl DIR --tokenizer M --text FILE [--window 2048] [--windows N]
+                                                                            the FBI-LLM paper's perplexity protocol
   torch_ref.py train DIR --teacher TDIR --corpus TXT --out DIR2 [--steps 5] [--lr 1e-4] [--B 12] [--T 64]
                                                                             AdamW steps of AD distillation
 Needs Debian's python3-torch and python3-numpy (run with /usr/bin/python3).
@@ -24,6 +30,7 @@ CONFIGS = {  # (layers, hidden, intermediate, heads, vocab, context)
     "tiny": (2, 64, 176, 4, 97, 32),
     "130m": (12, 768, 2048, 12, 32000, 2048),
     "1.3b": (24, 2048, 5632, 32, 32000, 2048),
+    "7b": (32, 4096, 11008, 32, 32000, 2048),
 }
 PROJ = [("self_attn", "q_proj"), ("self_attn", "k_proj"), ("self_attn", "v_proj"), ("self_attn", "o_proj"),
         ("mlp", "gate_proj"), ("mlp", "up_proj"), ("mlp", "down_proj")]
@@ -139,6 +146,60 @@ def synthetic(cfg, fbi, seed):
     return sd
 
 
+def write_stream(d, cfg, seed, shard_bytes=2 << 30):
+    """A synthetic FBI-LLM as sharded fp32 safetensors, written one tensor at a time (a 7B model is 27 GB)."""
+    C, F, V, L = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"], cfg["num_hidden_layers"]
+    keys = [("model.embed_tokens.weight", (V, C))]
+    for i in range(L):
+        p = f"model.layers.{i}."
+        keys.append((p + "input_layernorm.weight", (C,)))
+        for mod, name in PROJ:
+            shp = proj_shape(cfg, name)
+            keys += [(f"{p}{mod}.{name}.weight", shp), (f"{p}{mod}.{name}.wscale", (1, shp[1])),
+                     (f"{p}{mod}.{name}.wbias", (1, shp[1]))]
+        keys.append((p + "post_attention_layernorm.weight", (C,)))
+    keys += [("model.norm.weight", (C,)), ("lm_head.weight", (V, C))]
+    shards, cur, size = [], [], 0
+    for k, shp in keys:
+        n = 4 * math.prod(shp)
+        if cur and size + n > shard_bytes:
+            shards.append(cur)
+            cur, size = [], 0
+        cur.append((k, shp))
+        size += n
+    shards.append(cur)
+    os.makedirs(d, exist_ok=True)
+    json.dump(cfg, open(os.path.join(d, "config.json"), "w"), indent=2)
+    g = torch.Generator().manual_seed(seed)
+    wmap, latent = {}, None
+    for si, part in enumerate(shards):
+        name = f"model-{si + 1:05d}-of-{len(shards):05d}.safetensors"
+        header, at = {}, 0
+        for k, shp in part:
+            header[k] = {"dtype": "F32", "shape": list(shp), "data_offsets": [at, at + 4 * math.prod(shp)]}
+            at += 4 * math.prod(shp)
+            wmap[k] = name
+        h = json.dumps(header).encode()
+        h += b" " * ((8 - len(h) % 8) % 8)
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(struct.pack("<Q", len(h)) + h)
+            for k, shp in part:
+                if k.endswith("norm.weight"):
+                    t = 1 + 0.1 * torch.randn(*shp, generator=g)
+                elif k.endswith(".wscale"):
+                    beta = latent.mean(0, keepdim=True)
+                    t = (latent - beta).abs().mean(0, keepdim=True) * (1 + 0.1 * torch.rand(*shp, generator=g))
+                elif k.endswith(".wbias"):
+                    t = latent.mean(0, keepdim=True) + 0.001 * torch.randn(*shp, generator=g)
+                else:
+                    t = torch.randn(*shp, generator=g) * 0.02
+                    latent = t
+                f.write(t.contiguous().numpy().astype("<f4").tobytes())
+        print(f"wrote {name}", flush=True)
+    json.dump({"metadata": {"total_size": sum(4 * math.prod(s) for _, s in keys)}, "weight_map": wmap},
+              open(os.path.join(d, "model.safetensors.index.json"), "w"), indent=2)
+
+
 # ---- the model ----------------------------------------------------------------------------------------------------
 class Ref(torch.nn.Module):
     def __init__(self, cfg, sd):
@@ -211,9 +272,25 @@ def evaluate(model, data, T, windows):
     return loss / n
 
 
+def perplexity(model, ids, W, windows):
+    """The official evaluation's protocol: numel // W windows side by side, each window's mean CE over its W - 1
+    predictions, exp of the mean over windows."""
+    ids = torch.tensor(ids, dtype=torch.int64)
+    count = ids.numel() // W
+    if windows:
+        count = min(count, windows)
+    nll = 0.0
+    with torch.no_grad():
+        for i in range(count):
+            x = ids[i * W:(i + 1) * W][None]
+            z = model(x)[0, :-1].double()
+            nll += Fn.cross_entropy(z, x[0, 1:]).item()
+    return nll / count, count
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("cmd", choices=["write", "logits", "eval", "train"])
+    ap.add_argument("cmd", choices=["write", "write-stream", "logits", "eval", "train", "generate", "ppl"])
     ap.add_argument("dir")
     ap.add_argument("--config", default="tiny", choices=list(CONFIGS))
     ap.add_argument("--format", default="bin", choices=["bin", "bin-sharded", "safetensors", "safetensors-sharded"])
@@ -229,10 +306,19 @@ def main():
     ap.add_argument("--windows", type=int, default=0)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--vocab", type=int, default=0)
+    ap.add_argument("--ctx", type=int, default=0)
+    ap.add_argument("--n", type=int, default=16)
+    ap.add_argument("--tokenizer", default="")
+    ap.add_argument("--text", default="")
+    ap.add_argument("--window", type=int, default=2048)
     a = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    if a.cmd == "write":
-        cfg = hf_config(*CONFIGS[a.config])
+    if a.cmd in ("write", "write-stream"):
+        L, C, F, NH, V, T = CONFIGS[a.config]
+        cfg = hf_config(L, C, F, NH, a.vocab or V, a.ctx or T)
+        if a.cmd == "write-stream":
+            return write_stream(a.dir, cfg, a.seed)
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[a.dtype]
         save_dir(a.dir, cfg, synthetic(cfg, not a.plain, a.seed), a.format, dtype)
         return
@@ -242,6 +328,21 @@ def main():
         idx = torch.tensor([[int(t) for t in a.tokens.split(",")]])
         with torch.no_grad():
             model(idx)[0].contiguous().numpy().astype("<f4").tofile(a.out)
+    elif a.cmd == "generate":  # greedy, the whole sequence again for every new token
+        ids = [int(t) for t in a.tokens.split(",")]
+        new = []
+        with torch.no_grad():
+            for _ in range(a.n):
+                nxt = int(model(torch.tensor([ids]))[0, -1].argmax())
+                ids.append(nxt)
+                new.append(nxt)
+        print("ids: " + " ".join(map(str, new)))
+    elif a.cmd == "ppl":
+        import sentencepiece  # Debian's python3-sentencepiece
+        sp = sentencepiece.SentencePieceProcessor(model_file=a.tokenizer)
+        ids = [sp.bos_id()] + sp.encode(open(a.text, encoding="utf-8", newline="").read())
+        nll, count = perplexity(model, ids, a.window, a.windows)
+        print(f"mean_nll {nll:.9f}\nperplexity {math.exp(nll):.4f} over {count} windows of {a.window} tokens")
     elif a.cmd == "eval":
         _, val = corpus_tokens(a.dir, a.corpus)
         print(f"val_ce {evaluate(model, val, a.T, a.windows):.9f}")
