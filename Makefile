@@ -189,11 +189,17 @@ llama-if-possible:
 # generate and perplexity on a tiny synthetic release-format FBI-LLM with a sentencepiece tokenizer, against
 # tests/interop/torch_ref.py (same tokens, same perplexity) and every bad input of the user interface
 LLAMA_PY_PKGS := python3-torch python3-numpy python3-sentencepiece
-test-llama: deps interop-deps llama  ## generate/perplexity vs the PyTorch reference, and their bad inputs (tests/llama.sh)
+.PHONY: spm-py-deps bench-llama
+spm-py-deps: interop-deps
 	@$(PYTHON) -c 'import sentencepiece' 2>/dev/null || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-sentencepiece) >/dev/null; fi; }; \
 	$(PYTHON) -c 'import sentencepiece' 2>/dev/null || { echo "llama: ✗ $(PYTHON) cannot import sentencepiece: sudo apt-get install -y $(LLAMA_PY_PKGS)"; exit 1; }
+test-llama: deps spm-py-deps llama $(BUILD)/train_tiny  ## generate/perplexity vs the PyTorch reference, and their bad inputs (tests/llama.sh)
 	@PYTHON='$(PYTHON)' bash tests/llama.sh $(BUILD)
+# Release shapes on synthetic checkpoints: import, packed size, decode and prefill tokens/s, RSS (BIG=1 adds the 7B
+# shape: 27 GB written to $(BUILD)/bench_llama and removed at the end; ≈ 80 GB free disk is plenty)
+bench-llama: deps spm-py-deps llama  ## generate/perplexity at the 130M and 1.3B shapes (BIG=1: and 7B): import, RSS, tokens/s
+	@PYTHON='$(PYTHON)' BUILD=$(BUILD) bash examples/bench/bench_llama.sh
 
 # fbi_llm.hpp with nothing from examples/: it trains, packs and decodes an FBI-LLM on its own.
 $(BUILD)/header_alone: tests/alone/header_alone.cpp $(HEADER) | deps

@@ -13,7 +13,7 @@
 //   PART I (§1–§9) is the paper's path, to read top to bottom: no intrinsics, no file formats, no registries.
 //   PART II (§10–§11) is reference: the registries plug-ins fill and the checkpoint and packed-model files.
 //   §1 config, utilities · §2 layers, forward/backward side by side · §3 FBI-linear and the quantizer interface ·
-//   §4 losses · §5 model · §6 optimizer · §7 training · §8 inference (KV cache) · §9 packed 1-bit inference ·
+//   §4 losses · §5 model · §6 optimizer · §7 training · §8 inference (KV cache, prefill) · §9 packed 1-bit inference ·
 //   §10 registries · §11 files.  (§ always means a part of this header.)
 //
 // PLUG-INS (companion headers: include after this one; each registers itself)
@@ -43,8 +43,9 @@
 //   F SwiGLU hidden width, N = B·T rows. A linear has latent weight W ∈ R^{m×n} (m out, n in; PyTorch's
 //   [out, in] layout); a row x ∈ R^n maps to y = x Wᵀ ∈ R^m. All matrices are row-major.
 //   Gradients are named d<thing> and are ALWAYS accumulated with +=; callers zero them first.
-//   Left out: GPU kernels, mixed precision, BPE tokenizers (examples/ brings a char tokenizer), multi-node
-//   training, dropout; for those, PyTorch and the official FBI-LLM code, or llm.c.
+//   Left out: GPU kernels, mixed precision, tokenizers (examples/ brings a char tokenizer; examples/llama/ reads
+//   LLaMA's sentencepiece model and trains a BPE one), multi-node training, dropout; for those, PyTorch and the
+//   official FBI-LLM code, or llm.c.
 //
 // METHOD NOTES — every equation the code implements, with a label cited as [X] at the line that computes it.
 //   Papers: FBI-LLM = Ma, Sun & Shen 2024, arXiv 2407.07093 (v1); BitNet = Wang et al. 2023, arXiv 2310.11453
@@ -725,8 +726,9 @@ template <class R> struct ModelT {
 };
 using Model = ModelT<float>;
 // Lay out every tensor in the flat buffer. Order = the order a student meets them in the forward pass.
+// with_grads = false leaves grads and dw_eff empty: a model only for inference, half the memory.
 template <class R>
-void layout_model(ModelT<R>& model, const Config& cfg) {
+void layout_model(ModelT<R>& model, const Config& cfg, bool with_grads = true) {
     check_config(cfg);
     model.cfg = cfg;
     model.tensors.clear();
@@ -758,9 +760,9 @@ void layout_model(ModelT<R>& model, const Config& cfg) {
     model.final_norm = add("final_norm", 1, cfg.C, false);
     model.lm_head = add("lm_head", cfg.V, cfg.C, true);
     model.params.assign(offset, R(0));
-    model.grads.assign(offset, R(0));
+    model.grads.assign(with_grads ? offset : 0, R(0));
     model.w_eff.assign(eff, R(0));
-    model.dw_eff.assign(eff, R(0));
+    model.dw_eff.assign(with_grads ? eff : 0, R(0));
     rope_tables(model.rope_cos, model.rope_sin, cfg.T, cfg.C / cfg.NH);
     model.acts = Activations<R>{};
 }
@@ -1182,7 +1184,7 @@ double evaluate(ModelT<R>& model, const std::vector<int>& data, int B, int T, lo
 }
 
 // =====================================================================================================
-// §8 INFERENCE: one token at a time with a KV cache (GEMV-shaped work), and sampling.
+// §8 INFERENCE: one token at a time with a KV cache (GEMV-shaped work), many at once (prefill, GEMM-shaped), sampling.
 // The linears are behind a callable `linear(l, id, x, y)` (y = Ŵ x for block l, linear id), so the same
 // decoder runs the float model here and, later, the bit-packed model.
 // =====================================================================================================

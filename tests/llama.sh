@@ -13,7 +13,7 @@ BUILD=${1:-build}
 PY=${PYTHON:-python3}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
-for b in generate perplexity; do [ -x "$BUILD/$b" ] || { echo "FAIL - $BUILD/$b is not built (make llama)"; exit 1; }; done
+for b in generate perplexity spm_tokenize train_tiny; do [ -x "$BUILD/$b" ] || { echo "FAIL - $BUILD/$b is not built (make llama)"; exit 1; }; done
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/fbi_llama.XXXXXX")
 WRAP=$(mktemp -d "${TMPDIR:-/tmp}/fbi_wrap.XXXXXX")
@@ -21,6 +21,8 @@ trap 'rm -rf "$TMP" "$WRAP"' EXIT
 source "$HERE/lib.sh"  # ok, fail, wrap
 GEN=$(wrap "$PWD/$BUILD/generate")
 PPL=$(wrap "$PWD/$BUILD/perplexity")
+TOKZ=$(wrap "$PWD/$BUILD/spm_tokenize")
+TRAIN=$(wrap "$PWD/$BUILD/train_tiny")
 REF="$PY $HERE/interop/torch_ref.py"
 cd "$TMP"
 # relative difference of two numbers, checked against a bound: rel A B BOUND
@@ -142,6 +144,27 @@ expect "config.json not JSON" "config.json: not JSON" $GEN --model m2 --prompt h
 cp config.saved m2/config.json
 head -c 100000 m/model.safetensors > m2/model.safetensors
 expect "truncated weights: nothing cached" "model.safetensors" $GEN --model m2 --prompt hi
+
+# ---- 5. subword ids for train_tiny (make train-tiny TOKENIZER=bpe) ----------------------------------------------------------
+spm_train --input=text.txt --model_prefix=ident --vocab_size=512 --model_type=bpe --byte_fallback=true --character_coverage=1.0 \
+  --normalization_rule_name=identity --remove_extra_whitespaces=false --add_dummy_prefix=false --minloglevel=2 > /dev/null 2>&1
+if $TOKZ --model ident.model --text text.txt --out text.fbitoks > tokz.log 2>&1; then
+  ok "spm_tokenize: $(cat tokz.log) (the pieces give back the text byte for byte)"
+else
+  fail "spm_tokenize" "$(cat tokz.log)"
+fi
+expect2() {  # like expect, for files outside m2/
+  local name=$1 want=$2; shift 2
+  local msg rc
+  msg=$("$@" 2>&1 > /dev/null); rc=$?
+  [ $rc -eq 1 ] && grep -qF -- "$want" <<< "$msg" && ok "$name: $(tail -1 <<< "$msg")" || fail "$name (exit $rc)" "$msg"
+}
+expect2 "spm_tokenize with a normalizing vocabulary" "do not give back the text byte for byte" $TOKZ --model tok.model --text text.txt --out x.fbitoks
+[ ! -e x.fbitoks ] && ok "  … and nothing written" || fail "spm_tokenize left x.fbitoks"
+head -c 5000 text.fbitoks > cut.fbitoks
+expect2 "train_tiny --tokens of a truncated token file" "truncated or corrupted" $TRAIN --tokens cut.fbitoks --out tt
+[ ! -e tt ] && ok "  … and no output directory" || fail "train_tiny made tt/ for a bad token file"
+expect2 "train_tiny --data and --tokens together" "one of them" $TRAIN --tokens text.fbitoks --data text.txt --out tt
 
 echo "# $passed ok, $failed failed"
 [ $failed -eq 0 ]

@@ -3,10 +3,10 @@
 # checkpoints in the release format (sharded fp32 safetensors + config.json, written by tests/interop/torch_ref.py
 # one tensor at a time), with a 32000-piece BPE tokenizer trained on TinyShakespeare (random weights need some
 # tokenizer of the model's vocabulary size; the released models bring LLaMA-2's).
-#   make bench-llama                 130M and 1.3B (≈ 10 min);   BIG=1 make bench-llama   adds 7B (27 GB on disk,
-#                                    written once, removed at the end; ≈ 40 min)
+#   make bench-llama                 130M and 1.3B (≈ 15 min);   BIG=1 make bench-llama   adds 7B (27 GB on disk,
+#                                    written once, removed at the end; ≈ 10 min more)
 # Per size: import (the first packed run: time, peak RSS, packed file size); generate 256 tokens after a short
-# prompt (decode tokens/s, RSS: peak of a run that reuses the cache); prefill tokens/s of a 512-token prompt through
+# prompt (decode tokens/s, RSS: peak of a run that reuses the cache); prefill tokens/s of a 383-token prompt through
 # the 1-bit kernels, through Ŵ unpacked to fp32 and (where it fits) the float model. 130M also checks itself against
 # the PyTorch reference first: perplexity (2 windows of 2048) float within 1e-4, packed reported; greedy tokens.
 # Verify first, then time: a size whose check fails is not timed. Prints the machine, SIMD flags and threads.
@@ -35,7 +35,7 @@ if [ ! -s "$WORK/tok32k.model" ]; then
 fi
 head -c 300000 "$corpus" > "$WORK/text.txt"   # ≈ 90,000 tokens: 40 windows of 2048
 prompt="ROMEO: What light through yonder window breaks?"
-long=$(head -c 1700 "$corpus")                 # ≈ 512 tokens with this tokenizer
+long=$(head -c 1700 "$corpus")                 # 383 tokens with this tokenizer (BOS included)
 rows=()
 val() { sed -n "s/.*$1 \([0-9.]*\).*/\1/p" | tail -1; }
 
@@ -81,10 +81,10 @@ print(n)")" || { echo "FAIL: greedy float '$got' vs PyTorch '$want'"; continue; 
   $GEN --model "$d" --prompt "$prompt" --max-tokens 256 --temperature 0.8 --seed 1 > /dev/null 2> "$WORK/gen-$size.log"
   dec=$(val 'decode' < "$WORK/gen-$size.log"); rss=$(grep -o 'peak [0-9]* MiB' "$WORK/gen-$size.log" | tail -1 | cut -d' ' -f2)
   echo "packed decode: $dec tokens/s, peak RSS $rss MiB  ($(tail -1 "$WORK/gen-$size.log" | cut -c1-160))"
-  # prefill of a 512-token prompt: 1-bit kernels, unpacked fp32, float model
+  # prefill of the 383-token prompt: 1-bit kernels, unpacked fp32, float model
   pk=$($GEN --model "$d" --prompt "$long" --max-tokens 0 2>&1 >/dev/null | val 'prefill')
   pu=$($GEN --model "$d" --prompt "$long" --max-tokens 0 --prefill unpack 2>&1 >/dev/null | val 'prefill')
-  echo "packed prefill (512 tokens): kernels $pk tokens/s, unpack $pu tokens/s"
+  echo "packed prefill (383 tokens): kernels $pk tokens/s, unpack $pu tokens/s"
   fdec=-; frss=-; fpre=-
   if [ "$size" != 7b ]; then  # the float model (latent + Ŵ in fp32: 2 × 4 bytes per weight) fits 24 GB up to 1.3B
     $GEN --model "$d" --prompt "$prompt" --max-tokens 256 --temperature 0.8 --seed 1 --float > /dev/null 2> "$WORK/genf-$size.log"

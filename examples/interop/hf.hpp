@@ -221,11 +221,12 @@ inline bool is_latent(const std::string& ours) {  // the latent W of a block lin
 }
 
 // The header's float model (fp32 teacher, or FBI with its latent weights and scales as they were trained).
-inline fbi::Model import_model(const ModelDir& m, ImportReport* report = nullptr) {
+// with_grads = false: for inference only (no gradient buffers: half the memory).
+inline fbi::Model import_model(const ModelDir& m, ImportReport* report = nullptr, bool with_grads = true) {
     fbi::Config cfg = config_from_hf(m.config, m.dir + "/config.json", m.fbi);
     check_keys(m, expected_tensors(cfg));
     fbi::Model model;
-    fbi::layout_model(model, cfg);
+    fbi::layout_model(model, cfg, with_grads);
     ImportReport r;
     std::vector<float> v;
     for (const fbi::TensorInfo& t : model.tensors) {

@@ -116,7 +116,7 @@ int main(int argc, char** argv) try {
         std::printf("\n");
     }
     std::fprintf(stderr, "prompt %zu tokens: prefill %.1f tokens/s (%s) · %zu new tokens: decode %.2f tokens/s · %s · stop: %s\n",
-                 prompt.size(), prompt.size() / std::max(t_prefill, 1e-9), prefill_rows.c_str(), made.size(),
+                 prompt.size(), prompt.size() / std::max(t_prefill, 1e-9), dense ? "float GEMM" : prefill_rows.c_str(), made.size(),
                  steps / std::max(t_decode, 1e-9), llama::memory_line().c_str(), why);
     return 0;
 } catch (const std::exception& e) {

@@ -174,7 +174,7 @@ inline Loaded open_model(const std::string& dir, bool dense, const std::string& 
     interop::ModelDir m = interop::open_model_dir(dir);
     Loaded L;
     if (dense) {
-        L.model = std::make_unique<fbi::Model>(interop::import_model(m));
+        L.model = std::make_unique<fbi::Model>(interop::import_model(m, nullptr, /*with_grads=*/false));
         fbi::quantize_all(*L.model);
         L.cfg = L.model->cfg;
         L.view = fbi::decode_view(*L.model);

@@ -32,6 +32,13 @@ static std::string clock_str(double s) {
     return b;
 }
 
+// log Σ_v exp(z_v) summed in double: over 32000 logits a float sum drifts by ~1e-4 nats.
+static double log_sum_exp_double(const float* z, int V) {
+    double mx = *std::max_element(z, z + V), sum = 0;
+    for (int v = 0; v < V; v++) sum += std::exp(double(z[v]) - mx);
+    return mx + std::log(sum);
+}
+
 int main(int argc, char** argv) try {
     const std::string usage =
         "usage: perplexity --model DIR --text FILE [--windows N] [--window 2048] [--float] [--kernel fast|popcount|reference]\n"
@@ -93,7 +100,7 @@ int main(int argc, char** argv) try {
                 int t = t0w + r;
                 if (t + 1 >= W) break;
                 const float* z = logits.data() + size_t(r) * c.V;
-                nll += double(log_sum_exp(z, c.V)) - double(z[win[t + 1]]);
+                nll += log_sum_exp_double(z, c.V) - double(z[win[t + 1]]);
             }
             t0w += n;
             if (tty && (t0w % 256 == 0 || t0w == W)) {

@@ -193,6 +193,9 @@ def write_stream(d, cfg, seed, shard_bytes=2 << 30):
                     t = latent.mean(0, keepdim=True) + 0.001 * torch.randn(*shp, generator=g)
                 else:
                     t = torch.randn(*shp, generator=g) * 0.02
+                    # torch.randn gives a few exact zeros in 10^8 draws (5 in the 130M shape): torch.sign(0) = 0 but
+                    # the header's sign(0) = -1 ([F1]); trained weights have none, so neither do these
+                    t[t == 0] = 1e-6
                     latent = t
                 f.write(t.contiguous().numpy().astype("<f4").tobytes())
         print(f"wrote {name}", flush=True)
