@@ -111,6 +111,26 @@ struct CharTokenizer {
 // Reads a text file; refuses a missing, unreadable, empty, binary or too-short one with a message that says
 // which, and where. Text means UTF-8 without NUL bytes (ASCII is UTF-8). `min_length` characters are needed;
 // `context` (T), when given, lets the message say when the file is shorter than even one window of T+1.
+// "1,450,7483" → token ids, each in [0, V) (V = 0: any id up to 2^30); a one-line error names --tokens.
+inline std::vector<int> parse_token_ids(const std::string& s, long V = 0) {
+    std::vector<int> t;
+    size_t at = 0;
+    while (at <= s.size() && !s.empty()) {
+        size_t end = s.find(',', at);
+        std::string x = s.substr(at, end == std::string::npos ? std::string::npos : end - at);
+        char* e = nullptr;
+        long v = std::strtol(x.c_str(), &e, 10);
+        if (x.empty() || *e || v < 0 || v > (1L << 30) || (V > 0 && v >= V))
+            throw std::invalid_argument("--tokens: '" + x + "' is not a token id" +
+                                        (V > 0 ? " in [0, " + std::to_string(V) + ")" : std::string()));
+        t.push_back(int(v));
+        if (end == std::string::npos) break;
+        at = end + 1;
+    }
+    if (t.empty()) throw std::invalid_argument("--tokens: give at least one token id (1,450,7483)");
+    return t;
+}
+
 // A subword vocabulary from a token file of examples/llama/spm_tokenize (make train-tiny TOKENIZER=bpe): each id's
 // surface bytes, and the corpus already encoded. train_tiny needs no sentencepiece: decoding is concatenation.
 //   "FBITOKS\0" | u32 version 1 | u32 V | V × (u32 length, bytes) | u64 n | n × u32 ids | u64 FNV-1a of all before

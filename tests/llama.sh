@@ -60,7 +60,7 @@ r=$(rel "$nll_packed_decode" "$nll_packed_kernels" 1e-5) && ok "packed: prefill 
 prompt="The packed model"
 ptoks=$($PY -c "
 import sentencepiece as s; p = s.SentencePieceProcessor(model_file='m/tokenizer.model'); print(','.join(map(str, [1] + p.encode('$prompt'))))")
-want=$($REF generate m --tokens "$ptoks" --n 16 | sed -n 's/^ids: //p')
+want=$($REF generate m --tokens "$ptoks" --n 16 --eos 2 | sed -n 's/^ids: //p')  # 2: the tokenizer's EOS
 for mode in "float --float" "packed" "packed-decode --prefill decode" "float-tokens --float --tokens $ptoks"; do
   set -- $mode
   name=$1; shift
@@ -68,15 +68,15 @@ for mode in "float --float" "packed" "packed-decode --prefill decode" "float-tok
   $GEN --model m "${args[@]}" --temperature 0 --max-tokens 16 --ids > g-$name.txt 2> g-$name.err || fail "generate $name" "$(tail -2 g-$name.err)"
   eval "ids_${name//-/_}=\"\$(sed -n 's/^ids: //p' g-$name.txt)\""
 done
-[ -n "$want" ] && [ "$ids_float" = "$want" ] && ok "generate, float path, greedy: PyTorch's 16 tokens ($want)" ||
+[ -n "$want" ] && [ "$ids_float" = "$want" ] && ok "generate, float path, greedy: PyTorch's $(wc -w <<< "$want") tokens, 16 or up to EOS ($want)" ||
   fail "generate float: '$ids_float', PyTorch '$want'"
 [ "$ids_float_tokens" = "$want" ] && ok "generate --tokens (no tokenizer needed): the same tokens" || fail "generate --tokens: '$ids_float_tokens'"
 same=$($PY -c "a, b = '$ids_packed'.split(), '$want'.split(); n = 0
 while n < min(len(a), len(b)) and a[n] == b[n]: n += 1
 print(n)")
-[ -n "$ids_packed" ] && ok "generate, packed 1-bit path, greedy: the first $same of 16 tokens are PyTorch's (int8 activations can flip a near-tie)" ||
+[ -n "$ids_packed" ] && ok "generate, packed 1-bit path, greedy: the first $same of $(wc -w <<< "$want") tokens are PyTorch's (int8 activations can flip a near-tie)" ||
   fail "generate packed produced nothing"
-[ -n "$ids_packed" ] && [ "$ids_packed" = "$ids_packed_decode" ] && ok "packed: the prompt through the prefill and token by token give the same 16 tokens" ||
+[ -n "$ids_packed" ] && [ "$ids_packed" = "$ids_packed_decode" ] && ok "packed: the prompt through the prefill and token by token give the same $(wc -w <<< "$ids_packed") tokens" ||
   fail "packed prefill vs decode: '$ids_packed' vs '$ids_packed_decode'"
 grep -q "decode .* tokens/s" g-packed.err && grep -q "RSS" g-packed.err && ok "generate reports tokens/s and memory: $(tail -1 g-packed.err | cut -c1-120)" ||
   fail "generate's last line" "$(tail -1 g-packed.err)"

@@ -68,7 +68,7 @@ print(f'perplexity vs PyTorch: float {math.exp(f):.4f} vs {math.exp(r):.4f} (rel
 sys.exit(0 if abs(math.exp(f) - math.exp(r)) <= 1e-4 * math.exp(r) else 1)") && echo "ok: $check" || { echo "FAIL: $check"; continue; }
     ptoks=$($PY -c "
 import sentencepiece as s; p = s.SentencePieceProcessor(model_file='$d/tokenizer.model'); print(','.join(map(str, [1] + p.encode('''$prompt'''))))")
-    want=$($REF generate "$d" --tokens "$ptoks" --n 32 | sed -n 's/^ids: //p')
+    want=$($REF generate "$d" --tokens "$ptoks" --n 32 --eos 2 | sed -n 's/^ids: //p')
     got=$($GEN --model "$d" --prompt "$prompt" --max-tokens 32 --temperature 0 --ids --float 2> /dev/null | sed -n 's/^ids: //p')
     gotp=$($GEN --model "$d" --prompt "$prompt" --max-tokens 32 --temperature 0 --ids 2> /dev/null | sed -n 's/^ids: //p')
     [ "$got" = "$want" ] && echo "ok: greedy 32 tokens, float = PyTorch's; packed agrees on the first $($PY -c "

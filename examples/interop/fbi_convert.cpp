@@ -38,23 +38,6 @@ static PackedModel load_packed(const std::string& src) {
     return pack_model(load_float(src, vocab), vocab);
 }
 
-static std::vector<int> parse_tokens(const std::string& s) {
-    std::vector<int> t;
-    size_t at = 0;
-    while (at < s.size()) {
-        size_t end = s.find(',', at);
-        std::string x = s.substr(at, end == std::string::npos ? std::string::npos : end - at);
-        char* e = nullptr;
-        long v = std::strtol(x.c_str(), &e, 10);
-        if (x.empty() || *e || v < 0 || v > (1 << 30)) throw std::invalid_argument("--tokens: '" + x + "' is not a token id");
-        t.push_back(int(v));
-        if (end == std::string::npos) break;
-        at = end + 1;
-    }
-    if (t.empty()) throw std::invalid_argument("--tokens: give at least one token id (1,2,3)");
-    return t;
-}
-
 static void write_floats(const std::string& path, const std::vector<float>& v) {
     auto p = reinterpret_cast<const unsigned char*>(v.data());
     write_file_atomic(path, std::vector<unsigned char>(p, p + 4 * v.size()));
@@ -107,7 +90,7 @@ int main(int argc, char** argv) try {
         std::string tokens = a.str("tokens", ""), out = a.str("out", "");
         bool packed = a.has("packed");
         if (out.empty()) throw std::invalid_argument("logits: --out FILE is required");
-        std::vector<int> t = parse_tokens(tokens);
+        std::vector<int> t = example::parse_token_ids(tokens);
         std::vector<float> logits;
         if (packed) {  // the packed decoder, token by token
             PackedModel pm = load_packed(src);

@@ -16,21 +16,6 @@
 
 using namespace fbi;
 
-static std::vector<int> parse_ids(const std::string& s, int V) {
-    std::vector<int> t;
-    std::stringstream ss(s);
-    std::string x;
-    while (std::getline(ss, x, ',')) {
-        char* e = nullptr;
-        long v = std::strtol(x.c_str(), &e, 10);
-        if (x.empty() || *e || v < 0 || v >= V)
-            throw std::invalid_argument("--tokens: '" + x + "' is not a token id in [0, " + std::to_string(V) + ")");
-        t.push_back(int(v));
-    }
-    if (t.empty()) throw std::invalid_argument("--tokens: give at least one token id (1,450,7483)");
-    return t;
-}
-
 int main(int argc, char** argv) try {
     const std::string usage =
         "usage: generate --model DIR (--prompt TEXT | --tokens 1,2,3) [--max-tokens 128] [--temperature 0.8] [--top-p 0.9]\n"
@@ -58,7 +43,7 @@ int main(int argc, char** argv) try {
     llama::Tokenizer tok;
     bool have_tok = a.has("prompt") || a.has("tokenizer") || interop::exists(dir + "/tokenizer.model");
     if (have_tok) tok.load(a.str("tokenizer", dir + "/tokenizer.model"), probe.V);
-    std::vector<int> prompt = a.has("prompt") ? tok.encode(a.str("prompt", "")) : parse_ids(a.str("tokens", ""), probe.V);
+    std::vector<int> prompt = a.has("prompt") ? tok.encode(a.str("prompt", "")) : example::parse_token_ids(a.str("tokens", ""), probe.V);
     if (int(prompt.size()) >= probe.T)
         throw std::invalid_argument("--prompt: " + std::to_string(prompt.size()) + " tokens (with BOS) leave no room in the context of " +
                                     std::to_string(probe.T) + " (config.json max_position_embeddings)");

@@ -14,7 +14,7 @@ pytorch_model.bin.index.json, or model.safetensors) without the transformers or 
   torch_ref.py eval DIR --corpus TXT [--T 64] [--windows N]                 validation CE, the C++ windows
   torch_ref.py write-stream DIR --config 7b [--seed N]                      the same, one tensor in memory at a time
                                                                             (sharded fp32 safetensors: the 7B shape)
-  torch_ref.py generate DIR --tokens 1,2,3 --n N                            greedy continuation, the new ids
+  torch_ref.py generate DIR --tokens 1,2,3 --n N [--eos 2]                 greedy continuation, the new ids
   torch_ref.py ppl DIR --tokenizer M --text FILE [--window 2048] [--windows N]
                                                                             the FBI-LLM paper's perplexity protocol
   torch_ref.py train DIR --teacher TDIR --corpus TXT --out DIR2 [--steps 5] [--lr 1e-4] [--B 12] [--T 64]
@@ -312,6 +312,7 @@ def main():
     ap.add_argument("--vocab", type=int, default=0)
     ap.add_argument("--ctx", type=int, default=0)
     ap.add_argument("--n", type=int, default=16)
+    ap.add_argument("--eos", type=int, default=-1)
     ap.add_argument("--tokenizer", default="")
     ap.add_argument("--text", default="")
     ap.add_argument("--window", type=int, default=2048)
@@ -339,6 +340,8 @@ def main():
                 nxt = int(model(torch.tensor([ids]))[0, -1].argmax())
                 ids.append(nxt)
                 new.append(nxt)
+                if nxt == a.eos:  # build/generate stops at the tokenizer's EOS too
+                    break
         print("ids: " + " ".join(map(str, new)))
     elif a.cmd == "ppl":
         import sentencepiece  # Debian's python3-sentencepiece
