@@ -162,10 +162,7 @@ inline std::vector<int> load_token_file(const std::string& path, PieceTokenizer&
     r.raw(magic, 8);
     if (std::memcmp(magic, "FBITOKS", 8) != 0) throw std::invalid_argument(r.what + ": not a token file (make it with build/spm_tokenize)");
     if (r.get<uint32_t>() != 1) throw std::invalid_argument(r.what + ": unknown version");
-    uint64_t stored = 0;
-    if (bytes.size() >= 24) std::memcpy(&stored, bytes.data() + bytes.size() - 8, 8);
-    if (bytes.size() < 24 || fbi::fnv1a(bytes.data(), bytes.size() - 8) != stored)
-        throw std::invalid_argument(r.what + ": truncated or corrupted (checksum mismatch)");
+    if (bytes.size() < 24 || !r.checksum_ok()) throw std::invalid_argument(r.what + ": truncated or corrupted (checksum mismatch)");
     uint32_t V = r.get<uint32_t>();
     if (V < 1 || V > (1u << 20)) throw std::invalid_argument(r.what + ": vocabulary of " + std::to_string(V) + " pieces is implausible");
     tok.pieces.assign(V, "");
