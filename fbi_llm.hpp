@@ -97,6 +97,10 @@
 //   [S7] Σ_j b_j q_j = 2·Σ_{b=+1} q − Σ q for b ∈ {±1}; o = q + 128 ∈ [0, 255] in 8 bit planes P_k:
 //        Σ_{b=+1} o = Σ_k 2^k·popcount(bits & P_k), so Σ_{b=+1} q = that − 128·popcount(bits)
 //   [P4] bits per weight: 1 + 2·32/m for fp32 α, β per column (FBI-LLM reports ≈ 1.01 at its shapes)
+//   [H1] E and H in fp16 (IEEE binary16): half → float exact; float → half to nearest, ties to even, ±∞ from
+//        65520 on (the official FBI-LLM evaluation casts every parameter to float16)
+//   [H2] E and H in int8: per row s_i = max_j |w_ij| / 127, c_ij = round(w_ij / s_i); the head runs on q = int8(x)
+//        by [Q2] with scale s: logit_i = s_i · (Σ_j c_ij q_j) / s, the integer sums exact       (choice, as q8_0)
 //
 // EQUATION MAP   (label → function → test; run one check with  make test ARGS='-tc="F2*"')
 //   [L1] rmsnorm_forward/backward "L1 …"  · [L2] rope_forward/backward "L2 …"  · [L3] attention_forward/backward
@@ -109,7 +113,8 @@
 //   loss_forward_backward "D2 …"  · [O1] adamw_step "O1 …"  · [O2] clip_grad_norm "O2 …"  · [O3] lr_schedule "O3 …"
 //   [Q2] quantize_int8_absmax "S5 …", "Q2 …"  · [S7] gemv_popcount "S7 worked example …", "S7 every kernel …"  ·
 //   [P1] fbi_packed_forward "P1 …", "P2 …"  · [P4] save/load_packed_model, packed_bits_per_weight "P3 …", "P4 …",
-//   "S8 packed file …", "P8 …"  · [G1] sample_token_top_p "G1 …"  · prefill (the [M1] path for many tokens at once,
+//   "S8 packed file …", "P8 …"  · [H1] f16_to_f32, f32_to_f16, rows_dot_f16 "H1 …"  · [H2] quantize_row_int8,
+//   rows_dot_i8, rows_gemv "H2 …"  · [G1] sample_token_top_p "G1 …"  · prefill (the [M1] path for many tokens at once,
 //   cached_attention [L3]) "M7 …", KVCache "M8 …"  · the quantizer interface: Quantizer, register_quantizer "I1 …"
 //   (README's worked example)
 //
@@ -1215,30 +1220,180 @@ inline void matvec(float* y, const float* W, const float* x, int m, int n) {
     });
 }
 
+// ---- E and H in the precision a file stores them: fp32, fp16 or int8 rows ([H1], [H2]) ----------------------
+// The float model keeps the embedding E and the head H in fp32. A packed file may keep them in 16 bits (what the
+// official FBI-LLM evaluation runs: it casts every parameter to float16) or in 8 bits with one scale per row. A
+// decoder reads one row of E per token and all of H, so H's bytes are most of a 1-bit model's reading per token.
+enum class RowFormat : uint32_t { F32 = 0, F16 = 1, I8 = 2 };
+inline const char* row_format_name(RowFormat f) {
+    return f == RowFormat::F32 ? "fp32" : f == RowFormat::F16 ? "fp16" : "int8";
+}
+inline float bits_to_float(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
+inline uint32_t float_to_bits(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
+
+// [H1] half → float, exact: the half's exponent and mantissa bits moved into a float's places give the value
+// × 2^−112 (normals and subnormals alike), so one multiplication by 2^112 — exact, a power of two — restores it.
+// Exponent 31 (∞, NaN) becomes 255, a NaN's payload kept and made quiet (as F16C's vcvtph2ps does).
+inline float f16_to_f32(uint16_t h) {
+    uint32_t sign = uint32_t(h & 0x8000u) << 16, em = h & 0x7fffu;
+    uint32_t mag = em > 0x7c00u    ? (em << 13) | 0x7fc00000u
+                 : em == 0x7c00u   ? 0x7f800000u
+                                   : float_to_bits(bits_to_float(em << 13) * 0x1p112f);
+    return bits_to_float(sign | mag);
+}
+// [H1] float → half: round to nearest, ties to even; beyond 65504 (from the midpoint 65520 on) ±∞; NaN stays NaN.
+inline uint16_t f32_to_f16(float f) {
+    uint32_t x = float_to_bits(f), sign = (x >> 16) & 0x8000u;
+    x &= 0x7fffffffu;
+    if (x > 0x7f800000u) return uint16_t(sign | 0x7e00u | ((x >> 13) & 0x3ffu));  // NaN (quiet)
+    if (x >= 0x477ff000u) return uint16_t(sign | 0x7c00u);                       // ≥ 65520 (and ∞) → ∞
+    if (x < 0x38800000u) {  // below 2^−14: a subnormal half m·2^−24 with m = round(|f|·2^24) (exact product)
+        float m = bits_to_float(x) * 0x1p24f;
+        m = (m + 0x1p23f) - 0x1p23f;  // rounds to an integer, ties to even (|m| < 2^23); m = 1024 is 2^−14, a normal
+        return uint16_t(sign | uint32_t(m));
+    }
+    x += 0xfffu + ((x >> 13) & 1u);  // round the 13 dropped bits to nearest even; a carry moves into the exponent
+    return uint16_t(sign | ((x - (112u << 23)) >> 13));  // exponent bias 127 → 15
+}
+
+// A rows × cols matrix in one of the formats, and the read-only view a decoder takes of it (or of an fp32 tensor).
+struct RowMatrix {
+    RowFormat format = RowFormat::F32;
+    int rows = 0, cols = 0;
+    std::vector<float> f32;     // F32
+    std::vector<uint16_t> f16;  // F16: halves ([H1])
+    std::vector<int8_t> i8;     // I8: codes c ([H2])
+    std::vector<float> scale;   // I8: one per row, w_ij ≈ scale_i · c_ij
+};
+struct RowsView {
+    RowFormat format = RowFormat::F32;
+    int rows = 0, cols = 0;
+    const void* data = nullptr;
+    const float* scale = nullptr;  // I8 only
+};
+inline RowsView rows_view(const float* W, int rows, int cols) { return {RowFormat::F32, rows, cols, W, nullptr}; }
+inline RowsView rows_view(const RowMatrix& M) {
+    const void* data = M.format == RowFormat::F32 ? (const void*)M.f32.data()
+                     : M.format == RowFormat::F16 ? (const void*)M.f16.data() : (const void*)M.i8.data();
+    return {M.format, M.rows, M.cols, data, M.scale.data()};
+}
+
+// [H2] int8 rows: scale_i = max_j |w_ij| / 127, c_ij = round(w_ij / scale_i) ∈ [−127, 127] (a zero row: all 0).
+inline void quantize_row_int8(const float* w, int n, int8_t* c, float* scale) {
+    float mx = 0;
+    for (int j = 0; j < n; j++) mx = std::max(mx, std::fabs(w[j]));
+    *scale = mx / 127.f;
+    for (int j = 0; j < n; j++) c[j] = mx > 0 ? int8_t(std::lrint(std::clamp(w[j] / *scale, -127.f, 127.f))) : 0;
+}
+constexpr int kMaxInt8RowCols = 1 << 17;  // int32 sums of ±127·±127 stay exact up to here
+inline RowMatrix make_rows(const float* W, int rows, int cols, RowFormat f) {
+    if (f == RowFormat::I8 && cols > kMaxInt8RowCols)
+        throw std::invalid_argument("fbi::make_rows: int8 rows of " + std::to_string(cols) + " columns (at most 131072)");
+    RowMatrix M;
+    M.format = f, M.rows = rows, M.cols = cols;
+    size_t n = size_t(rows) * cols;
+    if (f == RowFormat::F32) M.f32.assign(W, W + n);
+    if (f == RowFormat::F16) {
+        M.f16.resize(n);
+        for (size_t i = 0; i < n; i++) M.f16[i] = f32_to_f16(W[i]);  // [H1]
+    }
+    if (f == RowFormat::I8) {
+        M.i8.resize(n), M.scale.resize(rows);
+        for (int i = 0; i < rows; i++) quantize_row_int8(W + size_t(i) * cols, cols, &M.i8[size_t(i) * cols], &M.scale[i]);
+    }
+    return M;
+}
+// Row i back in fp32 (the embedding lookup [L6]; exact for F32 and F16, scale·c for I8).
+inline void row_values(const RowsView& M, int i, float* out) {
+    size_t o = size_t(i) * M.cols;
+    if (M.format == RowFormat::F32) std::copy_n(static_cast<const float*>(M.data) + o, M.cols, out);
+    if (M.format == RowFormat::F16)
+        for (int j = 0; j < M.cols; j++) out[j] = f16_to_f32(static_cast<const uint16_t*>(M.data)[o + j]);
+    if (M.format == RowFormat::I8)
+        for (int j = 0; j < M.cols; j++) out[j] = M.scale[i] * float(static_cast<const int8_t*>(M.data)[o + j]);
+}
+inline RowMatrix convert_rows(const RowMatrix& M, RowFormat f) {
+    if (M.format == f) return M;
+    std::vector<float> W(size_t(M.rows) * M.cols);
+    for (int i = 0; i < M.rows; i++) row_values(rows_view(M), i, &W[size_t(i) * M.cols]);
+    return make_rows(W.data(), M.rows, M.cols, f);
+}
+
+// y = H x over rows r0 … r1−1, the plain loops (a fast kernel, §10, may bring its own; they are tested against these).
+//   fp16: y_i = Σ_j half(H_ij)·x_j, summed in float.
+//   int8 ([H2]): Σ_j c_ij q_j in int32, exact (|c|, |q| ≤ 127: ≤ 16,129·cols, cols ≤ 2^17), so every kernel
+//   returns the same integers.
+inline void rows_dot_f16(const uint16_t* H, int rows, int cols, const float* x, float* y) {
+    for (int i = 0; i < rows; i++) {
+        const uint16_t* h = H + size_t(i) * cols;
+        float acc = 0;
+        for (int j = 0; j < cols; j++) acc += f16_to_f32(h[j]) * x[j];
+        y[i] = acc;
+    }
+}
+inline void rows_dot_i8(const int8_t* Cm, int rows, int cols, const int8_t* q, int32_t* y) {
+    for (int i = 0; i < rows; i++) {
+        const int8_t* c = Cm + size_t(i) * cols;
+        int32_t acc = 0;
+        for (int j = 0; j < cols; j++) acc += int32_t(c[j]) * int32_t(q[j]);
+        y[i] = acc;
+    }
+}
+template <class R> R quantize_int8_absmax(const R* u, int n, int8_t* q);  // [Q2], §9
+inline bool fast_rows_f16(const uint16_t* H, int rows, int cols, const float* x, float* y);  // §10: false when
+inline bool fast_rows_i8(const int8_t* C, int rows, int cols, const int8_t* q, int32_t* y);   // no kernel has one
+struct RowsScratch {
+    std::vector<int8_t> q;
+    std::vector<int32_t> acc;
+};
+// y = H x for the whole matrix, the threads splitting the rows: the LM head of a decode step ([M1]).
+inline void rows_gemv(const RowsView& H, const float* x, float* y, RowsScratch& s) {
+    const int cols = H.cols;
+    const long work = long(H.rows) * cols;
+    if (H.format == RowFormat::F32) return matvec(y, static_cast<const float*>(H.data), x, H.rows, cols);
+    if (H.format == RowFormat::F16) {
+        const uint16_t* h = static_cast<const uint16_t*>(H.data);
+        return for_row_blocks(H.rows, work, [&](int r0, int r1) {
+            if (!fast_rows_f16(h + size_t(r0) * cols, r1 - r0, cols, x, y + r0))
+                rows_dot_f16(h + size_t(r0) * cols, r1 - r0, cols, x, y + r0);
+        });
+    }
+    s.q.resize(cols), s.acc.resize(H.rows);
+    const float sx = quantize_int8_absmax(x, cols, s.q.data());  // [Q2]: q = int8(x), x ≈ q / sx
+    const int8_t* c = static_cast<const int8_t*>(H.data);
+    for_row_blocks(H.rows, work, [&](int r0, int r1) {
+        if (!fast_rows_i8(c + size_t(r0) * cols, r1 - r0, cols, s.q.data(), s.acc.data() + r0))
+            rows_dot_i8(c + size_t(r0) * cols, r1 - r0, cols, s.q.data(), s.acc.data() + r0);
+        for (int i = r0; i < r1; i++) y[i] = H.scale[i] * (float(s.acc[i]) / sx);  // [H2]
+    });
+}
+
 // The full-precision pieces a decoder needs, and per-token scratch.
 struct DecodeView {
     Config cfg;
-    const float* tok_emb = nullptr;     // V×C
+    RowsView tok_emb;                   // V×C
     const float* final_norm = nullptr;  // C
-    const float* lm_head = nullptr;     // V×C
+    RowsView lm_head;                   // V×C
     std::vector<const float*> attn_norm, mlp_norm;  // L × (C)
 };
+// Sized once (resize), so a decode step allocates nothing.
 struct DecodeScratch {
     std::vector<float> x, ln, q, k, v, atty, tmp, gate, up, sig, scores;
+    RowsScratch head;
     void resize(const Config& c) {
         for (auto* b : {&x, &ln, &q, &k, &v, &atty, &tmp}) b->assign(c.C, 0.f);
         for (auto* b : {&gate, &up, &sig}) b->assign(c.F, 0.f);
-        scores.assign(c.T, 0.f);
-
+        scores.assign(size_t(c.NH) * c.T, 0.f);  // one row per head: the heads may run on different threads
+        head.q.resize(c.C), head.acc.resize(c.V);
     }
 };
 
 inline DecodeView decode_view(const Model& model) {
     DecodeView d;
     d.cfg = model.cfg;
-    d.tok_emb = model.p(model.tok_emb);
+    d.tok_emb = rows_view(model.p(model.tok_emb), model.cfg.V, model.cfg.C);
     d.final_norm = model.p(model.final_norm);
-    d.lm_head = model.p(model.lm_head);
+    d.lm_head = rows_view(model.p(model.lm_head), model.cfg.V, model.cfg.C);
     for (const BlockRef& blk : model.blocks) {
         d.attn_norm.push_back(model.p(blk.attn_norm));
         d.mlp_norm.push_back(model.p(blk.mlp_norm));
@@ -1246,19 +1401,40 @@ inline DecodeView decode_view(const Model& model) {
     return d;
 }
 
+// [L3] for the one new row at position pos: per head, the scores against the cached keys 0 … pos, their softmax,
+// the weighted sum of the cached values. Eigen's GEMVs over the strided head columns of K and V (cap × C); the
+// threads split the heads once the cache is long. scores: NH rows of T, one per head.
+inline void decode_attention(float* out, const float* q, const float* K, const float* V, int pos, int C, int NH,
+                             float* scores, int T) {
+    const int hs = C / NH, len = pos + 1;
+    const float scale = 1.f / std::sqrt(float(hs));
+    for_row_blocks(NH, 2L * len * C, [&](int h0, int h1) {
+        for (int h = h0; h < h1; h++) {
+            Eigen::Map<Eigen::VectorXf> z(scores + size_t(h) * T, len);
+            z.noalias() = ConstHeadView<float>(K + h * hs, len, hs, Eigen::OuterStride<>(C)) *
+                          Eigen::Map<const Eigen::VectorXf>(q + h * hs, hs);
+            z *= scale;
+            z = (z.array() - z.maxCoeff()).exp();  // softmax
+            z /= z.sum();
+            Eigen::Map<Eigen::VectorXf>(out + h * hs, hs).noalias() =
+                ConstHeadView<float>(V + h * hs, len, hs, Eigen::OuterStride<>(C)).transpose() * z;
+        }
+    });
+}
+
 // Feed token at position cache.pos; write logits (V). The same maths as block_forward with B = T = 1.
 template <class LinearFn>
 void decode_step(const DecodeView& d, LinearFn&& linear, KVCache& cache, DecodeScratch& s, int token,
                  float* logits, const float* rope_cos, const float* rope_sin) {
     const Config& c = d.cfg;
-    int pos = cache.pos, C = c.C, hs = C / c.NH;
+    int pos = cache.pos, C = c.C;
     if (token < 0 || token >= c.V)
         throw std::out_of_range("fbi::decode_step: token id " + std::to_string(token) + " outside [0, " +
                                 std::to_string(c.V) + ")");
     if (pos >= c.T) throw std::out_of_range("fbi::decode_step: KV cache full (context T=" + std::to_string(c.T) + ")");
     cache.reserve(pos + 1);
     float rstd;
-    std::copy(d.tok_emb + size_t(token) * C, d.tok_emb + size_t(token + 1) * C, s.x.begin());
+    row_values(d.tok_emb, token, s.x.data());  // [L6]
     for (int l = 0; l < c.L; l++) {
         float* kc = cache.key(l, 0);
         float* vc = cache.value(l, 0);
@@ -1268,25 +1444,7 @@ void decode_step(const DecodeView& d, LinearFn&& linear, KVCache& cache, DecodeS
         linear(l, WV, s.ln.data(), vc + size_t(pos) * C);
         rope_forward(s.q.data(), rope_cos, rope_sin, 1, 1, C, c.NH, pos);
         rope_forward(kc + size_t(pos) * C, rope_cos, rope_sin, 1, 1, C, c.NH, pos);
-        float scale = 1.f / std::sqrt(float(hs));
-        for (int h = 0; h < c.NH; h++) {  // attend to positions 0..pos
-            const float* qh = s.q.data() + h * hs;
-            float mx = -std::numeric_limits<float>::infinity(), sum = 0;
-            for (int j = 0; j <= pos; j++) {
-                const float* kh = kc + size_t(j) * C + h * hs;
-                float dot = 0;
-                for (int i = 0; i < hs; i++) dot += qh[i] * kh[i];
-                s.scores[j] = dot * scale;
-                mx = std::max(mx, s.scores[j]);
-            }
-            for (int j = 0; j <= pos; j++) sum += (s.scores[j] = std::exp(s.scores[j] - mx));
-            float* out = s.atty.data() + h * hs;
-            std::fill(out, out + hs, 0.f);
-            for (int j = 0; j <= pos; j++) {
-                const float* vh = vc + size_t(j) * C + h * hs;
-                for (int i = 0; i < hs; i++) out[i] += s.scores[j] / sum * vh[i];
-            }
-        }
+        decode_attention(s.atty.data(), s.q.data(), kc, vc, pos, C, c.NH, s.scores.data(), c.T);
         linear(l, WO, s.atty.data(), s.tmp.data());
         add_inplace(s.x.data(), s.tmp.data(), C);
         rmsnorm_forward(s.ln.data(), &rstd, s.x.data(), d.mlp_norm[l], 1, C);
@@ -1297,7 +1455,7 @@ void decode_step(const DecodeView& d, LinearFn&& linear, KVCache& cache, DecodeS
         add_inplace(s.x.data(), s.tmp.data(), C);
     }
     rmsnorm_forward(s.ln.data(), &rstd, s.x.data(), d.final_norm, 1, C);
-    matvec(logits, d.lm_head, s.ln.data(), c.V, C);  // logits = H · ln: a packed model's largest fp32 read
+    rows_gemv(d.lm_head, s.ln.data(), logits, s.head);  // logits = H · ln: a packed model's largest read
     cache.pos++;
 }
 
@@ -1347,6 +1505,7 @@ inline void cached_attention(float* out, const float* q, const float* K, const f
 }
 struct PrefillScratch {
     std::vector<float> x, ln, rstd, q, atty, tmp, gate, up, sig;
+    RowsScratch head;
     void resize(const Config& c, int n) {
         for (auto* b : {&x, &ln, &q, &atty, &tmp}) b->resize(size_t(n) * c.C);
         for (auto* b : {&gate, &up, &sig}) b->resize(size_t(n) * c.F);
@@ -1368,7 +1527,7 @@ void prefill(const DecodeView& d, RowsFn&& rows, KVCache& cache, PrefillScratch&
                                 " do not fit the context T=" + std::to_string(c.T));
     cache.reserve(pos + n);
     s.resize(c, n);
-    embedding_forward(s.x.data(), tokens, d.tok_emb, n, C);
+    for (int i = 0; i < n; i++) row_values(d.tok_emb, tokens[i], s.x.data() + size_t(i) * C);  // [L6]
     for (int l = 0; l < c.L; l++) {
         rmsnorm_forward(s.ln.data(), s.rstd.data(), s.x.data(), d.attn_norm[l], n, C);
         rows(l, WQ, s.ln.data(), n, s.q.data());
@@ -1389,7 +1548,11 @@ void prefill(const DecodeView& d, RowsFn&& rows, KVCache& cache, PrefillScratch&
     if (logit_rows > 0) {
         size_t r0 = size_t(n - std::min(n, logit_rows)) * C;
         rmsnorm_forward(s.ln.data(), s.rstd.data(), s.x.data() + r0, d.final_norm, std::min(n, logit_rows), C);
-        matmul_forward(logits, s.ln.data(), d.lm_head, std::min(n, logit_rows), C, c.V);
+        if (d.lm_head.format == RowFormat::F32)  // one GEMM
+            matmul_forward(logits, s.ln.data(), static_cast<const float*>(d.lm_head.data), std::min(n, logit_rows), C, c.V);
+        else
+            for (int i = 0; i < std::min(n, logit_rows); i++)
+                rows_gemv(d.lm_head, s.ln.data() + size_t(i) * C, logits + size_t(i) * c.V, s.head);
     }
     cache.pos += n;
 }
@@ -1622,7 +1785,7 @@ inline void fast_gemv(const PackedSigns& bits, const void* w, const void* a, int
 
 // ---- the packed model: a trained student with its block-linear weights as bit masks -----------------------
 // Each block linear keeps the bit masks its quantizer packs (FBI: one, sign(W), bit 1 = +1) and its scales
-// (FBI: α, β per input column); embedding, norms and LM head stay fp32. A {0,1} mask's sum follows exactly from
+// (FBI: α, β per input column); norms stay fp32, embedding and LM head fp32, fp16 or int8 (set_row_formats). A {0,1} mask's sum follows exactly from
 // the ±1 sum every kernel computes, which is how a plug-in runs masks meaning "code = +1" or "B = 1":
 //   Σ_{bit_j = 1} q_j = (Σ_j (2·bit_j − 1) q_j + Σ_j q_j) / 2          (the numerator is always even)
 enum class Kernel : int { Reference = 0, Popcount = 1, Fast = 2 };
@@ -1640,7 +1803,8 @@ struct PackedModel {
     Config cfg;
     int scale_bits = 32;  // how the file stores the scales: 32 = fp32, 1..8 = a 2^bits-level codebook (plug-in; §11)
     std::string vocab;
-    std::vector<float> tok_emb, final_norm, lm_head;
+    RowMatrix tok_emb, lm_head;  // V×C each, fp32 / fp16 / int8 ([H1], [H2]): set_row_formats
+    std::vector<float> final_norm;
     std::vector<std::vector<float>> attn_norm, mlp_norm;
     std::vector<std::array<PackedLinear, N_LINEAR>> lin;  // [layer][linear id]
     std::vector<float> rope_cos, rope_sin;
@@ -1686,9 +1850,10 @@ inline PackedModel pack_model(const Model& model, const std::string& vocab) {
     pm.cfg = model.cfg;
     pm.vocab = vocab;
     auto copy = [&](int t) { return std::vector<float>(model.p(t), model.p(t) + model.tensors[t].size()); };
-    pm.tok_emb = copy(model.tok_emb);
+    const Config& c = model.cfg;
+    pm.tok_emb = make_rows(model.p(model.tok_emb), c.V, c.C, RowFormat::F32);
     pm.final_norm = copy(model.final_norm);
-    pm.lm_head = copy(model.lm_head);
+    pm.lm_head = make_rows(model.p(model.lm_head), c.V, c.C, RowFormat::F32);
     pm.lin.resize(model.cfg.L);
     for (int l = 0; l < model.cfg.L; l++) {
         const BlockRef& blk = model.blocks[l];
@@ -1705,12 +1870,19 @@ inline PackedModel pack_model(const Model& model, const std::string& vocab) {
     return pm;
 }
 
+// E and H in the formats a file is to store ([H1], [H2]). pack_model leaves both fp32; the programs that write
+// packed files default to fp16. Converting from fp16 or int8 starts from their fp32 values.
+inline void set_row_formats(PackedModel& pm, RowFormat emb, RowFormat head) {
+    pm.tok_emb = convert_rows(pm.tok_emb, emb);
+    pm.lm_head = convert_rows(pm.lm_head, head);
+}
+
 inline DecodeView decode_view(const PackedModel& pm) {
     DecodeView d;
     d.cfg = pm.cfg;
-    d.tok_emb = pm.tok_emb.data();
+    d.tok_emb = rows_view(pm.tok_emb);
     d.final_norm = pm.final_norm.data();
-    d.lm_head = pm.lm_head.data();
+    d.lm_head = rows_view(pm.lm_head);
     for (int l = 0; l < pm.cfg.L; l++) {
         d.attn_norm.push_back(pm.attn_norm[l].data());
         d.mlp_norm.push_back(pm.mlp_norm[l].data());
@@ -2027,6 +2199,9 @@ struct FastKernel {
     std::function<std::shared_ptr<const void>(const PackedSigns& bits)> prepare_weights;
     std::function<std::shared_ptr<const void>(const int8_t* q, int n)> prepare_acts;
     std::function<void(const PackedSigns& bits, const void* weights, const void* acts, int32_t* y)> gemv;
+    // Optional: the fp16 and int8 rows of E and H ([H1], [H2]), as rows_dot_f16 / rows_dot_i8 compute them.
+    std::function<void(const uint16_t* H, int rows, int cols, const float* x, float* y)> rows_f16;
+    std::function<void(const int8_t* C, int rows, int cols, const int8_t* q, int32_t* y)> rows_i8;
 };
 inline std::vector<FastKernel>& fast_kernels() {
     static std::vector<FastKernel> registered;
@@ -2037,6 +2212,14 @@ inline bool register_fast_kernel(FastKernel k) {
     return true;
 }
 inline const FastKernel* fast_kernel() { return fast_kernels().empty() ? nullptr : &fast_kernels().back(); }
+inline bool fast_rows_f16(const uint16_t* H, int rows, int cols, const float* x, float* y) {
+    const FastKernel* k = fast_kernel();
+    return k && k->rows_f16 ? (k->rows_f16(H, rows, cols, x, y), true) : false;
+}
+inline bool fast_rows_i8(const int8_t* C, int rows, int cols, const int8_t* q, int32_t* y) {
+    const FastKernel* k = fast_kernel();
+    return k && k->rows_i8 ? (k->rows_i8(C, rows, cols, q, y), true) : false;
+}
 inline std::shared_ptr<const void> fast_weights(const PackedSigns& bits) { return fast_kernel()->prepare_weights(bits); }
 inline std::shared_ptr<const void> fast_acts(const int8_t* q, int n) { return fast_kernel()->prepare_acts(q, n); }
 inline void fast_gemv(const PackedSigns& bits, const void* w, const void* a, int32_t* y) {
@@ -2405,16 +2588,49 @@ inline Model model_from_checkpoint(const Checkpoint& ck) {
 }
 
 // ---- the packed model file ---------------------------------------------------------------------------------
-//   "FBIPACK\0" | u32 version (1) | u32 quant | u32 scale_bits | u32 V,C,L,NH,F,T | u64 vocab_bytes | vocab |
-//   f32 tok_emb (V×C) | per block: f32 attn_norm (C), f32 mlp_norm (C), per linear (q,k,v,o,gate,up,down):
-//   the quantizer's masks, u64 (m × words) each (FBI: 1), then its two scale vectors (FBI: α (n), β (n)) |
-//   f32 final_norm (C) | f32 lm_head (V×C) | u64 FNV-1a checksum of everything before it. A scale vector of k values
-//   is k × f32 when scale_bits = 32, else the codebook plug-in's form (examples/quantizers/codebook.hpp).
-// One version, 1. Every size follows from the header, so a truncated or padded file is caught before anything
-// is read. (Development builds before the format was frozen wrote versions 2 and 3 under the same magic;
-// they are refused with a message that says to pack the checkpoint again.)
+//   "FBIPACK\0" | u32 version | u32 quant | u32 scale_bits | version 4 only: u32 E format, u32 H format (0 fp32,
+//   1 fp16, 2 int8) | u32 V,C,L,NH,F,T | u64 vocab_bytes | vocab | tok_emb E (V×C) | per block: f32 attn_norm (C),
+//   f32 mlp_norm (C), per linear (q,k,v,o,gate,up,down): the quantizer's masks, u64 (m × words) each (FBI: 1), then
+//   its two scale vectors (FBI: α (n), β (n)) | f32 final_norm (C) | lm_head H (V×C) | u64 FNV-1a checksum of
+//   everything before it. A scale vector of k values is k × f32 when scale_bits = 32, else the codebook plug-in's
+//   form (examples/quantizers/codebook.hpp). E and H: fp32 V×C f32; fp16 V×C halves ([H1]); int8 V f32 row scales,
+//   then V×C int8 codes in −127 … 127 ([H2]).
+// Version 1 is the layout with E and H in fp32 (every file before the formats existed; still written for fp32 E
+// and H, so older builds read them); version 4 adds the two format fields. Every size follows from the header, so
+// a truncated or padded file is caught before anything is read. (Development builds before the format was frozen
+// wrote versions 2 and 3 under the same magic; they are refused with a message that says to pack again.)
 constexpr char kPackedMagic[8] = {'F', 'B', 'I', 'P', 'A', 'C', 'K', '\0'};
-constexpr uint32_t kPackedVersion = 1;
+constexpr uint32_t kPackedVersion = 1, kPackedVersionRows = 4;
+
+// E and H as the file stores them.
+inline uint64_t rows_bytes(RowFormat f, uint64_t rows, uint64_t cols) {
+    return f == RowFormat::F32 ? 4 * rows * cols : f == RowFormat::F16 ? 2 * rows * cols : 4 * rows + rows * cols;
+}
+inline void write_rows(ByteWriter& w, const RowMatrix& M) {
+    if (M.format == RowFormat::F32) w.raw(M.f32.data(), 4 * M.f32.size());
+    if (M.format == RowFormat::F16) w.raw(M.f16.data(), 2 * M.f16.size());
+    if (M.format == RowFormat::I8) w.raw(M.scale.data(), 4 * M.scale.size()), w.raw(M.i8.data(), M.i8.size());
+}
+inline void read_rows(ByteReader& r, RowMatrix& M, RowFormat f, int rows, int cols, const char* name) {
+    size_t n = size_t(rows) * cols;
+    M = RowMatrix{};
+    M.format = f, M.rows = rows, M.cols = cols;
+    if (f == RowFormat::F32) M.f32.resize(n), r.raw(M.f32.data(), 4 * n);
+    if (f == RowFormat::F16) M.f16.resize(n), r.raw(M.f16.data(), 2 * n);
+    if (f != RowFormat::I8) return;
+    if (cols > kMaxInt8RowCols) throw std::runtime_error(r.what + ": int8 " + name + " rows wider than 131072");
+    M.scale.resize(rows), M.i8.resize(n);
+    r.raw(M.scale.data(), 4 * size_t(rows));
+    r.raw(M.i8.data(), n);
+    for (int i = 0; i < rows; i++)
+        if (!(M.scale[i] >= 0 && std::isfinite(M.scale[i])))
+            throw std::runtime_error(r.what + ": " + name + " row " + std::to_string(i) + " has scale " +
+                                     std::to_string(M.scale[i]) + " (corrupted)");
+    for (size_t i = 0; i < n; i++)
+        if (M.i8[i] == -128)
+            throw std::runtime_error(r.what + ": " + name + " row " + std::to_string(i / cols) +
+                                     " has code −128 (int8 rows use −127 … 127; corrupted)");
+}
 
 // Bytes of one stored scale vector of k values: fp32, or the codebook plug-in's form.
 inline uint64_t scale_bytes(uint64_t k, int bits) {
@@ -2434,15 +2650,17 @@ inline void read_scales(ByteReader& r, std::vector<float>& v, size_t k, int bits
 inline void write_packed_model(ByteWriter& w, const PackedModel& pm) {
     check_file_context(pm.cfg, "fbi::packed_model_bytes");
     w.raw(kPackedMagic, 8);
-    w.put<uint32_t>(kPackedVersion);
+    const bool fp32_rows = pm.tok_emb.format == RowFormat::F32 && pm.lm_head.format == RowFormat::F32;
+    w.put<uint32_t>(fp32_rows ? kPackedVersion : kPackedVersionRows);
     const Config& c = pm.cfg;
     w.put<uint32_t>(uint32_t(c.quant));
     w.put<uint32_t>(uint32_t(pm.scale_bits));
+    if (!fp32_rows) w.put<uint32_t>(uint32_t(pm.tok_emb.format)), w.put<uint32_t>(uint32_t(pm.lm_head.format));
     for (int x : {c.V, c.C, c.L, c.NH, c.F, c.T}) w.put<uint32_t>(uint32_t(x));
     w.put<uint64_t>(pm.vocab.size());
     w.raw(pm.vocab.data(), pm.vocab.size());
     auto floats = [&](const std::vector<float>& v) { w.raw(v.data(), 4 * v.size()); };
-    floats(pm.tok_emb);
+    write_rows(w, pm.tok_emb);
     for (int l = 0; l < c.L; l++) {
         floats(pm.attn_norm[l]);
         floats(pm.mlp_norm[l]);
@@ -2454,7 +2672,7 @@ inline void write_packed_model(ByteWriter& w, const PackedModel& pm) {
         }
     }
     floats(pm.final_norm);
-    floats(pm.lm_head);
+    write_rows(w, pm.lm_head);
     w.put<uint64_t>(w.sum);
 }
 inline std::vector<unsigned char> packed_model_bytes(const PackedModel& pm) {
@@ -2490,9 +2708,9 @@ inline PackedModel read_packed_model(ByteReader& r, bool fast_only = false) {
     if (std::memcmp(magic, kPackedMagic, 8) != 0)
         throw std::runtime_error(r.what + ": not an fbi_llm packed model (bad magic)");
     uint32_t version = r.get<uint32_t>();
-    if (version != kPackedVersion)
-        throw std::runtime_error(r.what + ": format version " + std::to_string(version) + ", this build reads version " +
-                                 std::to_string(kPackedVersion) +
+    if (version != kPackedVersion && version != kPackedVersionRows)
+        throw std::runtime_error(r.what + ": format version " + std::to_string(version) + ", this build reads versions " +
+                                 std::to_string(kPackedVersion) + " and " + std::to_string(kPackedVersionRows) +
                                  (version == 2 || version == 3 ? " (a pre-release layout: pack the checkpoint again)" : ""));
     PackedModel pm;
     Config& c = pm.cfg;
@@ -2507,6 +2725,14 @@ inline PackedModel read_packed_model(ByteReader& r, bool fast_only = false) {
     std::string problem = scale_bits_problem(long(bits));
     if (!problem.empty()) throw std::runtime_error(r.what + ": " + problem);
     pm.scale_bits = int(bits);
+    RowFormat formats[2] = {RowFormat::F32, RowFormat::F32};  // E, H
+    for (int k = 0; k < 2 && version == kPackedVersionRows; k++) {
+        uint32_t f = r.get<uint32_t>();
+        if (f > 2)
+            throw std::runtime_error(r.what + ": unknown " + (k ? "LM head" : "embedding") + " format " +
+                                     std::to_string(f) + " (0 fp32, 1 fp16, 2 int8)");
+        formats[k] = RowFormat(f);
+    }
     int* dims[6] = {&c.V, &c.C, &c.L, &c.NH, &c.F, &c.T};
     for (int* d : dims) {
         uint32_t x = r.get<uint32_t>();
@@ -2527,7 +2753,8 @@ inline PackedModel read_packed_model(ByteReader& r, bool fast_only = false) {
     if (n_vocab > r.size || uint64_t(c.L) > r.size / per_block)  // first: `expect` cannot wrap around
         throw std::runtime_error(r.what + ": truncated (" + describe(c) + " with " + std::to_string(n_vocab) +
                                  " vocabulary bytes needs more than the file's " + std::to_string(r.size) + " bytes)");
-    uint64_t expect = r.at + n_vocab + 4ull * (2ull * c.V * c.C + c.C) + uint64_t(c.L) * per_block + 8;
+    uint64_t expect = r.at + n_vocab + rows_bytes(formats[0], c.V, c.C) + rows_bytes(formats[1], c.V, c.C) + 4ull * c.C +
+                      uint64_t(c.L) * per_block + 8;
     if (r.size != expect)
         throw std::runtime_error(r.what + (r.size < expect ? ": truncated" : ": has trailing bytes") + " (expected " +
                                  std::to_string(expect) + " bytes for " + describe(c) + ", file has " +
@@ -2536,7 +2763,7 @@ inline PackedModel read_packed_model(ByteReader& r, bool fast_only = false) {
     pm.vocab.resize(n_vocab);
     r.raw(&pm.vocab[0], n_vocab);
     auto floats = [&](std::vector<float>& v, size_t count) { v.resize(count); r.raw(v.data(), 4 * count); };
-    floats(pm.tok_emb, size_t(c.V) * c.C);
+    read_rows(r, pm.tok_emb, formats[0], c.V, c.C, "embedding");
     pm.attn_norm.resize(c.L);
     pm.mlp_norm.resize(c.L);
     pm.lin.resize(c.L);
@@ -2556,7 +2783,7 @@ inline PackedModel read_packed_model(ByteReader& r, bool fast_only = false) {
         }
     }
     floats(pm.final_norm, c.C);
-    floats(pm.lm_head, size_t(c.V) * c.C);
+    read_rows(r, pm.lm_head, formats[1], c.V, c.C, "LM head");
     rope_tables(pm.rope_cos, pm.rope_sin, c.T, c.C / c.NH);
     return pm;
 }

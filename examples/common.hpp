@@ -283,6 +283,13 @@ struct Args {
                                         std::to_string(hi) + ", got '" + str(k, "") + "'");
         return int(v);
     }
+    // fp32, fp16 or int8: how a packed file stores the embedding and the LM head ([H1], [H2]).
+    fbi::RowFormat row_format(const std::string& k, fbi::RowFormat def) const {
+        const std::string v = str(k, fbi::row_format_name(def));
+        for (fbi::RowFormat f : {fbi::RowFormat::F32, fbi::RowFormat::F16, fbi::RowFormat::I8})
+            if (v == fbi::row_format_name(f)) return f;
+        throw std::invalid_argument("--" + k + " must be fp32, fp16 or int8, got '" + v + "'");
+    }
     // An unsigned 64-bit integer written in decimal digits (seeds: every value is exact, none wraps around).
     uint64_t u64(const std::string& k, uint64_t def) const {
         auto it = kv.find(k);

@@ -1,37 +1,33 @@
-// bench_decode.cpp — end-to-end generation speed of an FBI-LLM-130M-shaped model, fp32 vs bit-packed ([S7]).
-// Run:   ./bench_decode [out.csv] [max_threads] [quick]   (defaults: build/bench_decode.csv, 2; runs 1 .. max_threads)
-//        `quick`: 32 tokens and fewer repetitions (≈ 20 s instead of ≈ 1 min; used by notebooks/03_inference.ipynb)
+// bench_decode.cpp — decode and prefill at the FBI-LLM release shapes: fp32 against bit-packed ([S7]), with the
+// embedding E and LM head H in fp32, fp16 ([H1]) or int8 ([H2]).
+// Run:   ./bench_decode [out.csv] [max_threads] [quick|full] [130m|1.3b]
+//        (defaults: build/bench_decode.csv, 2, full, 130m; threads 1 .. max_threads). `quick`: fewer tokens and
+//        repetitions (notebooks/03_inference.ipynb). `make bench` runs 130m and 1.3b.
 //
-// The model is randomly initialised ([M0] init, [F4] α/β) with the FBI-LLM-130M shape: V=32000, C=768, L=12,
-// NH=12, F=2048, T=256. Speed does not depend on what the weights are, only on their shapes and storage.
-// Three decoders, each one token at a time with a KV cache (fbi::decode_step):
-//   fp32      FloatLinear over the dequantized Ŵ = α·sign(W) + β of every block linear (4 bytes per weight)
-//   popcount  PackedLinearFn, Kernel::Popcount (sign bits + int8 activation bit planes)
-//   fast      PackedLinearFn, Kernel::Fast     (table lookup; AVX2 if the build has it)
-// All three keep the embedding, the norms and the 32000×768 LM head in fp32 ([M1], [F2]).
+// The model is randomly initialised ([M0], [F4]) with a release shape; speed depends only on shapes and storage.
+//   130m: V=32000, C=768,  L=12, NH=12, F=2048 · 1.3b: V=32000, C=2048, L=24, NH=32, F=5632 · context T=2048
+// Decoders, one token at a time with a KV cache (fbi::decode_step):
+//   fp32             FloatLinear over the dequantized Ŵ = α·sign(W) + β (4 bytes per weight), fp32 E and H
+//   packed H=fp32    PackedLinearFn, Kernel::Fast (the table-lookup kernel), E and H fp32
+//   packed H=fp16    the same linears, E and H in fp16: what a packed file holds by default (the official
+//                    evaluation casts every parameter to float16)
+//   packed H=int8    the same linears, E and H int8 with one scale per row
+// Parts, timed alone: stub = decode_step with linears that only write zeros (E, norms, RoPE, attention, H);
+// head = the LM head GEMV alone (fbi::rows_gemv). Block linears = packed − stub; the rest = stub − head.
+// Bound: the bytes a token must read (the 1-bit linears' layout, H, one row of E, the KV cache so far) over the
+// read bandwidth measured in this process (a streaming sum, same thread count): no decoder can beat it.
+// Prefill (fbi::prefill, logits of the last row only): FloatRows (Eigen GEMM on Ŵ) against PackedRows (the 1-bit
+// kernels row by row, the threads splitting the tokens), H fp16 for the packed one.
 //
-// Verified first (the program aborts otherwise):
+// Verified first (the program stops otherwise):
 //   * popcount and fast give bit-identical logits (the integer sums are exact in both kernels);
-//   * packed logits agree with fp32 logits within the int8-activation tolerance (max |Δ| < 5% of max |logit|,
-//     the same bound as the test "P2"): the per-token int8 rounding of α⊙x is the only approximation.
-// Timed: a prompt of 8 tokens (not timed), then 64 (quick: 32) greedy tokens, each decode_step timed; ms/token is the
-// mean over the 64 tokens of one repetition, and we report the median over the repetitions.
-// Where the packed time goes, measured separately:
-//   stub          decode_step with linears that only write zeros: embedding, norms, RoPE, attention, LM head
-//   lm_head_fp32  the 32000×768 fp32 GEMV alone, as decode_step runs it (fbi::matvec: Eigen GEMV, rows split
-//                 over the threads; 98 MB read per token)
-//   lm_head_packed_est  the same head packed to 1 bit and run with the fast kernel (a what-if: the model keeps
-//                 its fp32 head; binarizing it would change the model) → "fast, head packed (est.)"
-//                 = fast − lm_head_fp32 + lm_head_packed_est
-// Both decoders use the same threads: the fp32 GEMVs (fbi::matvec) and the packed kernels split their rows over
-// OpenMP threads above about a million weights, so "vs fp32" compares like with like at each thread count.
-// Breakdown of the fast decoder: block linears = fast − stub, LM head = lm_head_fp32, rest = stub − lm_head_fp32.
-// Sizes are printed for α, β stored as fp32 (exact) and as 16-level codebooks (pack_model(..., 4)); the
-// codebook model is verified like the other (its decode speed is the same: the kernels see float α, β either way).
-// In the CSV, speedup_vs_fp32 is (fp32 decoder ms/token) / (this row's ms) for every row, parts included.
-// Two-thread timings need a second idle core: with other jobs running, every OpenMP barrier (≈ 60 per token)
-// waits for a time slice and the packed decoders get many times slower than with one thread.
-// CSV (appended; header written when the file is new): model,threads,kernel,ms_per_token,tokens_per_s,speedup_vs_fp32
+//   * every packed variant's logits agree with fp32 logits within 5% of max |logit| (the int8 activations of [P1]
+//     are the main approximation; fp16 / int8 H add their own, printed on their own as "H cost");
+//   * packed prefill logits equal packed decode logits within the int8 tolerance, fp32 prefill = fp32 decode.
+// Timed: after a prompt of 8 tokens, N greedy tokens, each decode_step; ms/token is the mean of one repetition, and
+// we report the median over repetitions. Two-thread timings need a second idle core.
+// CSV (appended; header written when the file is new):
+//   model,threads,row,ms_per_token,tokens_per_s,speedup_vs_fp32,bound_ms
 #include <Eigen/Dense>
 
 #include <algorithm>
@@ -53,7 +49,6 @@ using example::median;
 
 namespace {
 
-
 void set_threads(int t) {
 #ifdef _OPENMP
     omp_set_num_threads(t);
@@ -61,13 +56,34 @@ void set_threads(int t) {
     (void)t;
 #endif
 }
+double status_mib(const char* key) {  // VmRSS:, VmHWM: from /proc/self/status
+    std::ifstream f("/proc/self/status");
+    std::string line;
+    while (std::getline(f, line))
+        if (line.rfind(key, 0) == 0) return std::atof(line.c_str() + std::strlen(key)) / 1024.0;
+    return 0;
+}
+std::string simd_flags() {
+    std::string s;
+    auto add = [&](bool on, const char* name) { s += std::string(on ? "+" : "-") + name + " "; };
+#define FBI_HAS(x) defined(x)
+    add(FBI_HAS(__AVX2__), "avx2");
+    add(FBI_HAS(__F16C__), "f16c");
+    add(FBI_HAS(__FMA__), "fma");
+    add(FBI_HAS(__AVX512F__), "avx512f");
+    add(FBI_HAS(__AVX512BW__), "avx512bw");
+    add(FBI_HAS(__AVX512VNNI__), "avx512vnni");
+    add(FBI_HAS(__AVX512VPOPCNTDQ__), "avx512vpopcntdq");
+#undef FBI_HAS
+    return s + "(compiled for; -march=native)";
+}
 
 const std::vector<int> kPrompt = {1, 17, 4242, 31999, 7, 123, 9000, 2};  // any ids in [0, V)
-int kNewTokens = 64;  // 32 with `quick`
 
-// Decode the prompt, then kNewTokens greedy tokens; returns ms per generated token for each repetition.
+// Decode the prompt, then n_new greedy tokens; ms per generated token for each repetition.
 template <class LinearFn>
-std::vector<double> time_decode(const DecodeView& d, LinearFn&& linear, const float* rc, const float* rs, int reps) {
+std::vector<double> time_decode(const DecodeView& d, LinearFn&& linear, const float* rc, const float* rs, int reps,
+                                int n_new) {
     const Config& c = d.cfg;
     KVCache cache;
     DecodeScratch s;
@@ -78,16 +94,15 @@ std::vector<double> time_decode(const DecodeView& d, LinearFn&& linear, const fl
         cache.reset(c.L, c.T, c.C);
         for (int tok : kPrompt) decode_step(d, linear, cache, s, tok, logits.data(), rc, rs);
         double t0 = now_seconds();
-        for (int i = 0; i < kNewTokens; i++) {
+        for (int i = 0; i < n_new; i++) {
             int next = int(std::max_element(logits.begin(), logits.end()) - logits.begin());
             decode_step(d, linear, cache, s, next, logits.data(), rc, rs);
         }
-        ms.push_back(1e3 * (now_seconds() - t0) / kNewTokens);
+        ms.push_back(1e3 * (now_seconds() - t0) / n_new);
     }
     return ms;
 }
-
-// Logits of the first `n` prompt tokens, concatenated.
+// Logits of the first n prompt tokens, concatenated.
 template <class LinearFn>
 std::vector<float> first_logits(const DecodeView& d, LinearFn&& linear, const float* rc, const float* rs, int n) {
     KVCache cache;
@@ -101,8 +116,20 @@ std::vector<float> first_logits(const DecodeView& d, LinearFn&& linear, const fl
     }
     return out;
 }
-
-// Median wall time of f in ms.
+// The last row's logits after a prefill of `n` tokens; seconds in *sec.
+template <class RowsFn>
+std::vector<float> prefill_logits(const DecodeView& d, RowsFn&& rows, const float* rc, const float* rs, int n, double* sec) {
+    std::vector<int> toks(n);
+    for (int i = 0; i < n; i++) toks[i] = kPrompt[i % kPrompt.size()] + i % 97;
+    KVCache cache;
+    cache.reset(d.cfg.L, d.cfg.T, d.cfg.C);
+    PrefillScratch s;
+    std::vector<float> logits(d.cfg.V);
+    double t0 = now_seconds();
+    prefill(d, rows, cache, s, toks.data(), n, logits.data(), 1, rc, rs);
+    *sec = now_seconds() - t0;
+    return logits;
+}
 double time_ms(const std::function<void()>& f, int reps) {
     f();
     std::vector<double> t;
@@ -113,8 +140,32 @@ double time_ms(const std::function<void()>& f, int reps) {
     }
     return median(t);
 }
-
-volatile float g_sink;
+// Streaming read bandwidth (GB/s) of the current thread count: Eigen's vectorised sum over 512 MB, rows split.
+double read_bandwidth(const std::vector<float>& big) {
+    volatile float sink = 0;
+    const int rows = 1024;
+    const long cols = long(big.size() / rows);
+    double ms = time_ms(
+        [&] {
+            std::vector<float> part(rows);
+            for_row_blocks(rows, 1L << 30, [&](int r0, int r1) {
+                for (int r = r0; r < r1; r++) part[r] = Eigen::Map<const Eigen::VectorXf>(big.data() + r * cols, cols).sum();
+            });
+            sink = part[0];
+        },
+        5);
+    (void)sink;
+    return 4.0 * double(big.size()) / (ms * 1e-3) / 1e9;
+}
+struct MaxRel { double worst = 0, scale = 0; };
+MaxRel compare(const std::vector<float>& a, const std::vector<float>& ref) {
+    MaxRel m;
+    for (size_t i = 0; i < a.size(); i++) {
+        m.worst = std::max(m.worst, double(std::fabs(a[i] - ref[i])));
+        m.scale = std::max(m.scale, double(std::fabs(ref[i])));
+    }
+    return m;
+}
 
 }  // namespace
 
@@ -122,88 +173,104 @@ int main(int argc, char** argv) try {
     const std::string csv_path = argc > 1 ? argv[1] : "build/bench_decode.csv";
     example::check_thread_env();
     int max_threads = int(example::positional(argc, argv, 2, "max threads", 2, 1, 1024));
-    if (argc > 3 && std::string(argv[3]) != "quick")
-        throw std::invalid_argument("argument 3 must be 'quick' or absent, got '" + std::string(argv[3]) + "'");
-    const bool quick = argc > 3;
-    if (quick) kNewTokens = 32;
-    const int reps_fp32 = quick ? 1 : 3, reps_packed = quick ? 3 : 5;
+    const std::string mode = argc > 3 ? argv[3] : "full", shape = argc > 4 ? argv[4] : "130m";
+    if (mode != "quick" && mode != "full") throw std::invalid_argument("argument 3 must be 'quick' or 'full', got '" + mode + "'");
+    if (shape != "130m" && shape != "1.3b") throw std::invalid_argument("argument 4 must be '130m' or '1.3b', got '" + shape + "'");
+    const bool quick = mode == "quick", big = shape == "1.3b";
+    const int n_new = quick ? 32 : big ? 32 : 64, n_new_fp32 = big ? 8 : n_new;
+    const int reps_fp32 = quick || big ? 1 : 3, reps_packed = quick ? 3 : 5;
 #ifndef _OPENMP
     max_threads = 1;
 #endif
-    std::printf("machine : %s\n", cpu_model().c_str());
-#ifdef _OPENMP
-    std::printf("OpenMP  : on (max %d threads); rows split over the threads above %ld weights (fp32 GEMV, fbi::matvec) "
-                "and %ld weights (packed kernels)\n", omp_get_max_threads(), 16 * kParallelMinWork, kParallelMinWeights);
-#else
-    std::printf("OpenMP  : off (1 thread only)\n");
-#endif
-#if defined(__AVX2__)
-    std::printf("SIMD    : AVX2 yes → Kernel::Fast = gemv_tl_avx2\n");
-#else
-    std::printf("SIMD    : AVX2 no → Kernel::Fast = gemv_tl (portable)\n");
-#endif
-    std::printf("load    : %s (timings are unreliable when other jobs run)\n", load_average().c_str());
+    std::printf("machine : %s, %s\n", cpu_model().c_str(), example::load_average().c_str());
+    std::printf("SIMD    : %s\n", simd_flags().c_str());
+    std::printf("kernels : block linears %s; fp16 / int8 rows %s\n", fast_kernel() ? fast_kernel()->name.c_str() : "popcount",
+                fast_kernel() && fast_kernel()->rows_f16 ? "rows_f16_simd / rows_i8_simd" : "portable loops");
+    std::printf("threads : 1 .. %d (%s)\n", max_threads, threading_summary().c_str());
 
     Config cfg;
-    cfg.V = 32000; cfg.C = 768; cfg.L = 12; cfg.NH = 12; cfg.F = 2048; cfg.T = 256; cfg.quant = Quant::FBI;
-    std::printf("model   : FBI-LLM-130M shape, %s, random init\n", describe(cfg).c_str());
+    cfg.V = 32000, cfg.T = 2048, cfg.quant = Quant::FBI;
+    if (big) cfg.C = 2048, cfg.L = 24, cfg.NH = 32, cfg.F = 5632;
+    else cfg.C = 768, cfg.L = 12, cfg.NH = 12, cfg.F = 2048;
+    const char* model_name = big ? "fbi-1.3b" : "fbi-130m";
+    std::printf("model   : FBI-LLM-%s shape, %s, random init\n", big ? "1.3B" : "130M", describe(cfg).c_str());
     double t0 = now_seconds();
-    Model model = build_model<float>(cfg, 1234);
+    Model model;
+    layout_model(model, cfg, /*with_grads=*/false);
+    {
+        Rng rng(1234);
+        for (const TensorInfo& t : model.tensors) {
+            float* x = model.params.data() + t.offset;
+            if (t.is_matrix) for (size_t i = 0; i < t.size(); i++) x[i] = float(0.02 * rng.normal());  // [M0]
+            else std::fill(x, x + t.size(), 1.f);
+        }
+        init_scales(model);  // [F4]
+    }
     quantize_all(model);  // Ŵ = α·sign(W) + β for FloatLinear
     PackedModel pm = pack_model(model, "");
-    PackedModel pm4 = pack_model(model, "", 4);  // α, β through 16-level codebooks
-    std::printf("built   : float model + packed models in %.1f s\n", now_seconds() - t0);
+    drop_portable_masks(pm);  // the fast kernel's layout only (as generate --packed loads a model)
+    const RowMatrix E16 = convert_rows(pm.tok_emb, RowFormat::F16), H16 = convert_rows(pm.lm_head, RowFormat::F16);
+    const RowMatrix E8 = convert_rows(pm.tok_emb, RowFormat::I8), H8 = convert_rows(pm.lm_head, RowFormat::I8);
+    std::printf("built   : in %.1f s, RSS %.0f MiB\n", now_seconds() - t0, status_mib("VmRSS:"));
 
     // ---- sizes ----
-    double block_weights = 0, packed_block_bytes = 0;
-    for (const auto& block : pm.lin)
-        for (const PackedLinear& p : block) {
+    double block_weights = 0, block_bytes = 0;  // block bytes: the packed file's masks and fp32 α, β
+    for (const auto& layer : pm.lin)
+        for (const PackedLinear& p : layer) {
             block_weights += double(p.m) * p.n;
-            packed_block_bytes += 8.0 * p.mask[0].bits.size() + double(scale_bytes(p.scale[0].size(), pm.scale_bits) +
-                                                                      scale_bytes(p.scale[1].size(), pm.scale_bits));
+            block_bytes += 8.0 * p.m * words_for(p.n) + 8.0 * p.n;
         }
-    const double fp32_other = 4.0 * (2.0 * cfg.V * cfg.C + (2.0 * cfg.L + 1) * cfg.C);  // emb, head, norms
-    const double fp32_bytes = fp32_other + 4.0 * block_weights;
-    const double packed_bytes = double(packed_model_bytes(pm).size());
-    std::printf("sizes   : fp32 model %.1f MB (block linears %.1f MB) | packed file %.1f MB (block linears %.1f MB, "
-                "%.3f bits/weight) → %.1f× smaller overall, %.1f× for the block linears\n",
-                fp32_bytes / 1e6, 4.0 * block_weights / 1e6, packed_bytes / 1e6, packed_block_bytes / 1e6,
-                packed_bits_per_weight(pm), fp32_bytes / packed_bytes, 4.0 * block_weights / packed_block_bytes);
-    std::printf("          fp32 embedding + LM head: %.1f MB of the packed file (%.0f%%)\n", fp32_other / 1e6,
-                100.0 * fp32_other / packed_bytes);
-    std::printf("          α, β as 16-level codebooks (4-bit codes): packed file %.1f MB, %.4f bits/weight (fp32 α, β: "
-                "%.4f)\n\n", double(packed_model_bytes(pm4).size()) / 1e6, packed_bits_per_weight(pm4),
-                packed_bits_per_weight(pm));
+    const double V = cfg.V, C = cfg.C, norms = 4.0 * (2.0 * cfg.L + 1) * C;
+    const double fp32_bytes = 4.0 * block_weights + 8.0 * V * C + norms;
+    RowFormat formats[3] = {RowFormat::F32, RowFormat::F16, RowFormat::I8};
+    auto file_bytes = [&](RowFormat f) {  // the packed file (§11): header, E, norms, linears, H, checksum
+        return 8 + 4 * 3 + (f == RowFormat::F32 ? 0 : 8) + 6 * 4 + 8 + 2.0 * rows_bytes(f, cfg.V, cfg.C) + norms + block_bytes + 8;
+    };
+    std::printf("sizes   : fp32 model %.1f MB; block linears %.3f bits/weight (1 + 64/m: fp32 α, β per column)\n",
+                fp32_bytes / 1e6, packed_bits_per_weight(pm));
+    for (RowFormat f : formats)
+        std::printf("          packed file with E, H %s: %8.1f MB (E + H %.1f MB) → %.1f× smaller than fp32\n",
+                    row_format_name(f), file_bytes(f) / 1e6, 2.0 * rows_bytes(f, cfg.V, cfg.C) / 1e6, fp32_bytes / file_bytes(f));
 
-    const DecodeView dv_fp = decode_view(model), dv_pk = decode_view(pm);
+    DecodeView dv_fp = decode_view(model), dv[3];
+    dv[0] = decode_view(pm);
+    dv[1] = dv[0], dv[1].tok_emb = rows_view(E16), dv[1].lm_head = rows_view(H16);
+    dv[2] = dv[0], dv[2].tok_emb = rows_view(E8), dv[2].lm_head = rows_view(H8);
     const float *rc = pm.rope_cos.data(), *rs = pm.rope_sin.data();
     FloatLinear fp32_fn{&model};
-    PackedLinearFn pop_fn(&pm, Kernel::Popcount), fast_fn(&pm, Kernel::Fast);
+    PackedLinearFn fast_fn(&pm, Kernel::Fast);
     auto stub_fn = [&](int l, int id, const float*, float* y) { std::fill(y, y + pm.lin[l][id].m, 0.0f); };
 
     // ---- verify ----
     set_threads(1);
     {
-        const int n = 4;
+        const int n = big ? 2 : 4;
         auto lf = first_logits(dv_fp, fp32_fn, rc, rs, n);
-        auto lp = first_logits(dv_pk, pop_fn, rc, rs, n);
-        auto lt = first_logits(dv_pk, fast_fn, rc, rs, n);
-        auto l4 = first_logits(decode_view(pm4), PackedLinearFn(&pm4, Kernel::Fast), rc, rs, n);
-        if (std::memcmp(lp.data(), lt.data(), 4 * lp.size()) != 0) {
-            std::fprintf(stderr, "MISMATCH: popcount and fast logits differ (they must be bit-identical)\n");
-            return 1;
+        std::vector<float> lp[3];
+        for (int k = 0; k < 3; k++) lp[k] = first_logits(dv[k], fast_fn, rc, rs, n);
+        std::printf("verify  : %d tokens × %d logits, packed vs fp32 decoder, max|Δlogit| / max|logit| (bound 5%%):", n, cfg.V);
+        for (int k = 0; k < 3; k++) {
+            MaxRel m = compare(lp[k], lf);
+            std::printf(" H=%s %.2f%%", row_format_name(formats[k]), 100 * m.worst / m.scale);
+            if (!(m.worst < 0.05 * m.scale) || !(m.worst > 0)) {
+                std::fprintf(stderr, "\nMISMATCH: packed logits (H %s) are not within 5%% of fp32\n", row_format_name(formats[k]));
+                return 1;
+            }
         }
-        double worst = 0, worst4 = 0, scale = 0;
-        for (size_t i = 0; i < lf.size(); i++) {
-            worst = std::max(worst, double(std::fabs(lp[i] - lf[i])));
-            worst4 = std::max(worst4, double(std::fabs(l4[i] - lf[i])));
-            scale = std::max(scale, double(std::fabs(lf[i])));
+        std::printf(" ✓\n          H cost alone (same 1-bit linears, against H=fp32):");
+        for (int k = 1; k < 3; k++) {
+            MaxRel m = compare(lp[k], lp[0]);
+            double mean = 0;
+            for (size_t i = 0; i < lp[k].size(); i++) mean += std::fabs(lp[k][i] - lp[0][i]);
+            std::printf(" %s max|Δ| %.2g (%.3f%%), mean|Δ| %.2g;", row_format_name(formats[k]), m.worst,
+                        100 * m.worst / m.scale, mean / lp[k].size());
         }
-        std::printf("verify  : popcount == fast bit for bit over %d tokens × %d logits ✓; packed vs fp32 max|Δlogit| "
-                    "= %.3g (max|logit| %.3g, %.2f%%; with codebook α, β %.2f%%; bound 5%%)", n, cfg.V, worst, scale,
-                    100 * worst / scale, 100 * worst4 / scale);
-        if (!(worst < 0.05 * scale) || !(worst > 0) || !(worst4 < 0.05 * scale)) {
-            std::fprintf(stderr, "\nMISMATCH: packed logits are not within the int8-activation tolerance of fp32\n");
+        double s1, s2;
+        MaxRel pf = compare(prefill_logits(dv_fp, FloatRows{&model}, rc, rs, n, &s1), std::vector<float>(lf.end() - cfg.V, lf.end()));
+        MaxRel pp = compare(prefill_logits(dv[1], PackedRows{&pm}, rc, rs, n, &s2), std::vector<float>(lp[1].end() - cfg.V, lp[1].end()));
+        std::printf("\n          prefill vs decode, last row: fp32 %.2g, packed %.2g (of max|logit| %.2g)", pf.worst, pp.worst, pf.scale);
+        if (!(pf.worst < 1e-3 * pf.scale) || !(pp.worst < 0.05 * pp.scale)) {
+            std::fprintf(stderr, "\nMISMATCH: prefill logits differ from decode logits\n");
             return 1;
         }
         std::printf(" ✓\n\n");
@@ -214,72 +281,81 @@ int main(int argc, char** argv) try {
     const bool fresh = !probe || std::fgetc(probe) == EOF;
     if (probe) std::fclose(probe);
     std::FILE* csv = std::fopen(csv_path.c_str(), "a");
-    if (!csv) {
-        std::perror(csv_path.c_str());
-        return 1;
-    }
-    if (fresh) std::fprintf(csv, "model,threads,kernel,ms_per_token,tokens_per_s,speedup_vs_fp32\n");
-    const char* model_name = "fbi-130m";
-
-    // A 1-bit copy of the head, for the what-if only (the decoders above never use it).
-    const PackedTL head_tl = pack_tl(pack_signs(pm.lm_head.data(), cfg.V, cfg.C));
+    if (!csv) throw std::runtime_error("cannot open '" + csv_path + "' for appending");
+    if (fresh) std::fprintf(csv, "model,threads,row,ms_per_token,tokens_per_s,speedup_vs_fp32,bound_ms\n");
+    std::vector<float> stream(size_t(1) << 27);  // 512 MB for the bandwidth probe
+    for (size_t i = 0; i < stream.size(); i++) stream[i] = float(i & 1023);
     std::vector<float> xh(cfg.C), yh(cfg.V);
     {
         Rng rng(7);
         for (float& v : xh) v = float(rng.normal());
     }
-    std::vector<int8_t> qh(cfg.C);
-    std::vector<int32_t> acc(cfg.V);
+    double tl_bytes = block_weights / 8;  // the fast kernel reads 1 bit per weight
+    const double kv_bytes = 2.0 * cfg.L * C * 4 * (kPrompt.size() + n_new / 2.0);  // K and V so far, mean over the run
 
-    std::printf("%3s  %-26s %10s %9s %10s   %s\n", "thr", "decoder", "ms/token", "tokens/s", "vs fp32", "(per-rep ms/token)");
+    std::printf("%3s  %-24s %9s %9s %9s %9s  %s\n", "thr", "decoder", "ms/token", "tokens/s", "vs fp32", "bound ms",
+                "(per-rep ms/token)");
     for (int threads = 1; threads <= max_threads; threads++) {
         set_threads(threads);
+        const double gbs = read_bandwidth(stream);
+        std::printf("%3d  read bandwidth %.1f GB/s (streaming sum, %d thread%s)\n", threads, gbs, threads, threads > 1 ? "s" : "");
         double fp32_ms = 0;
-        auto row = [&](const char* kernel, double ms, const std::vector<double>& reps) {
-            if (std::string(kernel) == "fp32") fp32_ms = ms;
+        auto row = [&](const std::string& name, double ms, double bound_bytes, const std::vector<double>& reps) {
+            if (name == "fp32") fp32_ms = ms;
+            const double bound = bound_bytes / (gbs * 1e9) * 1e3;
             std::string detail;
             for (double r : reps) detail += (detail.empty() ? "" : " ") + std::to_string(r).substr(0, 6);
-            std::printf("%3d  %-26s %10.2f %9.1f %9.2f×   %s\n", threads, kernel, ms, 1e3 / ms, fp32_ms / ms,
-                        detail.c_str());
-            std::fprintf(csv, "%s,%d,%s,%.4f,%.2f,%.3f\n", model_name, threads, kernel, ms, 1e3 / ms, fp32_ms / ms);
-            std::fflush(stdout);
-            std::fflush(csv);
+            std::printf("%3d  %-24s %9.2f %9.1f %8.2f× %9.2f  %s\n", threads, name.c_str(), ms, 1e3 / ms, fp32_ms / ms,
+                        bound, detail.c_str());
+            std::fprintf(csv, "%s,%d,%s,%.4f,%.2f,%.3f,%.4f\n", model_name, threads, name.c_str(), ms, 1e3 / ms, fp32_ms / ms, bound);
+            std::fflush(stdout), std::fflush(csv);
         };
-        auto full = [&](const char* name, auto&& fn, const DecodeView& d, int reps) {
-            auto r = time_decode(d, fn, rc, rs, reps);
-            row(name, median(r), r);
+        auto full = [&](const std::string& name, auto&& fn, const DecodeView& d, int reps, int n, double bound_bytes) {
+            auto r = time_decode(d, fn, rc, rs, reps, n);
+            row(name, median(r), bound_bytes, r);
             return median(r);
         };
-        full("fp32", fp32_fn, dv_fp, reps_fp32);
-        full("popcount", pop_fn, dv_pk, reps_packed);
-        const double fast_ms = full("fast", fast_fn, dv_pk, reps_packed);
-        const double stub_ms = full("stub", stub_fn, dv_pk, reps_packed);  // everything but the block linears
-        const double head_ms = time_ms(
-            [&] {
-                matvec(yh.data(), pm.lm_head.data(), xh.data(), cfg.V, cfg.C);
-                g_sink = yh[0];
-            },
-            21);
-        row("lm_head_fp32", head_ms, {});
-        const double head_packed_ms = time_ms(
-            [&] {
-                float s = quantize_int8_absmax(xh.data(), cfg.C, qh.data());
-                gemv_tl_fast(head_tl, make_act_tables(qh.data(), cfg.C), acc.data());
-                g_sink = float(acc[0]) / s;
-            },
-            51);
-        row("lm_head_packed_est", head_packed_ms, {});
-        row("fast_head_packed_est", fast_ms - head_ms + head_packed_ms, {});
-        std::printf("     where the fast packed decoder's %.2f ms/token go: block linears %.2f ms (fast − stub), fp32 LM "
-                    "head %.2f ms, the rest (embedding, norms, RoPE, attention) %.2f ms (stub − head)\n",
-                    fast_ms, fast_ms - stub_ms, head_ms, stub_ms - head_ms);
+        full("fp32", fp32_fn, dv_fp, reps_fp32, n_new_fp32, fp32_bytes + kv_bytes);
+        double packed_ms[3], stub_ms[3], head_ms[3];
+        for (int k = 0; k < 3; k++) {
+            const std::string f = row_format_name(formats[k]);
+            const double head_bytes = double(rows_bytes(formats[k], cfg.V, cfg.C)), emb_row = head_bytes / V;
+            packed_ms[k] = full("packed H=" + f, fast_fn, dv[k], reps_packed, n_new, tl_bytes + head_bytes + emb_row + kv_bytes);
+            stub_ms[k] = full("  stub H=" + f, stub_fn, dv[k], reps_packed, n_new, head_bytes + emb_row + kv_bytes);
+            RowsScratch hs;
+            head_ms[k] = time_ms([&] { rows_gemv(dv[k].lm_head, xh.data(), yh.data(), hs); }, 21);
+            row("  head H=" + f, head_ms[k], head_bytes, {});
+        }
+        for (int k = 0; k < 3; k++)
+            std::printf("     H=%s: %.2f ms/token = block linears %.2f + LM head %.2f + the rest (E, norms, RoPE, attention) %.2f\n",
+                        row_format_name(formats[k]), packed_ms[k], packed_ms[k] - stub_ms[k], head_ms[k], stub_ms[k] - head_ms[k]);
+        // prefill: prompt tokens per second
+        for (int n : {64, 512}) {
+            double s_fp = 0, s_pk = 0;
+            const int reps = big ? 1 : 3;
+            std::vector<double> tf, tp;
+            for (int r = 0; r < reps; r++) {
+                prefill_logits(dv_fp, FloatRows{&model}, rc, rs, n, &s_fp), tf.push_back(s_fp);
+                prefill_logits(dv[1], PackedRows{&pm}, rc, rs, n, &s_pk), tp.push_back(s_pk);
+            }
+            s_fp = median(tf), s_pk = median(tp);
+            std::printf("%3d  prefill %3d tokens: fp32 (FloatRows) %.0f tokens/s, packed H=fp16 (PackedRows) %.0f tokens/s (%.2f×)\n",
+                        threads, n, n / s_fp, n / s_pk, s_fp / s_pk);
+            std::fprintf(csv, "%s,%d,prefill%d fp32,%.4f,%.2f,1,0\n", model_name, threads, n, 1e3 * s_fp / n, n / s_fp);
+            std::fprintf(csv, "%s,%d,prefill%d packed H=fp16,%.4f,%.2f,%.3f,0\n", model_name, threads, n, 1e3 * s_pk / n,
+                         n / s_pk, s_fp / s_pk);
+        }
         std::printf("\n");
     }
     std::fclose(csv);
+    std::printf("memory  : peak RSS %.0f MiB (fp32 model + packed model + 512 MB bandwidth probe); resident per decoder: "
+                "fp32 %.0f MB, packed H=fp16 %.0f MB, H=int8 %.0f MB\n", status_mib("VmHWM:"), fp32_bytes / 1e6,
+                (block_bytes + 2.0 * rows_bytes(RowFormat::F16, cfg.V, cfg.C)) / 1e6,
+                (block_bytes + 2.0 * rows_bytes(RowFormat::I8, cfg.V, cfg.C)) / 1e6);
     std::printf("load    : %s\n", load_average().c_str());
     std::printf("wrote   %s (appended)\n", csv_path.c_str());
     return 0;
 } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
+    std::fprintf(stderr, "bench_decode: %s\n", e.what());
     return 1;
 }

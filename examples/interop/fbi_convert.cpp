@@ -7,6 +7,8 @@
 //   fbi_convert logits SRC --tokens 1,2,3 --out F [--packed]       fp32 logits (T×V) of a directory or checkpoint
 //   fbi_convert eval SRC --corpus TXT [--context 64] [--windows N] [--packed]
 //                                                                   validation cross-entropy (the split train_tiny uses)
+// With --packed, --emb and --head choose how the packed model keeps the embedding and the LM head: fp16 (the
+// default, as the official evaluation runs them), fp32 or int8 ([H1], [H2]).
 // SRC is a model directory or a .ckpt. Errors are one line naming the file, key or flag; nothing half-written stays.
 #include "../../fbi_llm.hpp"
 #include "../common.hpp"
@@ -32,10 +34,11 @@ static Model load_float(const std::string& src, std::string& vocab) {
     vocab = ck.vocab;
     return model_from_checkpoint(ck);
 }
-static PackedModel load_packed(const std::string& src) {
-    if (is_dir(src)) return interop::import_packed(interop::open_model_dir(src));
+static PackedModel load_packed(const std::string& src, const example::Args& a) {
     std::string vocab;
-    return pack_model(load_float(src, vocab), vocab);
+    PackedModel pm = is_dir(src) ? interop::import_packed(interop::open_model_dir(src)) : pack_model(load_float(src, vocab), vocab);
+    set_row_formats(pm, a.row_format("emb", RowFormat::F16), a.row_format("head", RowFormat::F16));
+    return pm;
 }
 
 static void write_floats(const std::string& path, const std::vector<float>& v) {
@@ -45,17 +48,18 @@ static void write_floats(const std::string& path, const std::vector<float>& v) {
 
 int main(int argc, char** argv) try {
     const std::string usage =
-        "usage: fbi_convert import DIR [--ckpt X.ckpt] [--packed X.fbipack]\n"
+        "usage: fbi_convert import DIR [--ckpt X.ckpt] [--packed X.fbipack [--emb fp16] [--head fp16]]\n"
         "       fbi_convert export X.ckpt --out DIR [--folded]\n"
-        "       fbi_convert logits SRC --tokens 1,2,3 --out F [--packed]\n"
-        "       fbi_convert eval SRC --corpus TXT [--context 64] [--windows N] [--packed]   (SRC: a directory or a .ckpt)";
+        "       fbi_convert logits SRC --tokens 1,2,3 --out F [--packed [--emb fp16] [--head fp16]]\n"
+        "       fbi_convert eval SRC --corpus TXT [--context 64] [--windows N] [--packed [--emb fp16] [--head fp16]]\n"
+        "  (SRC: a directory or a .ckpt; --emb, --head: fp16 (default), fp32 or int8)";
     if (argc < 3) { std::fprintf(stderr, "%s\n", usage.c_str()); return 2; }
     const std::string cmd = argv[1], src = argv[2];
     example::Args a = cmd == "import" ? example::Args(argc - 2, argv + 2, usage)  // import: --packed names a file
                                         : example::Args(argc - 2, argv + 2, usage, {"folded", "packed"});
     double t0 = now_seconds();
     if (cmd == "import") {
-        a.only({"ckpt", "packed"});
+        a.only({"ckpt", "packed", "emb", "head"});
         std::string ckpt = a.str("ckpt", ""), packed = a.str("packed", "");
         if (ckpt.empty() && packed.empty()) throw std::invalid_argument("import: give --ckpt and/or --packed (what to write)");
         interop::ModelDir m = interop::open_model_dir(src);
@@ -64,6 +68,7 @@ int main(int argc, char** argv) try {
         interop::ImportReport r;
         if (!packed.empty()) {
             PackedModel pm = interop::import_packed(m, &r);
+            set_row_formats(pm, a.row_format("emb", RowFormat::F16), a.row_format("head", RowFormat::F16));
             save_packed_model(packed, pm);
             std::printf("wrote %s: %.2f bits per weight; %.1f s, peak RSS %.0f MB\n", packed.c_str(), packed_bits_per_weight(pm),
                         now_seconds() - t0, peak_rss_mb());
@@ -86,14 +91,14 @@ int main(int argc, char** argv) try {
         std::printf("wrote %s/{config.json, model.safetensors, fbi_vocab.json} (%s layout, %s)\n", out.c_str(),
                     folded ? "folded" : "official", describe(ck.cfg).c_str());
     } else if (cmd == "logits") {
-        a.only({"tokens", "out", "packed"});
+        a.only({"tokens", "out", "packed", "emb", "head"});
         std::string tokens = a.str("tokens", ""), out = a.str("out", "");
         bool packed = a.has("packed");
         if (out.empty()) throw std::invalid_argument("logits: --out FILE is required");
         std::vector<int> t = example::parse_token_ids(tokens);
         std::vector<float> logits;
         if (packed) {  // the packed decoder, token by token
-            PackedModel pm = load_packed(src);
+            PackedModel pm = load_packed(src, a);
             KVCache cache;
             cache.reset(pm.cfg.L, pm.cfg.T, pm.cfg.C);
             DecodeScratch s;
@@ -113,7 +118,7 @@ int main(int argc, char** argv) try {
         write_floats(out, logits);
         std::printf("wrote %s: %zu × %zu logits\n", out.c_str(), t.size(), logits.size() / t.size());
     } else if (cmd == "eval") {
-        a.only({"corpus", "context", "windows", "packed"});
+        a.only({"corpus", "context", "windows", "packed", "emb", "head"});
         std::string corpus = a.str("corpus", "");
         int T = a.integer("context", 64, 1, 1 << 16);
         long windows = a.integer("windows", 0, 0, 1 << 30);
@@ -127,6 +132,7 @@ int main(int argc, char** argv) try {
         double ce;
         if (packed) {
             PackedModel pm = pack_model(model, vocab);
+            set_row_formats(pm, a.row_format("emb", RowFormat::F16), a.row_format("head", RowFormat::F16));
             ce = evaluate_decoder(decode_view(pm), PackedLinearFn(&pm), pm.rope_cos.data(), pm.rope_sin.data(), val, T, windows);
         } else {
             ce = evaluate(model, val, 16, T, windows);

@@ -256,7 +256,8 @@ inline fbi::PackedModel import_packed(const ModelDir& m, ImportReport* report = 
         read_tensor(ref, v);
         note_tensor(r, ref, v, is_latent(ours));
     };
-    get("tok_emb", pm.tok_emb);
+    get("tok_emb", W);
+    pm.tok_emb = fbi::make_rows(W.data(), cfg.V, cfg.C, fbi::RowFormat::F32);
     pm.attn_norm.resize(cfg.L);
     pm.mlp_norm.resize(cfg.L);
     pm.lin.resize(cfg.L);
@@ -274,7 +275,9 @@ inline fbi::PackedModel import_packed(const ModelDir& m, ImportReport* report = 
         }
     }
     get("final_norm", pm.final_norm);
-    get("lm_head", pm.lm_head);
+    get("lm_head", W);
+    pm.lm_head = fbi::make_rows(W.data(), cfg.V, cfg.C, fbi::RowFormat::F32);
+    std::vector<float>().swap(W);
     fbi::rope_tables(pm.rope_cos, pm.rope_sin, cfg.T, cfg.C / cfg.NH);
     if (report) *report = r;
     return pm;

@@ -8,6 +8,8 @@
 //   gemv_tl               [S6] table lookup: 4 weight bits index a per-token 16-entry table, portable
 //   gemv_tl_avx2          the same lookups for 32 rows per pshufb — the fastest           (only with AVX2)
 //   gemv_tl_fast          the best table-lookup kernel the flags allow: what Kernel::Fast runs
+//   rows_f16_simd         y = H x for fp16 rows of E / H ([H1]): F16C or AVX-512 conversion + FMA
+//   rows_i8_simd          Σ c·q for int8 rows ([H2]), exact: AVX-512 VNNI vpdpbusd, or AVX2 vpmaddubsw
 // `make bench` (examples/bench/bench_gemv.cpp) times each against Eigen's fp32 GEMV.
 //
 // METHOD NOTES
@@ -17,10 +19,12 @@
 // EQUATION MAP   label → function → test
 //   [S7] popcount identity, AVX2           gemv_popcount_avx2                "S7 every kernel ..."
 //   [S6] table lookup                      gemv_tl, gemv_tl_avx2             "S7 table-lookup ...", "S7 every kernel ..."
+//   [H1] fp16 rows (header)                rows_f16_simd                     "H1 every fp16 kernel ..."
+//   [H2] int8 rows (header)                rows_i8_simd                      "H2 every int8 kernel ..."
 #pragma once
 #include "../../fbi_llm.hpp"
 
-#if defined(__AVX2__)
+#if defined(__AVX2__) || defined(__F16C__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
@@ -378,6 +382,86 @@ inline void gemv_tl_fast(const PackedTL& W, const ActTables& A, int32_t* y) {
 #endif
 }
 
+// ----------------------------------------------------------------------------------------------------------------
+// E and H rows ([H1], [H2]): the LM head of every decode step, y = H x over a block of rows
+// ----------------------------------------------------------------------------------------------------------------
+// fp16: the halves widen to floats in hardware (F16C: 8 per instruction; AVX-512: 16), then multiply-add. A 32000×768
+// head is 49 MB of halves per token, so the loop is limited by memory bandwidth, not by arithmetic.
+// Same values as rows_dot_f16 (the conversion is exact), summed in another order: tests bound the difference.
+inline void rows_f16_simd(const uint16_t* H, int rows, int cols, const float* x, float* y) {
+    for (int i = 0; i < rows; i++) {
+        const uint16_t* h = H + size_t(i) * cols;
+        float acc = 0;
+        int j = 0;
+#if defined(__AVX512F__)
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+        for (; j + 32 <= cols; j += 32) {
+            a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(h + j))), _mm512_loadu_ps(x + j), a0);
+            a1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(h + j + 16))),
+                                 _mm512_loadu_ps(x + j + 16), a1);
+        }
+        acc = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+#elif defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        for (; j + 16 <= cols; j += 16) {
+            a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(h + j))), _mm256_loadu_ps(x + j), a0);
+            a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(h + j + 8))), _mm256_loadu_ps(x + j + 8), a1);
+        }
+        alignas(32) float t[8];
+        _mm256_store_ps(t, _mm256_add_ps(a0, a1));
+        for (float v : t) acc += v;
+#endif
+        for (; j < cols; j++) acc += f16_to_f32(h[j]) * x[j];  // the tail (everything without F16C)
+        y[i] = acc;
+    }
+}
+
+// int8: Σ_j c_ij q_j exactly in int32, as rows_dot_i8 (|c|, |q| ≤ 127).
+//   AVX-512 VNNI: vpdpbusd multiplies 64 unsigned bytes by 64 signed bytes and adds each 4 products into an int32
+//   lane. q is signed, so it runs on o = q + 128 ∈ [0, 255] and takes back 128·Σ_j c_ij (a second vpdpbusd, by ones).
+//   AVX2: vpmaddubsw on |c| (unsigned) and sign(c)·q (signed): adjacent pairs ≤ 2·127·127 < 2^15, no saturation;
+//   vpmaddwd by ones widens them to int32.
+inline void rows_i8_simd(const int8_t* Cm, int rows, int cols, const int8_t* q, int32_t* y) {
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+    thread_local std::vector<uint8_t> o;
+    o.resize(cols);
+    for (int j = 0; j < cols; j++) o[j] = uint8_t(q[j] + 128);
+    const __m512i ones = _mm512_set1_epi8(1);
+    for (int i = 0; i < rows; i++) {
+        const int8_t* c = Cm + size_t(i) * cols;
+        __m512i acc = _mm512_setzero_si512(), sum_c = _mm512_setzero_si512();
+        for (int j = 0; j < cols; j += 64) {
+            const __mmask64 m = cols - j >= 64 ? ~__mmask64(0) : (__mmask64(1) << (cols - j)) - 1;  // zeros past the end
+            const __m512i w = _mm512_maskz_loadu_epi8(m, c + j);
+            acc = _mm512_dpbusd_epi32(acc, _mm512_maskz_loadu_epi8(m, o.data() + j), w);  // Σ o·c
+            sum_c = _mm512_dpbusd_epi32(sum_c, ones, w);                                  // Σ c
+        }
+        y[i] = _mm512_reduce_add_epi32(acc) - 128 * _mm512_reduce_add_epi32(sum_c);  // Σ (q + 128)·c − 128·Σ c
+    }
+#elif defined(__AVX2__)
+    const __m256i ones16 = _mm256_set1_epi16(1);
+    for (int i = 0; i < rows; i++) {
+        const int8_t* c = Cm + size_t(i) * cols;
+        __m256i acc = _mm256_setzero_si256();
+        int j = 0;
+        for (; j + 32 <= cols; j += 32) {
+            const __m256i w = _mm256_loadu_si256((const __m256i*)(c + j));
+            const __m256i v = _mm256_loadu_si256((const __m256i*)(q + j));
+            const __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(v, w));  // |c|·(sign(c)·q)
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, ones16));
+        }
+        alignas(32) int32_t t[8];
+        _mm256_store_si256((__m256i*)t, acc);
+        int32_t sum = 0;
+        for (int32_t v : t) sum += v;
+        for (; j < cols; j++) sum += int32_t(c[j]) * int32_t(q[j]);
+        y[i] = sum;
+    }
+#else
+    rows_dot_i8(Cm, rows, cols, q, y);
+#endif
+}
+
 // ---- the plug-in: Kernel::Fast = the table-lookup kernel -------------------------------------------------------
 // Each mask is re-laid out once for the lookups (pack_tl), each token's q once into its tables (make_act_tables).
 inline FastKernel table_lookup_kernel() {
@@ -396,6 +480,8 @@ inline FastKernel table_lookup_kernel() {
     k.gemv = [](const PackedSigns&, const void* weights, const void* acts, int32_t* y) {
         gemv_tl_fast(*static_cast<const PackedTL*>(weights), *static_cast<const ActTables*>(acts), y);
     };
+    k.rows_f16 = rows_f16_simd;
+    k.rows_i8 = rows_i8_simd;
     return k;
 }
 // Registered once per program (an inline variable: one definition however many files include this header).

@@ -31,6 +31,7 @@ static const char* kUsage =
     "  --student-init random|teacher             from scratch (FBI-LLM) or from the teacher's weights\n"
     "  --wd 0.1 --decay matrices|all             AdamW weight decay ([O1]): on 2-D weights only, or on everything\n"
     "  --scale-bits 32                           packed file: α, β as fp32 (32, exact) or 2^N-level codebooks (1..8)\n"
+    "  --emb fp16  --head fp16                   packed file: the embedding and the LM head in fp16 (default), fp32 or int8\n"
     "  --eval-every 500 --samples 300            progress evaluation interval (0 = only at the end), sample length\n"
     "  --eval-windows 0                          final evaluation on this many evenly spaced windows (0 = all)\n"
     "  --ckpt-every N                            save each run's checkpoint (with optimizer state) every N steps,\n"
@@ -50,6 +51,7 @@ struct Settings {
     uint64_t seed = 1337;
     Quant student_quant = Quant::FBI;
     std::string student_loss = "ad", student_init = "random", dad_weight = "entropy", decay = "matrices";
+    RowFormat emb_format = RowFormat::F16, head_format = RowFormat::F16;
     int scale_bits = 32, eval_every = 500, ckpt_every = 500, eval_windows = 0, samples = 300;
     bool fresh = false;
     std::string inject_nan;  // FBI_INJECT_NAN (test hook): "teacher:7" or "student:3"
@@ -61,7 +63,7 @@ static Settings parse_settings(int argc, char** argv) {
     Args a(argc, argv, kUsage, {"fresh"});
     a.only({"data", "tokens", "out", "context", "batch", "width", "layers", "heads", "teacher-steps", "student-steps", "warmup",
             "lr", "lr-min", "student-lr", "student-lr-min", "wd", "seed", "student-quant", "student-loss",
-            "student-init", "dad-weight", "decay", "scale-bits", "eval-every", "ckpt-every", "eval-windows", "samples",
+            "student-init", "dad-weight", "decay", "scale-bits", "emb", "head", "eval-every", "ckpt-every", "eval-windows", "samples",
             "fresh"});
     check_thread_env();
     Settings s;
@@ -97,6 +99,7 @@ static Settings parse_settings(int argc, char** argv) {
     if (s.student_init != "random" && s.student_init != "teacher")
         throw std::invalid_argument("--student-init must be random or teacher");
     if (s.decay != "matrices" && s.decay != "all") throw std::invalid_argument("--decay must be matrices or all");
+    s.emb_format = a.row_format("emb", s.emb_format), s.head_format = a.row_format("head", s.head_format);
     s.scale_bits = a.integer("scale-bits", s.scale_bits, -kBig, kBig);  // checked now, not after two training runs
     if (!valid_scale_bits(s.scale_bits))
         throw std::invalid_argument("--scale-bits must be 32 (fp32 scales) or 1..8 (codebook), not " +
@@ -515,7 +518,9 @@ static Results evaluate_pack_sample(const Settings& s, const Data& d, Model& tea
     r.file_bytes = 4.0 * student.params.size();  // fp32 parameter bytes when there is no packed file
     if (r.packs) {
         r.packed_path = s.out + "/student_" + student_tag(s) + ".fbipack";
-        s.kill.write(r.packed_path, packed_model_bytes(pack_model(student, d.vocab, s.scale_bits)), "pack", 0);
+        PackedModel pm = pack_model(student, d.vocab, s.scale_bits);
+        set_row_formats(pm, s.emb_format, s.head_format);  // [H1], [H2]
+        s.kill.write(r.packed_path, packed_model_bytes(pm), "pack", 0);
         r.packed = load_packed_model(r.packed_path);  // evaluate what is on disk
         r.file_bytes = double(read_file_bytes(r.packed_path).size());
         r.packed_bits = packed_bits_per_weight(r.packed);
@@ -561,6 +566,9 @@ static void print_table(const Settings& s, const Data& d, const Results& r, cons
         r.packed_ce / k / std::log(2.0));
     row("parameter bytes", "%12.0f %12.0f %12.0f", 4.0 * teacher.params.size(), 4.0 * student.params.size(), r.file_bytes);
     std::printf("%-30s %12s %12s %12.3f\n", "bits per quantized weight", "32", "32 (latent)", r.packed_bits);
+    if (r.packs)
+        std::printf("%-30s %12s %12s %12s\n", "embedding, LM head", "fp32", "fp32",
+                    (std::string(row_format_name(s.emb_format)) + ", " + row_format_name(s.head_format)).c_str());
     if (r.packs && s.scale_bits < 32)
         std::printf("%-30s %12s %12s %12s\n", "packed α, β", "", "fp32", (std::to_string(1 << s.scale_bits) + " levels").c_str());
     row("decode tokens/s (KV cache)", "%12.0f %12.0f %12.0f", r.tok_s[0], r.tok_s[1], r.tok_s[2]);
@@ -590,6 +598,7 @@ static void write_summary(const Settings& s, const Data& d, const Results& r, co
     j.put("teacher_train_seconds", t.seconds).put("student_train_seconds", student_seconds);
     j.put("student_packed_val_ce", r.packed_ce).put("student_decoder_val_ce", r.decoder_ce);
     j.put("packed_file_bytes", r.file_bytes).put("packed_bits_per_weight", r.packed_bits).put("packed_scale_bits", s.scale_bits);
+    j.text("packed_emb_format", row_format_name(s.emb_format)).text("packed_head_format", row_format_name(s.head_format));
     j.put("decode_tokens_per_s", Json().put("teacher", r.tok_s[0]).put("student_float", r.tok_s[1]).put("student_packed", r.tok_s[2]));
     j.put("threads", num_threads()).put("teacher_schedule", schedule(ts)).put("student_schedule", schedule(ss));
     j.text("teacher_checkpoint", t.ckpt).text("student_checkpoint", s.out + "/student_" + tag + ".ckpt");
