@@ -372,9 +372,10 @@ compare: deps status $(BUILD)/train_tiny $(BUILD)/compare  ## FP, FBI, b1.58 and
 bench-train: deps status $(BUILD)/bench_train  ## tokens/s and GFLOP/s of one training step, 1 and 2 threads
 	@./$(BUILD)/bench_train
 
-bench: deps status $(BUILD)/bench_gemv $(BUILD)/bench_decode  ## packed 1-bit GEMV kernels and 130M decode vs fp32 (CSVs in build/)
+bench: deps status $(BUILD)/bench_gemv $(BUILD)/bench_decode  ## packed 1-bit GEMV kernels; 130M and 1.3B decode + prefill vs fp32, E/H fp32·fp16·int8 (CSVs in build/)
 	@./$(BUILD)/bench_gemv $(BUILD)/bench_gemv.csv
-	@./$(BUILD)/bench_decode $(BUILD)/bench_decode.csv
+	@./$(BUILD)/bench_decode $(BUILD)/bench_decode.csv 2 full 130m
+	@./$(BUILD)/bench_decode $(BUILD)/bench_decode.csv 2 full 1.3b
 
 bench-import: deps interop-deps $(BUILD)/fbi_convert  ## import + pack a synthetic 130M FBI-LLM checkpoint (BIG=1: also 1.3B): time, peak RSS
 	@PYTHON='$(PYTHON)' bash examples/bench/bench_import.sh $(BUILD)
