@@ -24,7 +24,8 @@
 //     examples/quantizers/db.hpp        DB-LLM: dual binarization + deviation-aware distillation (arXiv
 //                                       2402.11960; our reading of it is UNCONFIRMED)
 //     examples/quantizers/codebook.hpp  α, β stored as 2^bits-level codebooks in packed files
-//     examples/kernels/fast_kernels.hpp AVX2 popcount and table-lookup GEMV (Kernel::Fast)
+//     examples/kernels/fast_kernels.hpp AVX2 / AVX-512 popcount and table-lookup GEMV and GEMM (Kernel::Fast),
+//                                       F16C and VNNI kernels for fp16 / int8 embedding and head rows
 //
 // HOW TO USE
 //   #include "fbi_llm.hpp"                      // needs Eigen 3 (-I/usr/include/eigen3); OpenMP optional
@@ -1401,23 +1402,37 @@ inline DecodeView decode_view(const Model& model) {
     return d;
 }
 
+// Σ_i a_i b_i in 8 interleaved partial sums added in a fixed order: the compiler can run the 8 lanes as one vector
+// instruction, and the bits do not depend on where a and b sit in memory (a library GEMV that first steps to an
+// aligned address sums in an order that does, and a KV cache's address changes from run to run).
+inline float dot_lanes(const float* a, const float* b, int n) {
+    float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) lane[l] += a[i + l] * b[i + l];
+    float sum = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+    for (; i < n; i++) sum += a[i] * b[i];
+    return sum;
+}
 // [L3] for the one new row at position pos: per head, the scores against the cached keys 0 … pos, their softmax,
-// the weighted sum of the cached values. Eigen's GEMVs over the strided head columns of K and V (cap × C); the
-// threads split the heads once the cache is long. scores: NH rows of T, one per head.
+// the weighted sum of the cached values. The threads split the heads once the cache is long; scores: NH rows of T.
 inline void decode_attention(float* out, const float* q, const float* K, const float* V, int pos, int C, int NH,
                              float* scores, int T) {
     const int hs = C / NH, len = pos + 1;
     const float scale = 1.f / std::sqrt(float(hs));
     for_row_blocks(NH, 2L * len * C, [&](int h0, int h1) {
         for (int h = h0; h < h1; h++) {
-            Eigen::Map<Eigen::VectorXf> z(scores + size_t(h) * T, len);
-            z.noalias() = ConstHeadView<float>(K + h * hs, len, hs, Eigen::OuterStride<>(C)) *
-                          Eigen::Map<const Eigen::VectorXf>(q + h * hs, hs);
-            z *= scale;
-            z = (z.array() - z.maxCoeff()).exp();  // softmax
-            z /= z.sum();
-            Eigen::Map<Eigen::VectorXf>(out + h * hs, hs).noalias() =
-                ConstHeadView<float>(V + h * hs, len, hs, Eigen::OuterStride<>(C)).transpose() * z;
+            const float* qh = q + h * hs;
+            float* z = scores + size_t(h) * T;
+            float mx = -std::numeric_limits<float>::infinity(), sum = 0;
+            for (int j = 0; j < len; j++) mx = std::max(mx, z[j] = dot_lanes(qh, K + size_t(j) * C + h * hs, hs) * scale);
+            for (int j = 0; j < len; j++) sum += (z[j] = std::exp(z[j] - mx));
+            float* o = out + h * hs;
+            std::fill(o, o + hs, 0.f);
+            for (int j = 0; j < len; j++) {  // o += p_j · v_j, element by element (vectorised, order fixed)
+                const float w = z[j] / sum, *v = V + size_t(j) * C + h * hs;
+                for (int i = 0; i < hs; i++) o[i] += w * v[i];
+            }
         }
     });
 }
@@ -1782,6 +1797,8 @@ inline const FastKernel* fast_kernel();                                         
 inline std::shared_ptr<const void> fast_weights(const PackedSigns& bits);        // once per mask, at pack or load
 inline std::shared_ptr<const void> fast_acts(const int8_t* q, int n);            // once per token and linear
 inline void fast_gemv(const PackedSigns& bits, const void* w, const void* a, int32_t* y);  // y_i = Σ_j ±q_j
+inline bool has_fast_gemm();  // the registered kernel has a multi-token form:
+inline void fast_gemm(const PackedSigns& bits, const void* w, const void* const* acts, int n, int32_t* Y);  // Y[t·m+i]
 
 // ---- the packed model: a trained student with its block-linear weights as bit masks -----------------------
 // Each block linear keeps the bit masks its quantizer packs (FBI: one, sign(W), bit 1 = +1) and its scales
@@ -1984,12 +2001,39 @@ inline std::vector<int> generate(const PackedModel& pm, const std::vector<int>& 
 }
 
 // ---- prefill through the packed model (§8's prefill), two ways; examples/llama/perplexity.cpp measures both --
-// PackedRows: the 1-bit kernels row by row, the threads splitting the rows — exactly what decoding computes.
+// FBI packed ([P1]) for n tokens at once, the same numbers as n calls of fbi_packed_forward: each token's u, q and
+// the fast kernel's form of q are made first, then one multi-token call (fast_gemm) reads each block of weights
+// once for a block of tokens instead of once per token.
+inline void fbi_packed_rows(const PackedLinear& p, const float* X, int n, float* Y) {
+    std::vector<std::shared_ptr<const void>> acts(n);
+    std::vector<const void*> act_ptrs(n);
+    std::vector<float> s(n), beta_x(n);
+    std::vector<int32_t> acc(size_t(n) * p.m);
+    for_row_blocks(n, long(n) * p.n * 16, [&](int t0, int t1) {
+        std::vector<float> u(p.n);
+        std::vector<int8_t> q(p.n);
+        for (int t = t0; t < t1; t++) {
+            const float* x = X + size_t(t) * p.n;
+            float bx = 0;
+            for (int j = 0; j < p.n; j++) u[j] = p.scale[0][j] * x[j], bx += p.scale[1][j] * x[j];  // [P1], [F3]
+            beta_x[t] = bx;
+            s[t] = quantize_int8_absmax(u.data(), p.n, q.data());  // [Q2]
+            acts[t] = fast_acts(q.data(), p.n), act_ptrs[t] = acts[t].get();
+        }
+    });
+    fast_gemm(p.mask[0], p.fast[0].get(), act_ptrs.data(), n, acc.data());  // acc[t·m + i] = Σ_j b_ij q_tj
+    for (int t = 0; t < n; t++)
+        for (int i = 0; i < p.m; i++) Y[size_t(t) * p.m + i] = float(acc[size_t(t) * p.m + i]) / s[t] + beta_x[t];  // [P1]
+}
+// PackedRows: the 1-bit kernels for n rows — exactly what decoding computes. FBI with a fast kernel that has a
+// multi-token form: fbi_packed_rows; otherwise token by token, the threads splitting the tokens.
 struct PackedRows {
     const PackedModel* pm;
     Kernel kernel = Kernel::Fast;
     void operator()(int l, int id, const float* X, int n, float* Y) const {
         const PackedLinear& p = pm->lin[l][id];
+        if (effective_kernel(kernel) == Kernel::Fast && p.quant == Quant::FBI && has_fast_gemm())
+            return fbi_packed_rows(p, X, n, Y);
         for_row_blocks(n, long(n) * p.m * p.n / 8, [&](int r0, int r1) {  // / 8: a bit is cheaper than a float
             PackedLinearFn one(pm, kernel);
             for (int r = r0; r < r1; r++) one(l, id, X + size_t(r) * p.n, Y + size_t(r) * p.m);
@@ -2199,6 +2243,8 @@ struct FastKernel {
     std::function<std::shared_ptr<const void>(const PackedSigns& bits)> prepare_weights;
     std::function<std::shared_ptr<const void>(const int8_t* q, int n)> prepare_acts;
     std::function<void(const PackedSigns& bits, const void* weights, const void* acts, int32_t* y)> gemv;
+    // Optional: n tokens at once, Y[t·rows + i] = what gemv gives for token t (PackedRows uses it for prefill).
+    std::function<void(const PackedSigns& bits, const void* weights, const void* const* acts, int n, int32_t* Y)> gemm;
     // Optional: the fp16 and int8 rows of E and H ([H1], [H2]), as rows_dot_f16 / rows_dot_i8 compute them.
     std::function<void(const uint16_t* H, int rows, int cols, const float* x, float* y)> rows_f16;
     std::function<void(const int8_t* C, int rows, int cols, const int8_t* q, int32_t* y)> rows_i8;
@@ -2224,6 +2270,10 @@ inline std::shared_ptr<const void> fast_weights(const PackedSigns& bits) { retur
 inline std::shared_ptr<const void> fast_acts(const int8_t* q, int n) { return fast_kernel()->prepare_acts(q, n); }
 inline void fast_gemv(const PackedSigns& bits, const void* w, const void* a, int32_t* y) {
     fast_kernel()->gemv(bits, w, a, y);
+}
+inline bool has_fast_gemm() { return fast_kernel() && fast_kernel()->gemm; }
+inline void fast_gemm(const PackedSigns& bits, const void* w, const void* const* acts, int n, int32_t* Y) {
+    fast_kernel()->gemm(bits, w, acts, n, Y);
 }
 
 

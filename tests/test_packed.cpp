@@ -49,6 +49,9 @@ void check_all_kernels(const std::vector<float>& W, int rows, int cols, const st
         {"gemv_popcount_avx2", [&](int32_t* y) { gemv_popcount_avx2(P, A, y); }},
         {"gemv_tl_avx2", [&](int32_t* y) { gemv_tl_avx2(T, AT, y); }},
 #endif
+#if defined(__AVX2__) && defined(__AVX512BW__)
+        {"gemv_tl_avx512", [&](int32_t* y) { gemv_tl_avx512(T, AT, y); }},
+#endif
     };
     for (const Kernel& k : kernels) {
         std::fill(got.begin(), got.end(), -777);
@@ -237,7 +240,7 @@ TEST_CASE("S7 table-lookup layout: tiles are byte-transposed rows, tables are ni
 TEST_CASE("S7 every kernel equals gemv_reference exactly: awkward shapes, random activations") {
     Rng rng(4);
     for (int cols : {1, 5, 63, 64, 65, 127, 128, 130, 255, 256, 257, 1000, 4096})
-        for (int rows : {1, 3, 7, 32, 33, 65}) {
+        for (int rows : {1, 3, 7, 32, 33, 64, 65, 97}) {
             const std::vector<float> W = random_weights(rows, cols, rng);
             check_all_kernels(W, rows, cols, random_int8(cols, rng));
         }

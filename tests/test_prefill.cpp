@@ -153,3 +153,21 @@ TEST_CASE("P8 the packed file is parsed as it is read: same model as from bytes;
     CHECK_THROWS_WITH(load_packed_model(test_file("no_such.fbipack")), doctest::Contains("cannot open"));
     std::remove(path.c_str());
 }
+
+TEST_CASE("P1 many tokens at once: PackedRows' multi-token kernel = fbi_packed_forward token by token, bit for bit") {
+    REQUIRE(has_fast_gemm());  // the fast-kernel plug-in brings gemm_tl_fast
+    Model m = trained_like(Quant::FBI, 31);
+    PackedModel pm = pack_model(m, "");
+    for (int id : {WQ, WGATE, WDOWN})                // 64×64, 130×64 (a padded tile), 64×130
+        for (int n : {1, 2, 31, 32, 33, 70}) {       // around the kernel's block of 32 tokens
+            const PackedLinear& p = pm.lin[1][id];
+            CAPTURE(id);
+            CAPTURE(n);
+            std::vector<double> xd = randn(size_t(n) * p.n, uint64_t(n + 7 * id));
+            std::vector<float> X(xd.begin(), xd.end()), many(size_t(n) * p.m), one(size_t(n) * p.m);
+            PackedRows{&pm, Kernel::Fast}(1, id, X.data(), n, many.data());
+            PackedLinearFn fn(&pm, Kernel::Fast);
+            for (int t = 0; t < n; t++) fn(1, id, X.data() + size_t(t) * p.n, one.data() + size_t(t) * p.m);
+            CHECK(many == one);
+        }
+}

@@ -40,7 +40,7 @@ std::vector<float> float_logits(const PackedModel& pm, const std::vector<int>& t
     PrefillScratch s;
     const int n = int(toks.size());
     std::vector<float> logits(size_t(n) * c.V);
-    prefill(decode_view(pm), UnpackedRows{&pm}, cache, s, toks.data(), n, logits.data(), n, pm.rope_cos.data(),
+    prefill(decode_view(pm), UnpackedRows{&pm, {}}, cache, s, toks.data(), n, logits.data(), n, pm.rope_cos.data(),
             pm.rope_sin.data());
     return logits;
 }
@@ -54,7 +54,7 @@ TEST_CASE("H1 every half converts to its exact value and back") {
         const float f = f16_to_f32(h);
         if (is_nan_half(h)) {
             REQUIRE(std::isnan(f));
-            CHECK(((float_to_bits(f) >> 13) & 0x3ffu) == (h & 0x3ffu | 0x200u));  // the payload kept, made quiet
+            CHECK(((float_to_bits(f) >> 13) & 0x3ffu) == ((h & 0x3ffu) | 0x200u));  // the payload kept, made quiet
             CHECK(is_nan_half(f32_to_f16(f)));
             continue;
         }

@@ -21,8 +21,10 @@
 //
 // Verified first (the program stops otherwise):
 //   * popcount and fast give bit-identical logits (the integer sums are exact in both kernels);
-//   * every packed variant's logits agree with fp32 logits within 5% of max |logit| (the int8 activations of [P1]
-//     are the main approximation; fp16 / int8 H add their own, printed on their own as "H cost");
+//   * every packed variant's logits agree with fp32 logits: ‖Δ‖₂ / ‖logits‖₂ < 10%. The int8 activations of [P1]
+//     are the main approximation: on these random-init models they move the logits by ≈ 2.7% (12 layers) to ≈ 4.7%
+//     (24 layers), fp16 / int8 E and H add a little (the head's own cost is printed: "LM head alone"); a broken
+//     kernel gives ~100%. (The kernels themselves are tested exactly in make test.)
 //   * packed prefill logits equal packed decode logits within the int8 tolerance, fp32 prefill = fp32 decode.
 // Timed: after a prompt of 8 tokens, N greedy tokens, each decode_step; ms/token is the mean of one repetition, and
 // we report the median over repetitions. Two-thread timings need a second idle core.
@@ -172,13 +174,16 @@ double read_bandwidth(const std::vector<float>& big) {
     (void)sink;
     return 4.0 * double(big.size()) / (ms * 1e-3) / 1e9;
 }
-struct MaxRel { double worst = 0, scale = 0; };
+struct MaxRel { double worst = 0, scale = 0, rms = 0; };  // max |Δ|, max |ref|, ‖Δ‖₂ / ‖ref‖₂
 MaxRel compare(const std::vector<float>& a, const std::vector<float>& ref) {
     MaxRel m;
+    double d2 = 0, r2 = 0;
     for (size_t i = 0; i < a.size(); i++) {
         m.worst = std::max(m.worst, double(std::fabs(a[i] - ref[i])));
         m.scale = std::max(m.scale, double(std::fabs(ref[i])));
+        d2 += double(a[i] - ref[i]) * (a[i] - ref[i]), r2 += double(ref[i]) * ref[i];
     }
+    m.rms = std::sqrt(d2 / r2);
     return m;
 }
 
@@ -263,12 +268,13 @@ int main(int argc, char** argv) try {
         auto lf = first_logits(dv_fp, fp32_fn, rc, rs, n);
         std::vector<float> lp[3];
         for (int k = 0; k < 3; k++) lp[k] = first_logits(dv[k], fast_fn, rc, rs, n);
-        std::printf("verify  : %d tokens × %d logits, packed vs fp32 decoder, max|Δlogit| / max|logit| (bound 5%%):", n, cfg.V);
+        std::printf("verify  : %d tokens × %d logits, packed vs fp32 decoder, ‖Δlogit‖₂ / ‖logit‖₂ (bound 10%%; a broken "
+                    "kernel gives ~100%%) and max|Δ| / max|logit|:", n, cfg.V);
         for (int k = 0; k < 3; k++) {
             MaxRel m = compare(lp[k], lf);
-            std::printf(" H=%s %.2f%%", row_format_name(formats[k]), 100 * m.worst / m.scale);
-            if (!(m.worst < 0.05 * m.scale) || !(m.worst > 0)) {
-                std::fprintf(stderr, "\nMISMATCH: packed logits (H %s) are not within 5%% of fp32\n", row_format_name(formats[k]));
+            std::printf(" H=%s %.2f%% (max %.2f%%)", row_format_name(formats[k]), 100 * m.rms, 100 * m.worst / m.scale);
+            if (!(m.rms < 0.10) || !(m.worst > 0)) {
+                std::fprintf(stderr, "\nMISMATCH: packed logits (H %s) are not within 10%% of fp32\n", row_format_name(formats[k]));
                 return 1;
             }
         }

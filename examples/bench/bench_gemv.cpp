@@ -10,6 +10,7 @@
 //   tl                   quantize, make_act_tables, gemv_tl (portable table lookup)
 //   tl_avx2              quantize, make_act_tables, gemv_tl_avx2         (AVX2 builds only)
 //   tl_avx2_kernel_only  gemv_tl_avx2 alone (tables prebuilt): shows what the per-token preparation costs
+//   tl_avx512            quantize, make_act_tables, gemv_tl_avx512       (AVX-512BW builds only)
 // The packed timings include the per-token quantization and plane/table construction.
 // Eigen's own GEMV is single-threaded; fbi::matvec gives it the same OpenMP threads as the packed kernels (rows
 // split above about half a million weights), so each thread count compares like with like.
@@ -135,6 +136,12 @@ int main(int argc, char** argv) try {
 #if defined(__AVX2__)
         packed_kernels.insert(packed_kernels.begin() + 1, Named{"popcount_avx2", run_popcount_avx2});
         packed_kernels.push_back({"tl_avx2", run_tl_avx2});
+#endif
+#if defined(__AVX2__) && defined(__AVX512BW__)
+        packed_kernels.push_back({"tl_avx512", [&] {
+                                      quantize_int8_absmax(u.data(), n, q.data());
+                                      gemv_tl_avx512(T, make_act_tables(q.data(), n), y.data());
+                                  }});
 #endif
 
         // Verify first: every packed kernel must reproduce the reference bit for bit.

@@ -7,7 +7,9 @@
 //   gemv_popcount_fast    the best popcount kernel the flags allow
 //   gemv_tl               [S6] table lookup: 4 weight bits index a per-token 16-entry table, portable
 //   gemv_tl_avx2          the same lookups for 32 rows per pshufb — the fastest           (only with AVX2)
+//   gemv_tl_avx512        the same lookups for two tiles (64 rows) per 512-bit pshufb       (only with AVX-512BW)
 //   gemv_tl_fast          the best table-lookup kernel the flags allow: what Kernel::Fast runs
+//   gemm_tl_fast          the same for many tokens (prefill): each weight tile read once per 32 tokens
 //   rows_f16_simd         y = H x for fp16 rows of E / H ([H1]): F16C or AVX-512 conversion + FMA
 //   rows_i8_simd          Σ c·q for int8 rows ([H2]), exact: AVX-512 VNNI vpdpbusd, or AVX2 vpmaddubsw
 // `make bench` (examples/bench/bench_gemv.cpp) times each against Eigen's fp32 GEMV.
@@ -18,7 +20,7 @@
 //
 // EQUATION MAP   label → function → test
 //   [S7] popcount identity, AVX2           gemv_popcount_avx2                "S7 every kernel ..."
-//   [S6] table lookup                      gemv_tl, gemv_tl_avx2             "S7 table-lookup ...", "S7 every kernel ..."
+//   [S6] table lookup                      gemv_tl, gemv_tl_avx2, _avx512    "S7 table-lookup ...", "S7 every kernel ..."
 //   [H1] fp16 rows (header)                rows_f16_simd                     "H1 every fp16 kernel ..."
 //   [H2] int8 rows (header)                rows_i8_simd                      "H2 every int8 kernel ..."
 #pragma once
@@ -373,13 +375,153 @@ inline void gemv_tl_avx2(const PackedTL& W, const ActTables& A, int32_t* y) {
 }
 #endif  // __AVX2__
 
+#if defined(__AVX2__) && defined(__AVX512BW__)
+// AVX-512 TL kernel: the AVX2 kernel's steps on two tiles at once. A 512-bit pshufb looks up in each of its four
+// 128-bit lanes, so with the group's 16-entry table in all four lanes, lanes 0–1 hold tile t's 32 rows and lanes
+// 2–3 tile t+1's: half the instructions per weight, the same layout (PackedTL) and the same sums.
+namespace detail {
+
+inline __m512i two_tiles(const uint8_t* a, const uint8_t* b) {  // 32 bytes of tile t | 32 bytes of tile t+1
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)a)),
+                              _mm256_loadu_si256((const __m256i*)b), 1);
+}
+inline void tl_tile_pair_avx512(const uint8_t* tile_a, const uint8_t* tile_b, int byte_cols, const uint8_t* tables,
+                                int32_t out_a[kTileRows], int32_t out_b[kTileRows]) {
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    const __m512i one_sixteen = _mm512_set1_epi16(16 << 8 | 1);
+    const __m512i zero = _mm512_setzero_si512();
+    __m512i acc32[4] = {zero, zero, zero, zero};  // per 256-bit half, the row order of tl_tile_avx2
+    __m512i acc16_a = zero, acc16_b = zero;
+    int steps_in_int16 = 0;
+    for (int c = 0; c < byte_cols; c += 2) {
+        const __m512i b0 = two_tiles(tile_a + (size_t)c * kTileRows, tile_b + (size_t)c * kTileRows);
+        const __m512i b1 = two_tiles(tile_a + (size_t)(c + 1) * kTileRows, tile_b + (size_t)(c + 1) * kTileRows);
+        const __m512i nib[4] = {_mm512_and_si512(b0, low4), _mm512_and_si512(_mm512_srli_epi16(b0, 4), low4),
+                                _mm512_and_si512(b1, low4), _mm512_and_si512(_mm512_srli_epi16(b1, 4), low4)};
+        __m512i acc_l = zero, acc_h = zero;
+        for (int k = 0; k < 4; k++) {
+            const uint8_t* Tg = tables + (size_t)32 * (2 * c + k);
+            const __m512i Tl = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i*)Tg));
+            const __m512i Th = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i*)(Tg + 16)));
+            acc_l = _mm512_add_epi8(acc_l, _mm512_shuffle_epi8(Tl, nib[k]));
+            acc_h = _mm512_add_epi8(acc_h, _mm512_shuffle_epi8(Th, nib[k]));
+        }
+        acc16_a = _mm512_add_epi16(acc16_a, _mm512_maddubs_epi16(_mm512_unpacklo_epi8(acc_l, acc_h), one_sixteen));
+        acc16_b = _mm512_add_epi16(acc16_b, _mm512_maddubs_epi16(_mm512_unpackhi_epi8(acc_l, acc_h), one_sixteen));
+        if (++steps_in_int16 == 16 || c + 2 >= byte_cols) {  // widen before 16 bits could overflow
+            acc32[0] = _mm512_add_epi32(acc32[0], _mm512_unpacklo_epi16(acc16_a, zero));
+            acc32[1] = _mm512_add_epi32(acc32[1], _mm512_unpackhi_epi16(acc16_a, zero));
+            acc32[2] = _mm512_add_epi32(acc32[2], _mm512_unpacklo_epi16(acc16_b, zero));
+            acc32[3] = _mm512_add_epi32(acc32[3], _mm512_unpackhi_epi16(acc16_b, zero));
+            acc16_a = acc16_b = zero;
+            steps_in_int16 = 0;
+        }
+    }
+    for (int half = 0; half < 2; half++) {  // undo the lane interleave of each tile, as tl_tile_avx2 does
+        __m256i a[4];
+        for (int i = 0; i < 4; i++) a[i] = half ? _mm512_extracti64x4_epi64(acc32[i], 1) : _mm512_castsi512_si256(acc32[i]);
+        int32_t* out = half ? out_b : out_a;
+        _mm256_storeu_si256((__m256i*)(out + 0), _mm256_permute2x128_si256(a[0], a[1], 0x20));
+        _mm256_storeu_si256((__m256i*)(out + 8), _mm256_permute2x128_si256(a[2], a[3], 0x20));
+        _mm256_storeu_si256((__m256i*)(out + 16), _mm256_permute2x128_si256(a[0], a[1], 0x31));
+        _mm256_storeu_si256((__m256i*)(out + 24), _mm256_permute2x128_si256(a[2], a[3], 0x31));
+    }
+}
+
+}  // namespace detail
+
+inline void gemv_tl_avx512(const PackedTL& W, const ActTables& A, int32_t* y) {
+    assert(W.cols == A.n && 2 * W.byte_cols == A.groups);
+    const long work = (long)W.rows * W.cols;
+    (void)work;
+    const int pairs = (W.tiles + 1) / 2;
+    const size_t tile_bytes = (size_t)W.byte_cols * kTileRows;
+#pragma omp parallel for schedule(static) if (work >= kParallelMinWeights)
+    for (int p = 0; p < pairs; p++) {
+        int32_t sums[2][kTileRows];  // Σ_{b=+1} o_j for the two tiles' rows
+        const int t = 2 * p;
+        if (t + 1 < W.tiles)
+            detail::tl_tile_pair_avx512(&W.tiles_bytes[t * tile_bytes], &W.tiles_bytes[(t + 1) * tile_bytes], W.byte_cols,
+                                        A.tables.data(), sums[0], sums[1]);
+        else  // an odd last tile
+            detail::tl_tile_avx2(&W.tiles_bytes[t * tile_bytes], W.byte_cols, A.tables.data(), sums[0]);
+        for (int k = 0; k < 2 && t + k < W.tiles; k++)
+            for (int r = 0; r < kTileRows && (t + k) * kTileRows + r < W.rows; r++) {
+                const int i = (t + k) * kTileRows + r;
+                y[i] = 2 * (sums[k][r] - 128 * W.n_plus[i]) - A.sum_q;  // [S7] identity
+            }
+    }
+}
+#endif  // __AVX2__ && __AVX512BW__
+
 // The best table-lookup kernel for the compiler flags.
 inline void gemv_tl_fast(const PackedTL& W, const ActTables& A, int32_t* y) {
-#if defined(__AVX2__)
+#if defined(__AVX2__) && defined(__AVX512BW__)
+    gemv_tl_avx512(W, A, y);
+#elif defined(__AVX2__)
     gemv_tl_avx2(W, A, y);
 #else
     gemv_tl(W, A, y);
 #endif
+}
+
+// Many tokens at once (prefill): Y[t·rows + i] = gemv_tl_fast's y_i for token t, bit for bit. Each tile (pair) of
+// weights is read once for a block of kTokenBlock tokens and stays in L1 while their tables come from L2, instead of
+// streaming every weight from memory once per token.
+constexpr int kTokenBlock = 32;
+inline void gemm_tl_fast(const PackedTL& W, const ActTables* const* A, int n_tok, int32_t* Y) {
+    const long work = (long)W.rows * W.cols * n_tok;
+    (void)work;
+    const size_t tile_bytes = (size_t)W.byte_cols * kTileRows;
+    auto finish = [&](int tile, int t, const int32_t* sums) {
+        for (int r = 0; r < kTileRows && tile * kTileRows + r < W.rows; r++) {
+            const int i = tile * kTileRows + r;
+            Y[(size_t)t * W.rows + i] = 2 * (sums[r] - 128 * W.n_plus[i]) - A[t]->sum_q;  // [S7] identity
+        }
+    };
+#if defined(__AVX2__)
+    const int step = 2;  // tiles per work item: a pair with AVX-512, else two single tiles
+#else
+    const int step = 1;
+#endif
+    const int items = (W.tiles + step - 1) / step;
+    for (int t0 = 0; t0 < n_tok; t0 += kTokenBlock) {
+        const int t1 = std::min(n_tok, t0 + kTokenBlock);
+#pragma omp parallel for schedule(static) if (work >= kParallelMinWeights)
+        for (int it = 0; it < items; it++) {
+            const int tile = step * it;
+            int32_t sums[2][kTileRows];
+            for (int t = t0; t < t1; t++) {
+#if defined(__AVX2__) && defined(__AVX512BW__)
+                if (tile + 1 < W.tiles) {
+                    detail::tl_tile_pair_avx512(&W.tiles_bytes[tile * tile_bytes], &W.tiles_bytes[(tile + 1) * tile_bytes],
+                                                W.byte_cols, A[t]->tables.data(), sums[0], sums[1]);
+                    finish(tile, t, sums[0]), finish(tile + 1, t, sums[1]);
+                    continue;
+                }
+#endif
+#if defined(__AVX2__)
+                for (int k = 0; k < step && tile + k < W.tiles; k++) {
+                    detail::tl_tile_avx2(&W.tiles_bytes[(tile + k) * tile_bytes], W.byte_cols, A[t]->tables.data(), sums[k]);
+                    finish(tile + k, t, sums[k]);
+                }
+#else
+                int32_t sum_l[kTileRows] = {0}, sum_h[kTileRows] = {0};  // gemv_tl's loop for one tile
+                for (int c = 0; c < W.byte_cols; c++) {
+                    const uint8_t* bytes = &W.tiles_bytes[(tile * (size_t)W.byte_cols + c) * kTileRows];
+                    const uint8_t* T0 = &A[t]->tables[(size_t)32 * (2 * c)];
+                    const uint8_t* T1 = &A[t]->tables[(size_t)32 * (2 * c + 1)];
+                    for (int r = 0; r < kTileRows; r++) {
+                        sum_l[r] += T0[bytes[r] & 15] + T1[bytes[r] >> 4];
+                        sum_h[r] += T0[16 + (bytes[r] & 15)] + T1[16 + (bytes[r] >> 4)];
+                    }
+                }
+                for (int r = 0; r < kTileRows; r++) sums[0][r] = sum_l[r] + 16 * sum_h[r];
+                finish(tile, t, sums[0]);
+#endif
+            }
+        }
+    }
 }
 
 // ----------------------------------------------------------------------------------------------------------------
@@ -389,18 +531,28 @@ inline void gemv_tl_fast(const PackedTL& W, const ActTables& A, int32_t* y) {
 // head is 49 MB of halves per token, so the loop is limited by memory bandwidth, not by arithmetic.
 // Same values as rows_dot_f16 (the conversion is exact), summed in another order: tests bound the difference.
 inline void rows_f16_simd(const uint16_t* H, int rows, int cols, const float* x, float* y) {
-    for (int i = 0; i < rows; i++) {
+    int i = 0;
+#if defined(__AVX512F__)
+    for (; i + 4 <= rows && cols % 16 == 0; i += 4) {  // four rows share each load of x: four streams in flight
+        const uint16_t* h = H + size_t(i) * cols;
+        __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        for (int j = 0; j < cols; j += 16) {
+            const __m512 xv = _mm512_loadu_ps(x + j);
+            for (int r = 0; r < 4; r++)
+                a[r] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(h + size_t(r) * cols + j))), xv, a[r]);
+        }
+        for (int r = 0; r < 4; r++) y[i + r] = _mm512_reduce_add_ps(a[r]);
+    }
+#endif
+    for (; i < rows; i++) {
         const uint16_t* h = H + size_t(i) * cols;
         float acc = 0;
         int j = 0;
 #if defined(__AVX512F__)
-        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-        for (; j + 32 <= cols; j += 32) {
+        __m512 a0 = _mm512_setzero_ps();
+        for (; j + 16 <= cols; j += 16)
             a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(h + j))), _mm512_loadu_ps(x + j), a0);
-            a1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(h + j + 16))),
-                                 _mm512_loadu_ps(x + j + 16), a1);
-        }
-        acc = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+        acc = _mm512_reduce_add_ps(a0);
 #elif defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
         __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
         for (; j + 16 <= cols; j += 16) {
@@ -466,7 +618,9 @@ inline void rows_i8_simd(const int8_t* Cm, int rows, int cols, const int8_t* q, 
 // Each mask is re-laid out once for the lookups (pack_tl), each token's q once into its tables (make_act_tables).
 inline FastKernel table_lookup_kernel() {
     FastKernel k;
-#if defined(__AVX2__)
+#if defined(__AVX2__) && defined(__AVX512BW__)
+    k.name = "table lookup (gemv_tl_avx512)";
+#elif defined(__AVX2__)
     k.name = "table lookup (gemv_tl_avx2)";
 #else
     k.name = "table lookup (gemv_tl, portable)";
@@ -479,6 +633,11 @@ inline FastKernel table_lookup_kernel() {
     };
     k.gemv = [](const PackedSigns&, const void* weights, const void* acts, int32_t* y) {
         gemv_tl_fast(*static_cast<const PackedTL*>(weights), *static_cast<const ActTables*>(acts), y);
+    };
+    k.gemm = [](const PackedSigns&, const void* weights, const void* const* acts, int n, int32_t* Y) {
+        std::vector<const ActTables*> tables(n);
+        for (int t = 0; t < n; t++) tables[t] = static_cast<const ActTables*>(acts[t]);
+        gemm_tl_fast(*static_cast<const PackedTL*>(weights), tables.data(), n, Y);
     };
     k.rows_f16 = rows_f16_simd;
     k.rows_i8 = rows_i8_simd;
