@@ -473,6 +473,7 @@ inline void gemm_tl_fast(const PackedTL& W, const ActTables* const* A, int n_tok
     const long work = (long)W.rows * W.cols * n_tok;
     (void)work;
     const size_t tile_bytes = (size_t)W.byte_cols * kTileRows;
+    (void)tile_bytes;  // the portable loop below indexes bytes itself
     auto finish = [&](int tile, int t, const int32_t* sums) {
         for (int r = 0; r < kTileRows && tile * kTileRows + r < W.rows; r++) {
             const int i = tile * kTileRows + r;
