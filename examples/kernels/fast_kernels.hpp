@@ -274,6 +274,14 @@ inline ActTables make_act_tables(const int8_t* q, int n) {
     return A;
 }
 
+// [S7] for one tile's rows, from their Σ_{b=+1} o_j: y_i = 2·(Σ_{b=+1} o_j − 128·popcount(W_i)) − Σ_j q_j.
+inline void finish_tile(const PackedTL& W, int tile, const int32_t* sum_o_plus, int32_t sum_q, int32_t* y) {
+    for (int r = 0; r < kTileRows && tile * kTileRows + r < W.rows; r++) {
+        const int i = tile * kTileRows + r;
+        y[i] = 2 * (sum_o_plus[r] - 128 * W.n_plus[i]) - sum_q;
+    }
+}
+
 // Portable TL kernel, organised like gemv_tl_avx2 so the two read side by side: for each tile of 32 rows
 // and each weight byte column c (groups 2c and 2c+1), look up the 32 rows' nibbles in the two groups'
 // tables. The inner loop over r is exactly what one pshufb does for 32 rows at once in the AVX2 kernel.
@@ -315,6 +323,15 @@ inline void gemv_tl(const PackedTL& W, const ActTables& A, int32_t* y) {
 // core nearly doubles the speed (`make bench` shows both).
 namespace detail {
 
+// The four int32 accumulators of a tile back in row order (they hold rows 0-3 | 16-19, 4-7 | 20-23, 8-11 | 24-27,
+// 12-15 | 28-31, one 128-bit lane each): rows 0-7, 8-15, 16-23, 24-31.
+inline void store_tile_rows(const __m256i acc32[4], int32_t out[kTileRows]) {
+    _mm256_storeu_si256((__m256i*)(out + 0), _mm256_permute2x128_si256(acc32[0], acc32[1], 0x20));
+    _mm256_storeu_si256((__m256i*)(out + 8), _mm256_permute2x128_si256(acc32[2], acc32[3], 0x20));
+    _mm256_storeu_si256((__m256i*)(out + 16), _mm256_permute2x128_si256(acc32[0], acc32[1], 0x31));
+    _mm256_storeu_si256((__m256i*)(out + 24), _mm256_permute2x128_si256(acc32[2], acc32[3], 0x31));
+}
+
 inline void tl_tile_avx2(const uint8_t* tile, int byte_cols, const uint8_t* tables, int32_t out[kTileRows]) {
     const __m256i low4 = _mm256_set1_epi8(0x0F);
     const __m256i one_sixteen = _mm256_set1_epi16(16 << 8 | 1);  // bytes (1, 16, 1, 16, ...)
@@ -349,11 +366,7 @@ inline void tl_tile_avx2(const uint8_t* tile, int byte_cols, const uint8_t* tabl
             steps_in_int16 = 0;
         }
     }
-    // Undo the lane interleave: rows 0-7, 8-15, 16-23, 24-31.
-    _mm256_storeu_si256((__m256i*)(out + 0), _mm256_permute2x128_si256(acc32[0], acc32[1], 0x20));
-    _mm256_storeu_si256((__m256i*)(out + 8), _mm256_permute2x128_si256(acc32[2], acc32[3], 0x20));
-    _mm256_storeu_si256((__m256i*)(out + 16), _mm256_permute2x128_si256(acc32[0], acc32[1], 0x31));
-    _mm256_storeu_si256((__m256i*)(out + 24), _mm256_permute2x128_si256(acc32[2], acc32[3], 0x31));
+    store_tile_rows(acc32, out);
 }
 
 }  // namespace detail
@@ -367,10 +380,7 @@ inline void gemv_tl_avx2(const PackedTL& W, const ActTables& A, int32_t* y) {
         int32_t sum_o_plus[kTileRows];  // Σ_{b=+1} o_j for the tile's 32 rows
         detail::tl_tile_avx2(&W.tiles_bytes[(size_t)t * W.byte_cols * kTileRows], W.byte_cols, A.tables.data(),
                              sum_o_plus);
-        for (int r = 0; r < kTileRows && t * kTileRows + r < W.rows; r++) {
-            const int i = t * kTileRows + r;
-            y[i] = 2 * (sum_o_plus[r] - 128 * W.n_plus[i]) - A.sum_q;  // [S7] identity
-        }
+        finish_tile(W, t, sum_o_plus, A.sum_q, y);  // [S7] identity
     }
 }
 #endif  // __AVX2__
@@ -417,14 +427,10 @@ inline void tl_tile_pair_avx512(const uint8_t* tile_a, const uint8_t* tile_b, in
             steps_in_int16 = 0;
         }
     }
-    for (int half = 0; half < 2; half++) {  // undo the lane interleave of each tile, as tl_tile_avx2 does
+    for (int half = 0; half < 2; half++) {  // each 256-bit half is one tile, in tl_tile_avx2's row order
         __m256i a[4];
         for (int i = 0; i < 4; i++) a[i] = half ? _mm512_extracti64x4_epi64(acc32[i], 1) : _mm512_castsi512_si256(acc32[i]);
-        int32_t* out = half ? out_b : out_a;
-        _mm256_storeu_si256((__m256i*)(out + 0), _mm256_permute2x128_si256(a[0], a[1], 0x20));
-        _mm256_storeu_si256((__m256i*)(out + 8), _mm256_permute2x128_si256(a[2], a[3], 0x20));
-        _mm256_storeu_si256((__m256i*)(out + 16), _mm256_permute2x128_si256(a[0], a[1], 0x31));
-        _mm256_storeu_si256((__m256i*)(out + 24), _mm256_permute2x128_si256(a[2], a[3], 0x31));
+        store_tile_rows(a, half ? out_b : out_a);
     }
 }
 
@@ -445,11 +451,7 @@ inline void gemv_tl_avx512(const PackedTL& W, const ActTables& A, int32_t* y) {
                                         A.tables.data(), sums[0], sums[1]);
         else  // an odd last tile
             detail::tl_tile_avx2(&W.tiles_bytes[t * tile_bytes], W.byte_cols, A.tables.data(), sums[0]);
-        for (int k = 0; k < 2 && t + k < W.tiles; k++)
-            for (int r = 0; r < kTileRows && (t + k) * kTileRows + r < W.rows; r++) {
-                const int i = (t + k) * kTileRows + r;
-                y[i] = 2 * (sums[k][r] - 128 * W.n_plus[i]) - A.sum_q;  // [S7] identity
-            }
+        for (int k = 0; k < 2 && t + k < W.tiles; k++) finish_tile(W, t + k, sums[k], A.sum_q, y);  // [S7] identity
     }
 }
 #endif  // __AVX2__ && __AVX512BW__
@@ -474,11 +476,8 @@ inline void gemm_tl_fast(const PackedTL& W, const ActTables* const* A, int n_tok
     (void)work;
     const size_t tile_bytes = (size_t)W.byte_cols * kTileRows;
     (void)tile_bytes;  // the portable loop below indexes bytes itself
-    auto finish = [&](int tile, int t, const int32_t* sums) {
-        for (int r = 0; r < kTileRows && tile * kTileRows + r < W.rows; r++) {
-            const int i = tile * kTileRows + r;
-            Y[(size_t)t * W.rows + i] = 2 * (sums[r] - 128 * W.n_plus[i]) - A[t]->sum_q;  // [S7] identity
-        }
+    auto finish = [&](int tile, int t, const int32_t* sums) {  // [S7] identity, into token t's row of Y
+        finish_tile(W, tile, sums, A[t]->sum_q, Y + (size_t)t * W.rows);
     };
 #if defined(__AVX2__)
     const int step = 2;  // tiles per work item: a pair with AVX-512, else two single tiles
