@@ -1478,7 +1478,7 @@ void decode_step(const DecodeView& d, LinearFn&& linear, KVCache& cache, DecodeS
 // input step (b1.58) the input is quantized first, exactly as in block_forward.
 struct FloatLinear {
     const Model* model;
-    mutable std::vector<float> xq;
+    mutable std::vector<float> xq = {};
     explicit FloatLinear(const Model* m) : model(m) {}
     void operator()(int l, int id, const float* x, float* y) const {
         const LinearRef& lin = model->blocks[l].lin[id];
@@ -1574,7 +1574,7 @@ void prefill(const DecodeView& d, RowsFn&& rows, KVCache& cache, PrefillScratch&
 // Y = X Ŵᵀ for n rows with the float model's effective weights (quantize_all first), as FloatLinear for one.
 struct FloatRows {
     const Model* model;
-    mutable std::vector<float> xq;
+    mutable std::vector<float> xq = {};
     void operator()(int l, int id, const float* X, int n, float* Y) const {
         const LinearRef& lin = model->blocks[l].lin[id];
         if (auto input = quantizer(model->cfg.quant).f32.input) {
