@@ -369,8 +369,13 @@ compare: deps status $(BUILD)/train_tiny $(BUILD)/compare  ## FP, FBI, b1.58 and
 	done; \
 	./$(BUILD)/compare --dir $(COMPARE_OUT) && echo "compare: total $$(( $$(date +%s) - t0 )) s"
 
-bench-train: deps status $(BUILD)/bench_train  ## tokens/s and GFLOP/s of one training step, 1 and 2 threads
-	@./$(BUILD)/bench_train
+TRAIN_SHAPES ?= tiny small wide
+bench-train: deps status $(BUILD)/bench_train  ## one training step (TRAIN_SHAPES), 1 and 2 threads: tokens/s, % of FMA peak, phases, vs PyTorch
+	@if $(PYTHON) -c 'import torch' 2> /dev/null; then \
+	  $(PYTHON) examples/bench/bench_train_torch.py $(BUILD)/bench_train_torch.csv $(TRAIN_SHAPES) || exit 1; \
+	else rm -f $(BUILD)/bench_train_torch.csv; \
+	  echo "bench-train: $(PYTHON) has no torch, so no PyTorch column (apt-get install python3-torch; PYTHON=/usr/bin/python3)"; fi
+	@./$(BUILD)/bench_train $(BUILD)/bench_train_torch.csv $(TRAIN_SHAPES)
 
 bench: deps status $(BUILD)/bench_gemv $(BUILD)/bench_decode  ## packed 1-bit GEMV kernels; 130M and 1.3B decode + prefill vs fp32, E/H fp32·fp16·int8 (CSVs in build/)
 	@./$(BUILD)/bench_gemv $(BUILD)/bench_gemv.csv

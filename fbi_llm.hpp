@@ -234,7 +234,12 @@ template <class R> using ConstHeadView = Eigen::Map<const MatR<R>, 0, Eigen::Out
 // Below this many scalar operations an OpenMP fork/join (a few µs) costs more than it saves: every
 // `parallel for` in the header carries `if (work >= kParallelMinWork)`. One-token decoding stays serial.
 inline constexpr long kParallelMinWork = 1L << 15;
-template <class R> void zero(std::vector<R>& v) { std::fill(v.begin(), v.end(), R(0)); }
+template <class R> void zero(std::vector<R>& v);  // v[i] = 0, both threads on a large v (defined below)
+// Seconds on a steady clock (progress lines, benchmarks, StepTimes).
+inline double now_seconds() {
+    using clock = std::chrono::steady_clock;
+    return std::chrono::duration<double>(clock::now().time_since_epoch()).count();
+}
 
 // =====================================================================================================
 // §2 LAYERS — forward and backward side by side.
@@ -257,6 +262,50 @@ void for_row_blocks(int rows, long work, F&& fn) {
     }
 #endif
     fn(0, rows);
+}
+
+// The same split for element-wise work over [0, n): one contiguous range per thread, when it pays for the fork.
+template <class F>
+void for_ranges(long n, F&& fn) {
+#ifdef _OPENMP
+    if (n >= kParallelMinWork && omp_get_max_threads() > 1 && !omp_in_parallel()) {
+#pragma omp parallel
+        {
+            int parts = omp_get_num_threads(), id = omp_get_thread_num();
+            fn(n * id / parts, n * (id + 1) / parts);
+        }
+        return;
+    }
+#endif
+    fn(0L, n);
+}
+template <class R> void zero(std::vector<R>& v) {
+    for_ranges(long(v.size()), [&](long i0, long i1) { std::fill(v.begin() + i0, v.begin() + i1, R(0)); });
+}
+template <class R> using ArrayMap = Eigen::Map<Eigen::Array<R, Eigen::Dynamic, 1>>;
+
+// y[i] = exp(x[i]) for i < n, through Eigen's vectorized exp (std::exp is one library call per element, the
+// largest cost of softmax and SwiGLU). Every element takes the same path, the tail through a padded packet, so a
+// value never depends on where its buffer starts (an Eigen array expression would do the first, unaligned
+// elements with std::exp instead, and a resumed run, whose buffers sit elsewhere, would differ in the last bit).
+// y may be x.
+template <class R>
+void exp_into(R* y, const R* x, long n) {
+    namespace ei = Eigen::internal;
+    using P = typename ei::packet_traits<R>::type;
+    constexpr int W = ei::packet_traits<R>::size;
+    if constexpr (W == 1 || !ei::packet_traits<R>::HasExp) {
+        for (long i = 0; i < n; i++) y[i] = std::exp(x[i]);
+    } else {
+        long i = 0;
+        for (; i + W <= n; i += W) ei::pstoreu(y + i, ei::pexp(ei::ploadu<P>(x + i)));
+        if (i < n) {
+            R pad[W] = {};
+            std::copy(x + i, x + n, pad);
+            ei::pstoreu(pad, ei::pexp(ei::ploadu<P>(pad)));
+            std::copy(pad, pad + (n - i), y + i);
+        }
+    }
 }
 
 // out (N×m), in (N×n), W (m×n)
@@ -287,8 +336,11 @@ void embedding_forward(R* out, const int* tokens, const R* E, int N, int C) {
 }
 template <class R>
 void embedding_backward(R* dE, const R* dout, const int* tokens, int N, int C) {
-    for (int t = 0; t < N; t++)  // sequential: two rows may share a token
-        for (int c = 0; c < C; c++) dE[size_t(tokens[t]) * C + c] += dout[size_t(t) * C + c];
+    // Two rows may share a token: threads split the columns (16 at a time), rows stay in order.
+#pragma omp parallel for schedule(static) if (long(N) * C >= kParallelMinWork)
+    for (int c0 = 0; c0 < C; c0 += 16)
+        for (int t = 0; t < N; t++)
+            for (int c = c0; c < std::min(C, c0 + 16); c++) dE[size_t(tokens[t]) * C + c] += dout[size_t(t) * C + c];
 }
 
 // ---- RMSNorm ([L1]): y = g ⊙ x · r,  r = 1/sqrt(mean(x²) + eps) ------------------------------------------
@@ -320,11 +372,11 @@ void rmsnorm_backward(R* din, R* dg, const R* dout, const R* in, const R* g, con
         R k = r * r * r * dot / C;
         for (int c = 0; c < C; c++) dx[c] += r * g[c] * dy[c] - k * x[c];
     }
-    for (int t = 0; t < N; t++) {  // sequential: every row adds into the same dg
-        const R* x = in + size_t(t) * C;
-        const R* dy = dout + size_t(t) * C;
-        for (int c = 0; c < C; c++) dg[c] += dy[c] * x[c] * rstd[t];
-    }
+    // Every row adds into the same dg: threads split the columns (16 at a time), rows stay in order.
+#pragma omp parallel for schedule(static) if (long(N) * C >= kParallelMinWork)
+    for (int c0 = 0; c0 < C; c0 += 16)
+        for (int t = 0; t < N; t++)
+            for (int c = c0; c < std::min(C, c0 + 16); c++) dg[c] += dout[size_t(t) * C + c] * in[size_t(t) * C + c] * rstd[t];
 }
 
 // ---- RoPE ([L2]), "rotate half": in each head, feature i < hs/2 pairs with i + hs/2, turned by pos·base^(−2i/hs):
@@ -386,10 +438,13 @@ void attention_forward(R* out, R* att, const R* q, const R* k, const R* v, int B
         MapMat<R> P(att + size_t(bh) * T * T, T, T);
         P.noalias() = (Q * K.transpose()) * scale;  // scores S
         for (int i = 0; i < T; i++) {               // row-wise softmax over the allowed positions j <= i
-            R mx = P.row(i).head(i + 1).maxCoeff(), sum = 0;
-            for (int j = 0; j <= i; j++) sum += (P(i, j) = std::exp(P(i, j) - mx));
-            for (int j = 0; j <= i; j++) P(i, j) /= sum;
-            for (int j = i + 1; j < T; j++) P(i, j) = 0;  // causal mask: the future gets probability 0
+            R* row = &P(i, 0);
+            R mx = *std::max_element(row, row + i + 1), sum = 0;
+            for (int j = 0; j <= i; j++) row[j] -= mx;
+            exp_into(row, row, i + 1);
+            for (int j = 0; j <= i; j++) sum += row[j];
+            for (int j = 0; j <= i; j++) row[j] /= sum;
+            std::fill(row + i + 1, row + T, R(0));  // causal mask: the future gets probability 0
         }
         HeadView<R>(out + off, T, hs, stride).noalias() = P * Vv;
     }
@@ -422,14 +477,20 @@ void attention_backward(R* dq, R* dk, R* dv, const R* dout, const R* att, const 
 
 // ---- SwiGLU ([L4]): act = silu(gate) ⊙ up,  silu(g) = g·σ(g) -----------------------------------------------
 template <class R> R sigmoid(R x) { return R(1) / (R(1) + std::exp(-x)); }
-// act (n), sig (n) = σ(gate) saved for the backward, gate (n), up (n)
+// act (n), sig (n) = σ(gate) saved for the backward, gate (n), up (n). sigmoid() above, with exp_into's exp.
 template <class R>
 void swiglu_forward(R* act, R* sig, const R* gate, const R* up, size_t n) {
-#pragma omp parallel for schedule(static) if (long(n) >= kParallelMinWork)
-    for (long i = 0; i < long(n); i++) {
-        sig[i] = sigmoid(gate[i]);
-        act[i] = gate[i] * sig[i] * up[i];
-    }
+    for_ranges(long(n), [&](long r0, long r1) {
+        for (long i0 = r0; i0 < r1; i0 += 512) {  // 512 at a time, so that the four passes run in the L1 cache
+            long i1 = std::min(r1, i0 + 512);
+            for (long i = i0; i < i1; i++) sig[i] = -gate[i];
+            exp_into(sig + i0, sig + i0, i1 - i0);  // exp(−gate)
+            for (long i = i0; i < i1; i++) {
+                sig[i] = R(1) / (R(1) + sig[i]);  // σ(gate)
+                act[i] = gate[i] * sig[i] * up[i];
+            }
+        }
+    });
 }
 // d silu(g)/dg = σ(g)·(1 + g·(1 − σ(g)))
 template <class R>
@@ -454,7 +515,7 @@ void add_inplace(R* a, const R* b, size_t n) {
 // the forward pass, and where ∂L/∂Ŵ is sent back to those parameters.
 // =====================================================================================================
 
-// >>> copy-paste fbi_linear (needs: <cmath> <cstddef>; kParallelMinWork)   the FBI-linear layer: [F1]–[F5]
+// >>> copy-paste fbi_linear (needs: <algorithm> <cmath> <cstddef>; kParallelMinWork)   the FBI-linear layer: [F1]–[F5]
 // [F1]: sign(w) = +1 for w > 0, −1 otherwise: sign(0) = −1, since a packed bit (§9) cannot hold 0 (torch.sign,
 // in the official code, gives 0; a latent weight is exactly 0 with probability ~0).
 template <class R> R sign_pm1(R w) { return w > R(0) ? R(1) : R(-1); }
@@ -487,12 +548,15 @@ void fbi_backward(R* dW, R* dalpha, R* dbeta, const R* G, const R* W, const R* a
 #pragma omp parallel for schedule(static) if (long(m) * n >= kParallelMinWork)
     for (int i = 0; i < m; i++)
         for (int j = 0; j < n; j++) dW[size_t(i) * n + j] += alpha[j] * G[size_t(i) * n + j];  // [F5]
-    for (int i = 0; i < m; i++)  // sequential over rows: every row adds into the same α, β
-        for (int j = 0; j < n; j++) {
-            R g = G[size_t(i) * n + j];
-            dalpha[j] += g * sign_pm1(W[size_t(i) * n + j]);  // [F5]
-            dbeta[j] += g;                                     // [F5]
-        }
+    // Every row adds into the same α, β: threads split the columns (16 at a time), rows stay in order.
+#pragma omp parallel for schedule(static) if (long(m) * n >= kParallelMinWork)
+    for (int j0 = 0; j0 < n; j0 += 16)
+        for (int i = 0; i < m; i++)
+            for (int j = j0; j < std::min(n, j0 + 16); j++) {
+                R g = G[size_t(i) * n + j];
+                dalpha[j] += g * sign_pm1(W[size_t(i) * n + j]);  // [F5]
+                dbeta[j] += g;                                     // [F5]
+            }
 }
 // <<< copy-paste fbi_linear
 
@@ -507,12 +571,18 @@ struct FlipCounter {
         bool first = prev.size() != total;
         if (first) prev.assign(total, 0);
         size_t at = 0;
-        for (size_t w = 0; w < weights.size(); w++)
-            for (size_t i = 0; i < sizes[w]; i++, at++) {
-                uint8_t pos = weights[w][i] > R(0);
-                flips += pos != prev[at];
-                prev[at] = pos;
+        for (size_t w = 0; w < weights.size(); at += sizes[w], w++) {
+            const R* W = weights[w];
+            uint8_t* was = prev.data() + at;
+            long n = long(sizes[w]), count = 0;  // an integer sum: the same whatever the threads
+#pragma omp parallel for schedule(static) reduction(+ : count) if (n >= kParallelMinWork)
+            for (long i = 0; i < n; i++) {
+                uint8_t pos = W[i] > R(0);
+                count += pos != was[i];
+                was[i] = pos;
             }
+            flips += size_t(count);
+        }
         return first || total == 0 ? 0.0 : double(flips) / double(total);
     }
 };
@@ -1001,6 +1071,24 @@ struct AdamW {
     std::vector<float> m, v;  // first and second moments, same layout as params (kept in fp32)
     long t = 0;               // number of updates done
 };
+// [O1] for n ≤ kAdamSlice consecutive parameters, in double, m and v stored in fp32:
+//   m ← β₁m + (1−β₁)g,  v ← β₂v + (1−β₂)g²,  p ← p·(1 − lr·wd) − lr·m̂/(√v̂ + ε),  m̂ = m/bc1, v̂ = v/bc2.
+// The slice is copied to double buffers first, so that the divisions and the square root run as Eigen's vector
+// instructions (a plain loop calls sqrt once per element); the same operations in the same order as one loop.
+constexpr long kAdamSlice = 256;
+template <class R>
+void adamw_slice(R* p, float* m, float* v, const R* g, long n, const AdamW& opt, double lr, double wd, double bc1,
+                 double bc2) {
+    alignas(64) double G[kAdamSlice], M[kAdamSlice], Vv[kAdamSlice], P[kAdamSlice];
+    for (long i = 0; i < n; i++) {
+        G[i] = double(g[i]), P[i] = double(p[i]);
+        M[i] = double(m[i] = float(opt.beta1 * m[i] + (1 - opt.beta1) * G[i]));
+        Vv[i] = double(v[i] = float(opt.beta2 * v[i] + (1 - opt.beta2) * G[i] * G[i]));
+    }
+    ArrayMap<double> Pm(P, n), Mm(M, n), Vm(Vv, n);
+    Pm = Pm * (1 - lr * wd) - lr * (Mm / bc1) / ((Vm / bc2).sqrt() + opt.eps);  // decoupled decay, then Adam's step
+    for (long i = 0; i < n; i++) p[i] = R(P[i]);
+}
 // One AdamW update of every parameter. PyTorch's order: decay first (p -= lr·wd·p), then the Adam step.
 template <class R>
 void adamw_step(ModelT<R>& model, AdamW& opt, double lr) {
@@ -1015,15 +1103,10 @@ void adamw_step(ModelT<R>& model, AdamW& opt, double lr) {
         const R* g = model.grads.data() + ti.offset;
         float* m = opt.m.data() + ti.offset;
         float* v = opt.v.data() + ti.offset;
-#pragma omp parallel for schedule(static) if (long(ti.size()) >= kParallelMinWork)
-        for (long i = 0; i < long(ti.size()); i++) {
-            double gi = double(g[i]);
-            m[i] = float(opt.beta1 * m[i] + (1 - opt.beta1) * gi);
-            v[i] = float(opt.beta2 * v[i] + (1 - opt.beta2) * gi * gi);
-            double m_hat = m[i] / bc1, v_hat = v[i] / bc2;
-            double pi = double(p[i]) * (1 - lr * wd);                 // decoupled weight decay
-            p[i] = R(pi - lr * m_hat / (std::sqrt(v_hat) + opt.eps));  // Adam step
-        }
+        for_ranges(long(ti.size()), [&](long i0, long i1) {
+            for (long a = i0; a < i1; a += kAdamSlice)
+                adamw_slice(p + a, m + a, v + a, g + a, std::min(i1 - a, kAdamSlice), opt, lr, wd, bc1, bc2);
+        });
     }
 }
 
@@ -1031,9 +1114,12 @@ void adamw_step(ModelT<R>& model, AdamW& opt, double lr) {
 // Returns the norm before clipping (logged; NaN/inf here means the step must not be taken).
 template <class R>
 double clip_grad_norm(std::vector<R>& grads, double max_norm) {
-    double ss = 0;
-    for (R g : grads) ss += double(g) * double(g);
-    double norm = std::sqrt(ss);
+    double part[8] = {};  // eight partial sums in a fixed order: vectorizable, and the same whatever the address
+    size_t n = grads.size(), i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) part[k] += double(grads[i + k]) * double(grads[i + k]);
+    for (; i < n; i++) part[i % 8] += double(grads[i]) * double(grads[i]);
+    double norm = std::sqrt(((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7])));
     if (max_norm > 0 && norm > max_norm && std::isfinite(norm)) {
         R k = R(max_norm / norm);
         for (R& g : grads) g *= k;
@@ -1118,34 +1204,50 @@ struct TrainOptions {
     uint64_t seed = 1337;
 };
 struct StepStats { double loss = 0, grad_norm = 0, lr = 0, flip_ratio = 0; };
+// Where a step's time goes, in seconds, added to over every step it is passed to (`make bench-train` prints it).
+// forward and backward include making Ŵ and sending ∂L/∂Ŵ back through the quantizer (§3).
+struct StepTimes { double batch = 0, forward = 0, teacher = 0, loss = 0, backward = 0, clip = 0, optimizer = 0, flips = 0; };
 // Training hits NaN/inf: thrown BEFORE the update, so the parameters still hold the last good values.
 struct NonFiniteError : std::runtime_error { using std::runtime_error::runtime_error; };
 // One optimizer step: forward (and the teacher's forward for AD/Mix), loss, backward, clip, AdamW, flips.
 // `step` is 0-based; the update it makes is number step+1 of the schedule.
 template <class R>
 StepStats train_step(ModelT<R>& model, ModelT<R>* teacher, AdamW& opt, FlipCounter& flips,
-                     const std::vector<int>& data, const TrainOptions& o, long step) {
+                     const std::vector<int>& data, const TrainOptions& o, long step, StepTimes* times = nullptr) {
     if (o.loss != Loss::CE && !teacher) throw std::invalid_argument("fbi::train_step: AD/Mix/DAD losses need a teacher");
     StepStats st;
+    double t0 = times ? now_seconds() : 0;
+    auto lap = [&](double StepTimes::*phase) {  // time since the last lap goes to `phase`
+        if (!times) return;
+        double t = now_seconds();
+        times->*phase += t - t0;
+        t0 = t;
+    };
     std::vector<int> x, y;
     zero_grad(model);
     int N = o.B * o.T;
     for (int micro = 0; micro < o.micro_batches; micro++) {
         get_batch(x, y, data, o.B, o.T, o.seed, step * o.micro_batches + micro);
+        lap(&StepTimes::batch);  // zeroing the gradients, cutting the batch
         model_forward(model, x.data(), o.B, o.T);
+        lap(&StepTimes::forward);
         const R* logits_t = nullptr;
         if (teacher) {
             model_forward(*teacher, x.data(), o.B, o.T);  // frozen: forward only, no gradient
             logits_t = teacher->acts.logits.data();
+            lap(&StepTimes::teacher);
         }
         Activations<R>& a = model.acts;
         zero(a.dlogits);
         st.loss += loss_forward_backward(o.loss, a.dlogits.data(), a.probs.data(), a.probs_teacher.data(),
                                          a.logits.data(), logits_t, y.data(), N, model.cfg.V, 1.0 / o.micro_batches) /
                    o.micro_batches;
+        lap(&StepTimes::loss);
         model_backward(model, x.data());
+        lap(&StepTimes::backward);
     }
     st.grad_norm = clip_grad_norm(model.grads, o.clip);
+    lap(&StepTimes::clip);
     if (!std::isfinite(st.loss) || !std::isfinite(st.grad_norm))
         throw NonFiniteError("fbi: non-finite " + std::string(std::isfinite(st.loss) ? "gradient norm" : "loss") +
                              " at step " + std::to_string(step + 1) + " (loss " + std::to_string(st.loss) +
@@ -1153,10 +1255,12 @@ StepStats train_step(ModelT<R>& model, ModelT<R>* teacher, AdamW& opt, FlipCount
                              "); the update was not applied. Try a lower learning rate.");
     st.lr = lr_schedule(o.schedule, step + 1);
     adamw_step(model, opt, st.lr);
+    lap(&StepTimes::optimizer);
     std::vector<const R*> ptrs;
     std::vector<size_t> sizes;
     latent_weights(model, ptrs, sizes);
     st.flip_ratio = flips.update(ptrs, sizes);  // [F6]
+    lap(&StepTimes::flips);
     return st;
 }
 
@@ -2133,11 +2237,13 @@ inline Quant quant_from_name(const std::string& s) {
 // ---- the header's two quantizers as tables: FP and FBI (§3's functions, §9's packed forward) --------------
 // The two training tables of the header. FP: Ŵ = W, and the gradient passes as it is. FBI: [F4], [F2], [F5].
 template <class R> void copy_forward(R* w_hat, const R* W, const R*, const R*, int m, int n) {
-    std::copy(W, W + size_t(m) * n, w_hat);
+    for_ranges(long(m) * n, [&](long i0, long i1) { std::copy(W + i0, W + i1, w_hat + i0); });
 }
 // Identity STE: ∂L/∂W = ∂L/∂Ŵ (full precision; also b1.58's [Q3]).
 template <class R> void identity_backward(R* dW, R*, R*, const R* G, const R*, const R*, const R*, int m, int n) {
-    for (size_t i = 0; i < size_t(m) * n; i++) dW[i] += G[i];
+    for_ranges(long(m) * n, [&](long i0, long i1) {
+        for (long i = i0; i < i1; i++) dW[i] += G[i];
+    });
 }
 template <class R> QuantOps<R> fp_ops() { return {nullptr, &copy_forward<R>, &identity_backward<R>, nullptr}; }
 template <class R> QuantOps<R> fbi_ops() {
@@ -2355,11 +2461,6 @@ inline std::string threading_summary() {
 #else
     return "OpenMP off (built without -fopenmp): 1 thread";
 #endif
-}
-
-inline double now_seconds() {
-    using clock = std::chrono::steady_clock;
-    return std::chrono::duration<double>(clock::now().time_since_epoch()).count();
 }
 
 // Mean cross-entropy of any decoder over the same windows as evaluate(): each window is decoded token by

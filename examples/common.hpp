@@ -538,6 +538,37 @@ inline std::string cpu_model() {
         if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
     return "unknown";
 }
+// The SIMD extensions this build may use (what -march allowed the compiler), "+avx2 -avx512f …".
+inline std::string simd_flags() {
+    std::string s;
+    auto add = [&](bool on, const char* name) { s += std::string(on ? "+" : "-") + name + " "; };
+    bool avx2 = false, f16c = false, fma = false, avx512f = false, avx512bw = false, vnni = false, vpopcnt = false;
+#if defined(__AVX2__)
+    avx2 = true;
+#endif
+#if defined(__F16C__)
+    f16c = true;
+#endif
+#if defined(__FMA__)
+    fma = true;
+#endif
+#if defined(__AVX512F__)
+    avx512f = true;
+#endif
+#if defined(__AVX512BW__)
+    avx512bw = true;
+#endif
+#if defined(__AVX512VNNI__)
+    vnni = true;
+#endif
+#if defined(__AVX512VPOPCNTDQ__)
+    vpopcnt = true;
+#endif
+    add(avx2, "avx2"), add(f16c, "f16c"), add(fma, "fma"), add(avx512f, "avx512f"), add(avx512bw, "avx512bw");
+    add(vnni, "avx512vnni"), add(vpopcnt, "avx512vpopcntdq");
+    return s + "(what the build uses: -march=native)";
+}
+
 // /proc/loadavg: other jobs skew timings, the 2-thread ones most (a busy core makes the second thread wait).
 inline std::string load_average() {
     std::ifstream f("/proc/loadavg");

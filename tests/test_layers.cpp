@@ -109,6 +109,40 @@ TEST_CASE("L4 swiglu backward matches finite differences") {
     check_grad("swiglu dup", up, dup, loss);
 }
 
+// exp_into is the exp of softmax ([L3]) and SwiGLU ([L4]): within a few units in the last place of std::exp, and
+// the same bits wherever its buffer starts (so that a resumed run, with buffers elsewhere, repeats the first).
+template <class R>
+void check_exp_into(double ulps) {
+    const long n = 203;  // not a multiple of any vector width: the padded tail is used
+    std::vector<R> x(n + 16), y(n), base(n);
+    Rng rng(21);
+    for (R& v : x) v = R(120 * rng.uniform() - 60);  // exp from 1e-26 to 1e26: normal floats
+    exp_into(base.data(), x.data(), n);
+    for (long i = 0; i < n; i++) {
+        R ref = std::exp(x[size_t(i)]);
+        CHECK(std::fabs(base[size_t(i)] - ref) <= ulps * std::numeric_limits<R>::epsilon() * ref);
+    }
+    for (int shift = 1; shift <= 15; shift++) {  // the same values, at another address
+        std::vector<R> moved(n + 16);
+        std::copy(x.begin(), x.begin() + n, moved.begin() + shift);
+        exp_into(y.data(), moved.data() + shift, n);
+        CHECK(y == base);
+        exp_into(moved.data() + shift, moved.data() + shift, n);  // in place
+        CHECK(std::equal(base.begin(), base.end(), moved.begin() + shift));
+    }
+}
+TEST_CASE("L4 exp_into (softmax's and SwiGLU's exp): close to std::exp, independent of the buffer's address") {
+    check_exp_into<float>(3.0);
+    check_exp_into<double>(3.0);
+    float gate[2] = {-100.f, 100.f}, up[2] = {1.f, 1.f}, act[2], sig[2];  // exp(±100) overflows a float
+    swiglu_forward(act, sig, gate, up, 2);
+    CHECK(sig[0] >= 0.f);
+    CHECK(sig[0] < 1e-30f);
+    CHECK(sig[1] == 1.f);
+    CHECK(act[1] == 100.f);
+    CHECK(std::isfinite(act[0]));
+}
+
 TEST_CASE("L5 matmul backward matches finite differences") {
     const int N = 5, n = 4, m = 3;
     auto in = randn(N * n, 19), W = randn(m * n, 20), r = randn(N * m, 21);

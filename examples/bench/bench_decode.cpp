@@ -65,35 +65,6 @@ double status_mib(const char* key) {  // VmRSS:, VmHWM: from /proc/self/status
         if (line.rfind(key, 0) == 0) return std::atof(line.c_str() + std::strlen(key)) / 1024.0;
     return 0;
 }
-std::string simd_flags() {
-    std::string s;
-    auto add = [&](bool on, const char* name) { s += std::string(on ? "+" : "-") + name + " "; };
-    bool avx2 = false, f16c = false, fma = false, avx512f = false, avx512bw = false, vnni = false, vpopcnt = false;
-#if defined(__AVX2__)
-    avx2 = true;
-#endif
-#if defined(__F16C__)
-    f16c = true;
-#endif
-#if defined(__FMA__)
-    fma = true;
-#endif
-#if defined(__AVX512F__)
-    avx512f = true;
-#endif
-#if defined(__AVX512BW__)
-    avx512bw = true;
-#endif
-#if defined(__AVX512VNNI__)
-    vnni = true;
-#endif
-#if defined(__AVX512VPOPCNTDQ__)
-    vpopcnt = true;
-#endif
-    add(avx2, "avx2"), add(f16c, "f16c"), add(fma, "fma"), add(avx512f, "avx512f"), add(avx512bw, "avx512bw");
-    add(vnni, "avx512vnni"), add(vpopcnt, "avx512vpopcntdq");
-    return s + "(what the build uses: -march=native)";
-}
 
 const std::vector<int> kPrompt = {1, 17, 4242, 31999, 7, 123, 9000, 2};  // any ids in [0, V)
 
@@ -223,7 +194,7 @@ int main(int argc, char** argv) try {
     max_threads = 1;
 #endif
     std::printf("machine : %s, %s\n", cpu_model().c_str(), example::load_average().c_str());
-    std::printf("SIMD    : %s\n", simd_flags().c_str());
+    std::printf("SIMD    : %s\n", example::simd_flags().c_str());
     std::printf("kernels : block linears %s; fp16 / int8 rows %s\n", fast_kernel() ? fast_kernel()->name.c_str() : "popcount",
                 fast_kernel() && fast_kernel()->rows_f16 ? "rows_f16_simd / rows_i8_simd" : "portable loops");
     std::printf("threads : 1 .. %d (%s)\n", max_threads, threading_summary().c_str());
