@@ -116,8 +116,8 @@
 //   [P1] fbi_packed_forward "P1 …", "P2 …"  · [P4] save/load_packed_model, packed_bits_per_weight "P3 …", "P4 …",
 //   "S8 packed file …", "P8 …"  · [H1] f16_to_f32, f32_to_f16, rows_dot_f16 "H1 …"  · [H2] quantize_row_int8,
 //   rows_dot_i8, rows_gemv "H2 …"  · [G1] sample_token_top_p "G1 …"  · prefill (the [M1] path for many tokens at once,
-//   cached_attention [L3]) "M7 …", KVCache "M8 …"  · the quantizer interface: Quantizer, register_quantizer "I1 …"
-//   (README's worked example)
+//   cached_attention [L3]) "M7 …", KVCache "M8 …", inference mode (Keep::Logits) "M9 …"  · the quantizer interface:
+//   Quantizer, register_quantizer "I1 …" (README's worked example)
 //
 // BUILD NOTES
 //   -O2/-O3 and, if you can, -fopenmp. Never -ffast-math: the losses take exp/log of large negative numbers and
@@ -246,39 +246,30 @@ inline double now_seconds() {
 // Shapes in comments; `in`/`out` are N×(features) row-major; every d<x> is accumulated with +=.
 // =====================================================================================================
 
-// ---- linear: out = in Wᵀ ------------------------------------------------------------------------------
-// Threads split the ROWS of the result into one contiguous block each, each one single-threaded Eigen GEMM
-// (Eigen's own threads spin-wait: with one core busy elsewhere a step slows 10-50×; OpenMP blocks do not).
-template <class F>
-void for_row_blocks(int rows, long work, F&& fn) {
+// ---- threads: one contiguous range of [0, n) per thread, when the work pays for the fork ---------------------
+// Each thread calls fn(i0, i1) on its own range; below the threshold (or inside a parallel region) fn(0, n) runs
+// here. Eigen's own threads stay off: they spin-wait, and with one core busy elsewhere a step slows 10-50×.
+template <class I, class F>
+void split_ranges(I n, bool worth_a_fork, F&& fn) {
 #ifdef _OPENMP
-    if (work >= 16 * kParallelMinWork && omp_get_max_threads() > 1 && !omp_in_parallel()) {
+    if (worth_a_fork && omp_get_max_threads() > 1 && !omp_in_parallel()) {
 #pragma omp parallel
         {
-            int parts = omp_get_num_threads(), id = omp_get_thread_num();
-            fn(int(long(rows) * id / parts), int(long(rows) * (id + 1) / parts));
+            long parts = omp_get_num_threads(), id = omp_get_thread_num();
+            fn(I(long(n) * id / parts), I(long(n) * (id + 1) / parts));
         }
         return;
     }
 #endif
-    fn(0, rows);
+    fn(I(0), n);
 }
+// Matrix products split the ROWS of their result, one single-threaded Eigen GEMM a block.
+template <class F> void for_row_blocks(int rows, long work, F&& fn) {
+    split_ranges(rows, work >= 16 * kParallelMinWork, fn);
+}
+// Element-wise work over [0, n).
+template <class F> void for_ranges(long n, F&& fn) { split_ranges(n, n >= kParallelMinWork, fn); }
 
-// The same split for element-wise work over [0, n): one contiguous range per thread, when it pays for the fork.
-template <class F>
-void for_ranges(long n, F&& fn) {
-#ifdef _OPENMP
-    if (n >= kParallelMinWork && omp_get_max_threads() > 1 && !omp_in_parallel()) {
-#pragma omp parallel
-        {
-            int parts = omp_get_num_threads(), id = omp_get_thread_num();
-            fn(n * id / parts, n * (id + 1) / parts);
-        }
-        return;
-    }
-#endif
-    fn(0L, n);
-}
 template <class R> void zero(std::vector<R>& v) {
     for_ranges(long(v.size()), [&](long i0, long i1) { std::fill(v.begin() + i0, v.begin() + i1, R(0)); });
 }
@@ -308,6 +299,7 @@ void exp_into(R* y, const R* x, long n) {
     }
 }
 
+// ---- linear: out = in Wᵀ ------------------------------------------------------------------------------
 // out (N×m), in (N×n), W (m×n)
 template <class R>
 void matmul_forward(R* out, const R* in, const R* W, int N, int n, int m) {
@@ -322,9 +314,17 @@ void matmul_backward(R* din, R* dW, const R* dout, const R* in, const R* W, int 
     for_row_blocks(N, long(N) * n * m, [&](int r0, int r1) {  // rows of din
         MapMat<R>(din + size_t(r0) * n, r1 - r0, n).noalias() += ConstMapMat<R>(dout + size_t(r0) * m, r1 - r0, m) * ConstMapMat<R>(W, m, n);
     });
+    // dW sums over all N rows; it goes through them 192 at a time (one product each, in order): at N = 768 this
+    // ran Eigen's product about 2× faster for 128×128 weights on the machines we measured (bench_train).
+    constexpr int kRowsPerPass = 192;
     for_row_blocks(m, long(N) * n * m, [&](int r0, int r1) {  // rows of dW = columns r0..r1 of dout
-        Eigen::Map<const MatR<R>, 0, Eigen::OuterStride<>> dout_cols(dout + r0, N, r1 - r0, Eigen::OuterStride<>(m));
-        MapMat<R>(dW + size_t(r0) * n, r1 - r0, n).noalias() += dout_cols.transpose() * ConstMapMat<R>(in, N, n);
+        for (int t0 = 0; t0 < N; t0 += kRowsPerPass) {
+            int rows = std::min(kRowsPerPass, N - t0);
+            Eigen::Map<const MatR<R>, 0, Eigen::OuterStride<>> dout_cols(dout + size_t(t0) * m + r0, rows, r1 - r0,
+                                                                         Eigen::OuterStride<>(m));
+            MapMat<R>(dW + size_t(r0) * n, r1 - r0, n).noalias() +=
+                dout_cols.transpose() * ConstMapMat<R>(in + size_t(t0) * n, rows, n);
+        }
     });
 }
 
@@ -769,10 +769,15 @@ template <class R> struct BlockActs {
     std::vector<R> rstd1, ln1, q, k, v, att, atty, h, rstd2, ln2, gate, up, sig, act;
     std::vector<R> ln1q, attyq, ln2q, actq;  // only with a quantizer's input step: the inputs it made
 };
+// What a forward keeps. The backward reads every block's activations (Keep::All); a frozen teacher or an
+// evaluation reads only the logits (Keep::Logits: "inference mode"), so its blocks take turns in ONE set of
+// buffers and two residual streams, and a step touches 1/L of the activation memory it would otherwise.
+enum class Keep : int { All = 0, Logits = 1 };
 template <class R> struct Activations {
     int B = 0, T = 0;
-    std::vector<std::vector<R>> resid;  // L+1 residual streams, N×C: resid[l] enters block l
-    std::vector<BlockActs<R>> blocks;
+    Keep kept = Keep::All;              // what the last forward kept (model_backward needs Keep::All)
+    std::vector<std::vector<R>> resid;  // L+1 residual streams, N×C: resid[l] enters block l (Keep::Logits: l % 2)
+    std::vector<BlockActs<R>> blocks;   // L (Keep::Logits uses blocks[0] for every block)
     std::vector<R> lnf, rstdf, logits;   // final norm and logits (N×V)
     std::vector<R> probs, probs_teacher;  // softmaxes for the loss (N×V)
     // gradient scratch (reused by every block)
@@ -870,15 +875,17 @@ ModelT<R> build_model(const Config& cfg, uint64_t seed) {
     return model;
 }
 
+// Buffers for a B×T batch; Keep::Logits needs only one block's. Buffers a larger earlier call made are kept.
 template <class R>
-void ensure_activations(ModelT<R>& model, int B, int T) {
+void ensure_activations(ModelT<R>& model, int B, int T, Keep keep = Keep::All) {
     Activations<R>& a = model.acts;
-    if (a.B == B && a.T == T) return;
     const Config& c = model.cfg;
+    size_t L = keep == Keep::All ? size_t(c.L) : 1;
+    if (a.B == B && a.T == T && a.blocks.size() >= L) return;
     size_t N = size_t(B) * T, NC = N * c.C, NF = N * c.F, NV = N * c.V;
     a.B = B, a.T = T;
-    a.resid.assign(c.L + 1, std::vector<R>(NC));
-    a.blocks.assign(c.L, BlockActs<R>{});
+    a.resid.assign(L + 1, std::vector<R>(NC));
+    a.blocks.assign(L, BlockActs<R>{});
     for (BlockActs<R>& s : a.blocks) {
         s.rstd1.resize(N); s.rstd2.resize(N);
         for (auto* v : {&s.ln1, &s.q, &s.k, &s.v, &s.atty, &s.h, &s.ln2}) v->resize(NC);
@@ -933,12 +940,11 @@ const R* quantize_input(const ModelT<R>& model, const std::vector<R>& x, std::ve
     return linear_input(model, x, xq);
 }
 
-// One block, forward.  x (N×C) → out (N×C)
+// One block, forward.  x (N×C) → out (N×C); its activations go to s.
 template <class R>
-void block_forward(ModelT<R>& model, int l, R* out, const R* x) {
+void block_forward(ModelT<R>& model, int l, BlockActs<R>& s, R* out, const R* x) {
     const Config& c = model.cfg;
     Activations<R>& a = model.acts;
-    BlockActs<R>& s = a.blocks[l];
     const BlockRef& blk = model.blocks[l];
     int B = a.B, T = a.T, N = B * T, C = c.C, F = c.F;
     auto W = [&](int id) { return weight_of(model, blk.lin[id]); };
@@ -963,18 +969,22 @@ void block_forward(ModelT<R>& model, int l, R* out, const R* x) {
     add_inplace(out, s.h.data(), size_t(N) * C);
 }
 
-// The whole model, forward: tokens (B×T) → model.acts.logits (B×T×V).
+// The whole model, forward: tokens (B×T) → model.acts.logits (B×T×V). keep = Keep::Logits for a forward that
+// no backward follows (a frozen teacher, an evaluation): the same logits, in 1/L of the activation buffers.
 template <class R>
-void model_forward(ModelT<R>& model, const int* tokens, int B, int T) {
+void model_forward(ModelT<R>& model, const int* tokens, int B, int T, Keep keep = Keep::All) {
     check_tokens(model, tokens, B, T);
-    ensure_activations(model, B, T);
+    ensure_activations(model, B, T, keep);
     quantize_all(model);  // [F1]–[F2] (or Ŵ = W for full precision)
     Activations<R>& a = model.acts;
     const Config& c = model.cfg;
     int N = B * T;
-    embedding_forward(a.resid[0].data(), tokens, model.p(model.tok_emb), N, c.C);
-    for (int l = 0; l < c.L; l++) block_forward(model, l, a.resid[l + 1].data(), a.resid[l].data());
-    rmsnorm_forward(a.lnf.data(), a.rstdf.data(), a.resid[c.L].data(), model.p(model.final_norm), N, c.C);
+    bool all = keep == Keep::All;
+    a.kept = keep;
+    auto stream = [&](int l) { return a.resid[all ? l : l % 2].data(); };  // the residual stream entering block l
+    embedding_forward(stream(0), tokens, model.p(model.tok_emb), N, c.C);
+    for (int l = 0; l < c.L; l++) block_forward(model, l, a.blocks[all ? l : 0], stream(l + 1), stream(l));
+    rmsnorm_forward(a.lnf.data(), a.rstdf.data(), stream(c.L), model.p(model.final_norm), N, c.C);
     matmul_forward(a.logits.data(), a.lnf.data(), model.p(model.lm_head), N, c.C, c.V);
 }
 
@@ -1029,6 +1039,9 @@ template <class R>
 void model_backward(ModelT<R>& model, const int* tokens) {
     Activations<R>& a = model.acts;
     const Config& c = model.cfg;
+    if (a.kept != Keep::All)
+        throw std::logic_error("fbi::model_backward: the last model_forward kept only the logits (Keep::Logits); "
+                               "run it with Keep::All before a backward");
     int N = a.B * a.T;
     zero(model.dw_eff);
     zero(a.dresid);
@@ -1233,7 +1246,7 @@ StepStats train_step(ModelT<R>& model, ModelT<R>* teacher, AdamW& opt, FlipCount
         lap(&StepTimes::forward);
         const R* logits_t = nullptr;
         if (teacher) {
-            model_forward(*teacher, x.data(), o.B, o.T);  // frozen: forward only, no gradient
+            model_forward(*teacher, x.data(), o.B, o.T, Keep::Logits);  // frozen: forward only, no gradient
             logits_t = teacher->acts.logits.data();
             lap(&StepTimes::teacher);
         }
@@ -1285,7 +1298,7 @@ double evaluate(ModelT<R>& model, const std::vector<int>& data, int B, int T, lo
                 y[size_t(b) * T + t] = data[start + t + 1];
             }
         }
-        model_forward(model, x.data(), b_now, T);
+        model_forward(model, x.data(), b_now, T, Keep::Logits);
         Activations<R>& a = model.acts;
         sum += cross_entropy_forward(a.probs.data(), a.logits.data(), y.data(), b_now * T, model.cfg.V) * b_now * T;
         positions += long(b_now) * T;

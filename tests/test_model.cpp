@@ -145,3 +145,35 @@ TEST_CASE("M6 generation runs past the context with a sliding window and is repr
     CHECK(a == b);
     for (int t : a) CHECK((t >= 0 && t < c.V));
 }
+
+TEST_CASE("M9 inference mode: Keep::Logits gives the Keep::All logits bit for bit in one block's buffers; no backward after it") {
+    for (Quant q : {Quant::FP, Quant::FBI, kB158, kDB}) {
+        CAPTURE(quant_name(q));
+        Config c = tiny_config(q);
+        const int B = 2, T = 5;
+        auto x = random_tokens(B * T, c.V, 31);
+        auto kept = build_model<float>(c, 19), light = build_model<float>(c, 19);
+        model_forward(kept, x.data(), B, T);
+        model_forward(light, x.data(), B, T, Keep::Logits);
+        CHECK(light.acts.blocks.size() == 1);
+        CHECK(light.acts.resid.size() == 2);
+        CHECK(kept.acts.blocks.size() == size_t(c.L));
+        REQUIRE(light.acts.logits.size() == kept.acts.logits.size());
+        for (size_t i = 0; i < kept.acts.logits.size(); i++) REQUIRE(light.acts.logits[i] == kept.acts.logits[i]);
+        zero(light.acts.dlogits);
+        CHECK_THROWS_WITH(model_backward(light, x.data()), doctest::Contains("kept only the logits (Keep::Logits)"));
+        // A model that kept everything keeps its buffers through an inference-mode forward (an evaluation in the
+        // middle of training) and its next Keep::All forward and backward work as before.
+        model_forward(kept, x.data(), B, T, Keep::Logits);
+        CHECK(kept.acts.blocks.size() == size_t(c.L));
+        model_forward(light, x.data(), B, T);  // grows to every block's buffers
+        CHECK(light.acts.blocks.size() == size_t(c.L));
+        zero(light.acts.dlogits);
+        light.acts.dlogits[3] = 1;
+        zero_grad(light);
+        model_backward(light, x.data());
+        double norm = 0;
+        for (float g : light.grads) norm += double(g) * g;
+        CHECK(norm > 0);
+    }
+}

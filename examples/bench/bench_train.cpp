@@ -84,6 +84,35 @@ static double fma_peak_gflops(int threads) {
     return total;
 }
 
+// The step's linear products alone: matmul_forward and matmul_backward at the shape of every linear (the LM head
+// too), the student's adding the teacher's forward ones, on buffers the size of the step's. No element-wise work
+// can take a step below this, so step − products is all that fused passes, threads and the like can win.
+static double products_ms(const Shape& sh, bool student, int reps) {
+    const Config& c = sh.cfg;
+    const int N = sh.B * sh.T;
+    std::vector<std::array<int, 2>> lin;  // (n in, m out) of every product a forward makes
+    for (int l = 0; l < c.L; l++)
+        for (int id = 0; id < N_LINEAR; id++) {
+            int m, n;
+            linear_shape(c, id, m, n);
+            lin.push_back({n, m});
+        }
+    lin.push_back({c.C, c.V});
+    size_t widest = size_t(std::max({c.C, c.F, c.V}));
+    std::vector<float> in(N * widest), out(N * widest), din(N * widest), W(widest * widest), dW(widest * widest);
+    for (size_t i = 0; i < in.size(); i++) in[i] = out[i] = float((i % 97) * 0.01 - 0.5);
+    for (size_t i = 0; i < W.size(); i++) W[i] = float((i % 89) * 0.001 - 0.04);
+    std::vector<double> ms;
+    for (int r = 0; r < reps + 2; r++) {
+        double t0 = now_seconds();
+        for (int pass = 0; pass < (student ? 2 : 1); pass++)  // the forward (and the teacher's)
+            for (auto [n, m] : lin) matmul_forward(out.data(), in.data(), W.data(), N, n, m);
+        for (auto [n, m] : lin) matmul_backward(din.data(), dW.data(), out.data(), in.data(), W.data(), N, n, m);
+        if (r >= 2) ms.push_back(1e3 * (now_seconds() - t0));
+    }
+    return median(ms);
+}
+
 // PyTorch's figures from bench_train_torch.py's CSV: (shape, run, threads) → tokens/s.
 static std::map<std::string, double> read_torch(const std::string& path) {
     std::map<std::string, double> out;
@@ -130,7 +159,8 @@ static void run_shape(const Shape& sh, const std::vector<int>& data, const std::
     std::printf("\n%s: %s, B=%d T=%d (%d tokens/step); verified: StepTimes leaves the step unchanged, losses finite\n",
                 sh.name, describe(sh.cfg).c_str(), sh.B, sh.T, sh.B * sh.T);
     std::printf("%-31s %3s %9s %9s %8s %6s %9s %8s | %s\n", "run", "thr", "ms/step", "tokens/s", "GFLOP/s", "%peak",
-                "PyTorch", "vs PyT", "where the time goes, ms/step: batch fwd teacher loss bwd clip adamw flips");
+                "PyTorch", "vs PyT", "where the time goes, ms/step: batch fwd teacher loss bwd clip adamw flips"
+                " | linear products alone: ms, GFLOP/s");
     for (int threads : {1, 2}) {
 #ifdef _OPENMP
         omp_set_num_threads(threads);
@@ -166,11 +196,15 @@ static void run_shape(const Shape& sh, const std::vector<int>& data, const std::
                 std::snprintf(ratio, sizeof ratio, "%.2fx", tps / it->second);
             }
             auto per = [&](double v) { return 1e3 * v / reps; };
-            std::printf("%-31s %3d %9.2f %9.0f %8.1f %5.0f%% %9s %8s | %5.1f %5.1f %5.1f %5.1f %5.1f %5.1f %5.1f %5.1f\n",
+            double prod = products_ms(sh, student, reps);
+            double prod_flops = (student ? 8.0 : 6.0) * sh.B * sh.T *
+                                (double(sh.cfg.L) * (4.0 * sh.cfg.C * sh.cfg.C + 3.0 * sh.cfg.C * sh.cfg.F) + double(sh.cfg.V) * sh.cfg.C);
+            std::printf("%-31s %3d %9.2f %9.0f %8.1f %5.0f%% %9s %8s | %5.1f %5.1f %5.1f %5.1f %5.1f %5.1f %5.1f %5.1f"
+                        " | %6.2f %6.1f\n",
                         student ? "FBI student (AD + teacher fwd)" : "FP teacher (CE)", threads, med, tps, gflops,
                         100 * gflops / peak[threads], pyt, ratio, per(times.batch), per(times.forward),
                         per(times.teacher), per(times.loss), per(times.backward), per(times.clip),
-                        per(times.optimizer), per(times.flips));
+                        per(times.optimizer), per(times.flips), prod, prod_flops / (prod * 1e-3) / 1e9);
             std::fflush(stdout);
         }
     }
