@@ -2,8 +2,8 @@
 // flip count), for the FP teacher (CE) and the FBI student (AD, with the frozen teacher's forward), at 1 and 2
 // threads, on three shapes: tiny (what `make train-tiny` trains), small (6 layers, width 192, context 128) and
 // wide (width 384). Prints the median over repeated steps after warm-up, tokens/s, GFLOP/s against the FMA peak
-// it measures here, where the time goes (StepTimes), and, when bench_train_torch.py left its CSV, the same steps
-// in PyTorch.
+// it measures here, where the time goes (StepTimes), the step's linear products timed alone, and, when
+// bench_train_torch.py left its CSV, the same steps in PyTorch.
 //   usage: bench_train [TORCH_CSV] [SHAPE ...]    SHAPE: tiny small wide (default: all three)
 #include <fstream>
 #include <map>
