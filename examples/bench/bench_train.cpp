@@ -29,8 +29,13 @@ static Shape make_shape(const char* name, int C, int L, int NH, int T, int B) {
 // FLOPs of one training step: 6 per weight per token (forward 2, backward 4) for every matmul weight, plus
 // attention: QKᵀ and PV are 2·T·T·hs each per head forward (×3 with the backward; the causal half that is zero is
 // computed too, so full T×T is counted). The student adds the teacher's forward (2 per weight per token).
+// Weights of every matrix product of the model: per layer q, k, v, o (C×C each) and gate, up, down (C×F), plus the head.
+static double linear_weights(const Config& c) {
+    return double(c.L) * (4.0 * c.C * c.C + 3.0 * c.C * c.F) + double(c.V) * c.C;
+}
+
 static double step_flops(const Config& c, int B, int T, bool student) {
-    double weights = double(c.L) * (4.0 * c.C * c.C + 3.0 * c.C * c.F) + double(c.V) * c.C;
+    double weights = linear_weights(c);
     double attn = double(c.L) * B * c.NH * 2.0 * (2.0 * T * T * (c.C / c.NH));
     double one = 6.0 * weights * B * T + 3.0 * attn;
     return student ? one * 4.0 / 3.0 : one;
@@ -197,8 +202,7 @@ static void run_shape(const Shape& sh, const std::vector<int>& data, const std::
             }
             auto per = [&](double v) { return 1e3 * v / reps; };
             double prod = products_ms(sh, student, reps);
-            double prod_flops = (student ? 8.0 : 6.0) * sh.B * sh.T *
-                                (double(sh.cfg.L) * (4.0 * sh.cfg.C * sh.cfg.C + 3.0 * sh.cfg.C * sh.cfg.F) + double(sh.cfg.V) * sh.cfg.C);
+            double prod_flops = (student ? 8.0 : 6.0) * sh.B * sh.T * linear_weights(sh.cfg);
             std::printf("%-31s %3d %9.2f %9.0f %8.1f %5.0f%% %9s %8s | %5.1f %5.1f %5.1f %5.1f %5.1f %5.1f %5.1f %5.1f"
                         " | %6.2f %6.1f\n",
                         student ? "FBI student (AD + teacher fwd)" : "FP teacher (CE)", threads, med, tps, gflops,
