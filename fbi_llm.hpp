@@ -299,6 +299,41 @@ void exp_into(R* y, const R* x, long n) {
     }
 }
 
+// Sums in 8 interleaved partial sums ("lanes"), added in a fixed order at the end. One running sum is a chain of
+// dependent additions (a float sum may not be reordered without -ffast-math, so the compiler keeps it scalar: about
+// 4 cycles an element); the 8 lanes are one vector register, and the bits still do not depend on where the data
+// sits in memory (a library reduction that first steps to an aligned address sums in an order that does).
+template <class R> using Lanes = Eigen::Array<R, 8, 1>;
+template <class R> Eigen::Map<const Lanes<R>> lanes_at(const R* x) { return Eigen::Map<const Lanes<R>>(x); }
+template <class R> R lanes_total(const Lanes<R>& l) { return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7])); }
+// Σ_i a_i b_i
+template <class R> R dot_lanes(const R* a, const R* b, long n) {
+    Lanes<R> lane = Lanes<R>::Zero();
+    long i = 0;
+    for (; i + 8 <= n; i += 8) lane += lanes_at(a + i) * lanes_at(b + i);
+    R sum = lanes_total(lane);
+    for (; i < n; i++) sum += a[i] * b[i];
+    return sum;
+}
+// Σ_i a_i b_i c_i
+template <class R> R dot3_lanes(const R* a, const R* b, const R* c, long n) {
+    Lanes<R> lane = Lanes<R>::Zero();
+    long i = 0;
+    for (; i + 8 <= n; i += 8) lane += lanes_at(a + i) * lanes_at(b + i) * lanes_at(c + i);
+    R sum = lanes_total(lane);
+    for (; i < n; i++) sum += a[i] * b[i] * c[i];
+    return sum;
+}
+// Σ_i a_i
+template <class R> R sum_lanes(const R* a, long n) {
+    Lanes<R> lane = Lanes<R>::Zero();
+    long i = 0;
+    for (; i + 8 <= n; i += 8) lane += lanes_at(a + i);
+    R sum = lanes_total(lane);
+    for (; i < n; i++) sum += a[i];
+    return sum;
+}
+
 // ---- linear: out = in Wᵀ ------------------------------------------------------------------------------
 // out (N×m), in (N×n), W (m×n)
 template <class R>
@@ -352,9 +387,7 @@ void rmsnorm_forward(R* out, R* rstd, const R* in, const R* g, int N, int C) {
     for (int t = 0; t < N; t++) {
         const R* x = in + size_t(t) * C;
         R* y = out + size_t(t) * C;
-        R ss = 0;
-        for (int c = 0; c < C; c++) ss += x[c] * x[c];
-        R r = R(1) / std::sqrt(ss / C + R(kNormEps));
+        R r = R(1) / std::sqrt(dot_lanes(x, x, C) / C + R(kNormEps));
         for (int c = 0; c < C; c++) y[c] = g[c] * x[c] * r;
         rstd[t] = r;
     }
@@ -367,16 +400,20 @@ void rmsnorm_backward(R* din, R* dg, const R* dout, const R* in, const R* g, con
         const R* x = in + size_t(t) * C;
         const R* dy = dout + size_t(t) * C;
         R* dx = din + size_t(t) * C;
-        R r = rstd[t], dot = 0;
-        for (int c = 0; c < C; c++) dot += g[c] * dy[c] * x[c];
+        R r = rstd[t], dot = dot3_lanes(g, dy, x, C);
         R k = r * r * r * dot / C;
         for (int c = 0; c < C; c++) dx[c] += r * g[c] * dy[c] - k * x[c];
     }
-    // Every row adds into the same dg: threads split the columns (16 at a time), rows stay in order.
+    // Every row adds into the same dg: threads split the columns (16 at a time), rows stay in order, summed in a
+    // local block first (written into dg, which might alias the inputs, each step would go through memory).
 #pragma omp parallel for schedule(static) if (long(N) * C >= kParallelMinWork)
-    for (int c0 = 0; c0 < C; c0 += 16)
+    for (int c0 = 0; c0 < C; c0 += 16) {
+        const int w = std::min(C - c0, 16);
+        R sum[16] = {};
         for (int t = 0; t < N; t++)
-            for (int c = c0; c < std::min(C, c0 + 16); c++) dg[c] += dout[size_t(t) * C + c] * in[size_t(t) * C + c] * rstd[t];
+            for (int c = 0; c < w; c++) sum[c] += dout[size_t(t) * C + c0 + c] * in[size_t(t) * C + c0 + c] * rstd[t];
+        for (int c = 0; c < w; c++) dg[c0 + c] += sum[c];
+    }
 }
 
 // ---- RoPE ([L2]), "rotate half": in each head, feature i < hs/2 pairs with i + hs/2, turned by pos·base^(−2i/hs):
@@ -436,13 +473,14 @@ void attention_forward(R* out, R* att, const R* q, const R* k, const R* v, int B
         Eigen::OuterStride<> stride(C);
         ConstHeadView<R> Q(q + off, T, hs, stride), K(k + off, T, hs, stride), Vv(v + off, T, hs, stride);
         MapMat<R> P(att + size_t(bh) * T * T, T, T);
-        P.noalias() = (Q * K.transpose()) * scale;  // scores S
-        for (int i = 0; i < T; i++) {               // row-wise softmax over the allowed positions j <= i
+        // scores S; written scale · (product), the scale is the product's own factor (no temporary, no extra pass)
+        P.noalias() = scale * (Q * K.transpose());
+        for (int i = 0; i < T; i++) {  // row-wise softmax over the allowed positions j <= i
             R* row = &P(i, 0);
-            R mx = *std::max_element(row, row + i + 1), sum = 0;
+            R mx = ArrayMap<R>(row, i + 1).maxCoeff();  // a max is exact in any order, so vectorized
             for (int j = 0; j <= i; j++) row[j] -= mx;
             exp_into(row, row, i + 1);
-            for (int j = 0; j <= i; j++) sum += row[j];
+            R sum = sum_lanes(row, i + 1);
             for (int j = 0; j <= i; j++) row[j] /= sum;
             std::fill(row + i + 1, row + T, R(0));  // causal mask: the future gets probability 0
         }
@@ -470,8 +508,8 @@ void attention_backward(R* dq, R* dk, R* dv, const R* dout, const R* att, const 
             R rowdot = P.row(i).dot(dS.row(i));
             dS.row(i) = (P.row(i).array() * (dS.row(i).array() - rowdot)).matrix();
         }
-        HeadView<R>(dq + off, T, hs, stride).noalias() += (dS * K) * scale;
-        HeadView<R>(dk + off, T, hs, stride).noalias() += (dS.transpose() * Q) * scale;
+        HeadView<R>(dq + off, T, hs, stride).noalias() += scale * (dS * K);
+        HeadView<R>(dk + off, T, hs, stride).noalias() += scale * (dS.transpose() * Q);
     }
 }
 
@@ -548,15 +586,20 @@ void fbi_backward(R* dW, R* dalpha, R* dbeta, const R* G, const R* W, const R* a
 #pragma omp parallel for schedule(static) if (long(m) * n >= kParallelMinWork)
     for (int i = 0; i < m; i++)
         for (int j = 0; j < n; j++) dW[size_t(i) * n + j] += alpha[j] * G[size_t(i) * n + j];  // [F5]
-    // Every row adds into the same α, β: threads split the columns (16 at a time), rows stay in order.
+    // Every row adds into the same α, β: threads split the columns (16 at a time), rows stay in order, summed in
+    // a local block first (written into dα, dβ, which might alias G, each step would go through memory).
 #pragma omp parallel for schedule(static) if (long(m) * n >= kParallelMinWork)
-    for (int j0 = 0; j0 < n; j0 += 16)
+    for (int j0 = 0; j0 < n; j0 += 16) {
+        const int w = std::min(n - j0, 16);
+        R sa[16] = {}, sb[16] = {};
         for (int i = 0; i < m; i++)
-            for (int j = j0; j < std::min(n, j0 + 16); j++) {
-                R g = G[size_t(i) * n + j];
-                dalpha[j] += g * sign_pm1(W[size_t(i) * n + j]);  // [F5]
-                dbeta[j] += g;                                     // [F5]
+            for (int j = 0; j < w; j++) {
+                R g = G[size_t(i) * n + j0 + j];
+                sa[j] += g * sign_pm1(W[size_t(i) * n + j0 + j]);  // [F5] ∂L/∂α
+                sb[j] += g;                                         // [F5] ∂L/∂β
             }
+        for (int j = 0; j < w; j++) dalpha[j0 + j] += sa[j], dbeta[j0 + j] += sb[j];
+    }
 }
 // <<< copy-paste fbi_linear
 
@@ -1519,18 +1562,6 @@ inline DecodeView decode_view(const Model& model) {
     return d;
 }
 
-// Σ_i a_i b_i in 8 interleaved partial sums added in a fixed order: the compiler can run the 8 lanes as one vector
-// instruction, and the bits do not depend on where a and b sit in memory (a library GEMV that first steps to an
-// aligned address sums in an order that does, and a KV cache's address changes from run to run).
-inline float dot_lanes(const float* a, const float* b, int n) {
-    float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; l++) lane[l] += a[i + l] * b[i + l];
-    float sum = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
-    for (; i < n; i++) sum += a[i] * b[i];
-    return sum;
-}
 // [L3] for the one new row at position pos: per head, the scores against the cached keys 0 … pos, their softmax,
 // the weighted sum of the cached values. The threads split the heads once the cache is long; scores: NH rows of T.
 inline void decode_attention(float* out, const float* q, const float* K, const float* V, int pos, int C, int NH,
