@@ -299,38 +299,20 @@ void exp_into(R* y, const R* x, long n) {
     }
 }
 
-// Sums in 8 interleaved partial sums ("lanes"), added in a fixed order at the end. One running sum is a chain of
-// dependent additions (a float sum may not be reordered without -ffast-math, so the compiler keeps it scalar: about
-// 4 cycles an element); the 8 lanes are one vector register, and the bits still do not depend on where the data
-// sits in memory (a library reduction that first steps to an aligned address sums in an order that does).
+// Σ_i a_i (· b_i · c_i …: the product of the arrays given, element by element) in 8 interleaved partial sums
+// ("lanes") added in a fixed order at the end. One running sum is a chain of dependent additions (a float sum may
+// not be reordered without -ffast-math, so the compiler keeps it scalar: about 4 cycles an element); the 8 lanes
+// are one vector register, and the bits still do not depend on where the data sits in memory (a library reduction
+// that first steps to an aligned address sums in an order that does, and a KV cache's address changes run to run).
 template <class R> using Lanes = Eigen::Array<R, 8, 1>;
 template <class R> Eigen::Map<const Lanes<R>> lanes_at(const R* x) { return Eigen::Map<const Lanes<R>>(x); }
-template <class R> R lanes_total(const Lanes<R>& l) { return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7])); }
-// Σ_i a_i b_i
-template <class R> R dot_lanes(const R* a, const R* b, long n) {
+template <class R, class... P>
+R sum_lanes(long n, const R* a, const P*... b) {
     Lanes<R> lane = Lanes<R>::Zero();
     long i = 0;
-    for (; i + 8 <= n; i += 8) lane += lanes_at(a + i) * lanes_at(b + i);
-    R sum = lanes_total(lane);
-    for (; i < n; i++) sum += a[i] * b[i];
-    return sum;
-}
-// Σ_i a_i b_i c_i
-template <class R> R dot3_lanes(const R* a, const R* b, const R* c, long n) {
-    Lanes<R> lane = Lanes<R>::Zero();
-    long i = 0;
-    for (; i + 8 <= n; i += 8) lane += lanes_at(a + i) * lanes_at(b + i) * lanes_at(c + i);
-    R sum = lanes_total(lane);
-    for (; i < n; i++) sum += a[i] * b[i] * c[i];
-    return sum;
-}
-// Σ_i a_i
-template <class R> R sum_lanes(const R* a, long n) {
-    Lanes<R> lane = Lanes<R>::Zero();
-    long i = 0;
-    for (; i + 8 <= n; i += 8) lane += lanes_at(a + i);
-    R sum = lanes_total(lane);
-    for (; i < n; i++) sum += a[i];
+    for (; i + 8 <= n; i += 8) lane += (lanes_at(a + i) * ... * lanes_at(b + i));
+    R sum = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+    for (; i < n; i++) sum += (a[i] * ... * b[i]);
     return sum;
 }
 
@@ -387,7 +369,7 @@ void rmsnorm_forward(R* out, R* rstd, const R* in, const R* g, int N, int C) {
     for (int t = 0; t < N; t++) {
         const R* x = in + size_t(t) * C;
         R* y = out + size_t(t) * C;
-        R r = R(1) / std::sqrt(dot_lanes(x, x, C) / C + R(kNormEps));
+        R r = R(1) / std::sqrt(sum_lanes(C, x, x) / C + R(kNormEps));
         for (int c = 0; c < C; c++) y[c] = g[c] * x[c] * r;
         rstd[t] = r;
     }
@@ -400,7 +382,7 @@ void rmsnorm_backward(R* din, R* dg, const R* dout, const R* in, const R* g, con
         const R* x = in + size_t(t) * C;
         const R* dy = dout + size_t(t) * C;
         R* dx = din + size_t(t) * C;
-        R r = rstd[t], dot = dot3_lanes(g, dy, x, C);
+        R r = rstd[t], dot = sum_lanes(C, g, dy, x);
         R k = r * r * r * dot / C;
         for (int c = 0; c < C; c++) dx[c] += r * g[c] * dy[c] - k * x[c];
     }
@@ -480,7 +462,7 @@ void attention_forward(R* out, R* att, const R* q, const R* k, const R* v, int B
             R mx = ArrayMap<R>(row, i + 1).maxCoeff();  // a max is exact in any order, so vectorized
             for (int j = 0; j <= i; j++) row[j] -= mx;
             exp_into(row, row, i + 1);
-            R sum = sum_lanes(row, i + 1);
+            R sum = sum_lanes(i + 1, row);
             for (int j = 0; j <= i; j++) row[j] /= sum;
             std::fill(row + i + 1, row + T, R(0));  // causal mask: the future gets probability 0
         }
@@ -1573,7 +1555,7 @@ inline void decode_attention(float* out, const float* q, const float* K, const f
             const float* qh = q + h * hs;
             float* z = scores + size_t(h) * T;
             float mx = -std::numeric_limits<float>::infinity(), sum = 0;
-            for (int j = 0; j < len; j++) mx = std::max(mx, z[j] = dot_lanes(qh, K + size_t(j) * C + h * hs, hs) * scale);
+            for (int j = 0; j < len; j++) mx = std::max(mx, z[j] = sum_lanes(hs, qh, K + size_t(j) * C + h * hs) * scale);
             for (int j = 0; j < len; j++) sum += (z[j] = std::exp(z[j] - mx));
             float* o = out + h * hs;
             std::fill(o, o + hs, 0.f);

@@ -26,14 +26,14 @@ static Shape make_shape(const char* name, int C, int L, int NH, int T, int B) {
     return {name, c, B, T};
 }
 
-// FLOPs of one training step: 6 per weight per token (forward 2, backward 4) for every matmul weight, plus
-// attention: QKᵀ and PV are 2·T·T·hs each per head forward (×3 with the backward; the causal half that is zero is
-// computed too, so full T×T is counted). The student adds the teacher's forward (2 per weight per token).
 // Weights of every matrix product of the model: per layer q, k, v, o (C×C each) and gate, up, down (C×F), plus the head.
 static double linear_weights(const Config& c) {
     return double(c.L) * (4.0 * c.C * c.C + 3.0 * c.C * c.F) + double(c.V) * c.C;
 }
 
+// FLOPs of one training step: 6 per weight per token (forward 2, backward 4) for every matmul weight, plus
+// attention: QKᵀ and PV are 2·T·T·hs each per head forward (×3 with the backward; the causal half that is zero is
+// computed too, so full T×T is counted). The student adds the teacher's forward (2 per weight per token).
 static double step_flops(const Config& c, int B, int T, bool student) {
     double weights = linear_weights(c);
     double attn = double(c.L) * B * c.NH * 2.0 * (2.0 * T * T * (c.C / c.NH));
