@@ -443,6 +443,18 @@ void rope_backward(R* dx, const R* cos_t, const R* sin_t, int B, int T, int C, i
 }
 
 // ---- causal multi-head attention ([L3]): per head, Y = softmax(Q Kᵀ / sqrt(hs) + causal mask) V ----------
+// One row of causal attention probabilities: z[0 … seen−1] are its scores, z[seen … len−1] the future. Softmax over
+// the positions seen (stable: the max first; a max is exact in any order, so vectorized); the future gets 0.
+template <class R>
+void softmax_prefix(R* z, int seen, int len) {
+    R mx = ArrayMap<R>(z, seen).maxCoeff();
+    for (int j = 0; j < seen; j++) z[j] -= mx;
+    exp_into(z, z, seen);
+    R sum = sum_lanes(seen, z);
+    for (int j = 0; j < seen; j++) z[j] /= sum;
+    std::fill(z + seen, z + len, R(0));  // causal mask: M = −∞ above the diagonal
+}
+
 // q, k, v, out (B×T×C: head h owns columns h·hs … h·hs+hs−1), att (B×NH×T×T) the probabilities P, saved.
 template <class R>
 void attention_forward(R* out, R* att, const R* q, const R* k, const R* v, int B, int T, int C, int NH) {
@@ -457,15 +469,7 @@ void attention_forward(R* out, R* att, const R* q, const R* k, const R* v, int B
         MapMat<R> P(att + size_t(bh) * T * T, T, T);
         // scores S; written scale · (product), the scale is the product's own factor (no temporary, no extra pass)
         P.noalias() = scale * (Q * K.transpose());
-        for (int i = 0; i < T; i++) {  // row-wise softmax over the allowed positions j <= i
-            R* row = &P(i, 0);
-            R mx = ArrayMap<R>(row, i + 1).maxCoeff();  // a max is exact in any order, so vectorized
-            for (int j = 0; j <= i; j++) row[j] -= mx;
-            exp_into(row, row, i + 1);
-            R sum = sum_lanes(i + 1, row);
-            for (int j = 0; j <= i; j++) row[j] /= sum;
-            std::fill(row + i + 1, row + T, R(0));  // causal mask: the future gets probability 0
-        }
+        for (int i = 0; i < T; i++) softmax_prefix(&P(i, 0), i + 1, T);  // row i sees positions j <= i
         HeadView<R>(out + off, T, hs, stride).noalias() = P * Vv;
     }
 }
@@ -1554,13 +1558,12 @@ inline void decode_attention(float* out, const float* q, const float* K, const f
         for (int h = h0; h < h1; h++) {
             const float* qh = q + h * hs;
             float* z = scores + size_t(h) * T;
-            float mx = -std::numeric_limits<float>::infinity(), sum = 0;
-            for (int j = 0; j < len; j++) mx = std::max(mx, z[j] = sum_lanes(hs, qh, K + size_t(j) * C + h * hs) * scale);
-            for (int j = 0; j < len; j++) sum += (z[j] = std::exp(z[j] - mx));
+            for (int j = 0; j < len; j++) z[j] = sum_lanes(hs, qh, K + size_t(j) * C + h * hs) * scale;
+            softmax_prefix(z, len, len);
             float* o = out + h * hs;
             std::fill(o, o + hs, 0.f);
             for (int j = 0; j < len; j++) {  // o += p_j · v_j, element by element (vectorised, order fixed)
-                const float w = z[j] / sum, *v = V + size_t(j) * C + h * hs;
+                const float w = z[j], *v = V + size_t(j) * C + h * hs;
                 for (int i = 0; i < hs; i++) o[i] += w * v[i];
             }
         }
@@ -1634,16 +1637,8 @@ inline void cached_attention(float* out, const float* q, const float* K, const f
         for (int h = h0; h < h1; h++) {
             ConstHeadView<float> Q(q + h * hs, n, hs, Eigen::OuterStride<>(C));
             ConstHeadView<float> Kh(K + h * hs, len, hs, Eigen::OuterStride<>(C)), Vh(V + h * hs, len, hs, Eigen::OuterStride<>(C));
-            S.noalias() = Q * Kh.transpose();
-            for (int i = 0; i < n; i++) {  // row i sees positions 0 … p0+i
-                float* z = S.data() + size_t(i) * len;
-                int seen = p0 + i + 1;
-                float mx = -std::numeric_limits<float>::infinity(), sum = 0;
-                for (int j = 0; j < seen; j++) mx = std::max(mx, z[j] *= scale);
-                for (int j = 0; j < seen; j++) sum += (z[j] = std::exp(z[j] - mx));
-                for (int j = 0; j < seen; j++) z[j] /= sum;
-                std::fill(z + seen, z + len, 0.f);  // M = −∞ above the diagonal
-            }
+            S.noalias() = scale * (Q * Kh.transpose());
+            for (int i = 0; i < n; i++) softmax_prefix(S.data() + size_t(i) * len, p0 + i + 1, len);  // row i sees 0 … p0+i
             HeadView<float>(out + h * hs, n, hs, Eigen::OuterStride<>(C)).noalias() = S * Vh;
         }
     });
