@@ -43,6 +43,8 @@ static double step_flops(const Config& c, int B, int T, bool student) {
 
 // The machine's fp32 FMA peak per thread: 12 independent chains of fused multiply-adds on the widest vectors the
 // build may use (an FMA has a latency of about 4 cycles and 2 issue per cycle, so 8+ chains keep both ports busy).
+// Each chain starts from its own value: chains that start equal stay equal, and g++ -O3 then computes ONE chain
+// and reuses it twelve times (a latency-bound loop that this formula would count as 1.6× the real peak).
 static double fma_peak_gflops(int threads) {
     std::vector<double> per(size_t(std::max(1, threads)), 0.0);
 #pragma omp parallel num_threads(threads)
@@ -58,21 +60,21 @@ static double fma_peak_gflops(int threads) {
             float sink = 0;
 #if defined(__AVX512F__)
             __m512 acc[12], m = _mm512_set1_ps(0.999999f), a = _mm512_set1_ps(1e-7f);
-            for (auto& v : acc) v = _mm512_set1_ps(1.f);
+            for (int j = 0; j < 12; j++) acc[j] = _mm512_set1_ps(1.f + 0.001f * j);
             for (long i = 0; i < iters / 4; i++)
                 for (auto& v : acc) v = _mm512_fmadd_ps(v, m, a);
             for (auto& v : acc) sink += _mm512_cvtss_f32(v);
             lanes = 16;
 #elif defined(__FMA__)
             __m256 acc[12], m = _mm256_set1_ps(0.999999f), a = _mm256_set1_ps(1e-7f);
-            for (auto& v : acc) v = _mm256_set1_ps(1.f);
+            for (int j = 0; j < 12; j++) acc[j] = _mm256_set1_ps(1.f + 0.001f * j);
             for (long i = 0; i < iters / 4; i++)
                 for (auto& v : acc) v = _mm256_fmadd_ps(v, m, a);
             for (auto& v : acc) sink += _mm256_cvtss_f32(v);
             lanes = 8;
 #else
             float acc[12];
-            for (float& v : acc) v = 1.f;
+            for (int j = 0; j < 12; j++) acc[j] = 1.f + 0.001f * j;
             for (long i = 0; i < iters / 4; i++)
                 for (float& v : acc) v = std::fma(v, 0.999999f, 1e-7f);
             for (float v : acc) sink += v;
