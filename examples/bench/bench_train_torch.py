@@ -37,7 +37,13 @@ def openblas_core_from_flags():
     return None
 
 
-if "OPENBLAS_CORETYPE" not in os.environ and openblas_core_from_flags():  # read when the library loads
+# Read when the library loads. A value inherited from the environment is replaced too: this script is a baseline,
+# and OPENBLAS_CORETYPE=Haswell on an AVX-512 machine (seen here) ran the tiny step 2.5x slower than SkylakeX.
+CORE_NOTE = ""
+if openblas_core_from_flags():
+    inherited = os.environ.get("OPENBLAS_CORETYPE")
+    if inherited and inherited != openblas_core_from_flags():
+        CORE_NOTE = f" (OPENBLAS_CORETYPE={inherited} from the environment replaced by the CPU flags' choice)"
     os.environ["OPENBLAS_CORETYPE"] = openblas_core_from_flags()
 import torch  # noqa: E402
 
@@ -187,7 +193,7 @@ def main():
     for s in shapes:
         if s not in SHAPES:
             sys.exit(f"bench_train_torch: unknown shape '{s}' (tiny, small, wide)")
-    print(f"bench_train_torch | PyTorch {torch.__version__}, {blas_name()} | median of {REPS} steps ({REPS // 2} at the larger shapes) after {WARMUP}")
+    print(f"bench_train_torch | PyTorch {torch.__version__}, {blas_name()}{CORE_NOTE} | median of {REPS} steps ({REPS // 2} at the larger shapes) after {WARMUP}")
     rows = ["shape,run,threads,ms_per_step,tokens_per_s"]
     for shape in shapes:
         for threads in (1, 2):
