@@ -39,12 +39,13 @@ def openblas_core_from_flags():
 
 # Read when the library loads. A value inherited from the environment is replaced too: this script is a baseline,
 # and OPENBLAS_CORETYPE=Haswell on an AVX-512 machine (seen here) ran the tiny step 2.5x slower than SkylakeX.
+CORE = openblas_core_from_flags()
 CORE_NOTE = ""
-if openblas_core_from_flags():
+if CORE:
     inherited = os.environ.get("OPENBLAS_CORETYPE")
-    if inherited and inherited != openblas_core_from_flags():
+    if inherited and inherited != CORE:
         CORE_NOTE = f" (OPENBLAS_CORETYPE={inherited} from the environment replaced by the CPU flags' choice)"
-    os.environ["OPENBLAS_CORETYPE"] = openblas_core_from_flags()
+    os.environ["OPENBLAS_CORETYPE"] = CORE
 import torch  # noqa: E402
 
 
@@ -62,16 +63,12 @@ def blas_library():
 
 def blas_name():
     """The BLAS library torch loaded, and for OpenBLAS the kernel set it runs."""
-    for line in open("/proc/self/maps"):
-        path = line.split()[-1] if len(line.split()) >= 6 else ""
-        if "blas" in path and ".so" in path:
-            try:
-                lib = ctypes.CDLL(path)
-                lib.openblas_get_corename.restype = ctypes.c_char_p
-                return f"OpenBLAS ({lib.openblas_get_corename().decode()} kernels; {path})"
-            except (OSError, AttributeError):
-                return path
-    return "no BLAS library found"
+    lib, path = blas_library()
+    try:
+        lib.openblas_get_corename.restype = ctypes.c_char_p
+        return f"OpenBLAS ({lib.openblas_get_corename().decode()} kernels; {path})"
+    except AttributeError:  # no library (lib is None) or not OpenBLAS
+        return path
 
 # name: (V, C, L, NH, F, T, B) — the shapes bench_train runs (V = 65, TinyShakespeare's characters)
 SHAPES = {
