@@ -122,6 +122,8 @@
 // BUILD NOTES
 //   -O2/-O3 and, if you can, -fopenmp. Never -ffast-math: the losses take exp/log of large negative numbers and
 //   the tests compare to the last bit. Everything is `inline` in namespace fbi (include it from many files).
+//   Optional: -DEIGEN_USE_BLAS -DFBI_OPENBLAS and -lopenblas (the Makefile's default when OpenBLAS links) run the
+//   matrix products in OpenBLAS, one thread per call; results differ from Eigen's in float rounding only.
 // =====================================================================================================
 #pragma once
 
@@ -131,6 +133,18 @@
 #endif
 #include <Eigen/Dense>
 
+// Built with -DEIGEN_USE_BLAS, Eigen hands its large products to a BLAS library instead of its own GEMM; the
+// Makefile does so with OpenBLAS when it links (-DFBI_OPENBLAS names it): about 1.3x Eigen's speed at the
+// training step's shapes on the AVX-512 machines we measured (README, Training throughput). Our threads each
+// call it on one row block, so OpenBLAS's own threads stay off too. Without the flags: Eigen only.
+#if defined(EIGEN_USE_BLAS) && defined(FBI_OPENBLAS)
+extern "C" void openblas_set_num_threads(int);
+extern "C" char* openblas_get_corename(void);
+namespace fbi {
+inline const bool openblas_single_threaded = (openblas_set_num_threads(1), true);
+}
+#endif
+
 #include <algorithm>
 #include <array>
 #include <cassert>
@@ -139,6 +153,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <limits>
@@ -2481,6 +2496,18 @@ inline std::string threading_summary() {
     return "OpenMP on, " + std::to_string(num_threads()) + " thread(s) (set OMP_NUM_THREADS to change)";
 #else
     return "OpenMP off (built without -fopenmp): 1 thread";
+#endif
+}
+// Which GEMM runs the matrix products (benchmarks print it beside the threads).
+inline std::string products_summary() {
+#if defined(EIGEN_USE_BLAS) && defined(FBI_OPENBLAS)
+    const char* chosen = std::getenv("OPENBLAS_CORETYPE");  // else OpenBLAS reads the CPU
+    return std::string("products: OpenBLAS (") + openblas_get_corename() + " kernels" +
+           (chosen ? std::string(", named by OPENBLAS_CORETYPE=") + chosen : std::string()) + ") through Eigen";
+#elif defined(EIGEN_USE_BLAS)
+    return "products: a BLAS through Eigen (EIGEN_USE_BLAS)";
+#else
+    return "products: Eigen";
 #endif
 }
 
