@@ -136,7 +136,8 @@
 // Built with -DEIGEN_USE_BLAS, Eigen hands its large products to a BLAS library instead of its own GEMM; the
 // Makefile does so with OpenBLAS when it links (-DFBI_OPENBLAS names it): about 1.3x Eigen's speed at the
 // training step's shapes on the AVX-512 machines we measured (README, Training throughput). Our threads each
-// call it on one row block, so OpenBLAS's own threads stay off too. Without the flags: Eigen only.
+// call it on one row block, so OpenBLAS's own threads stay off too. Matrix-vector products (the decoders') keep
+// Eigen's own kernel (matvec_rows, §8). Without the flags: Eigen only.
 #if defined(EIGEN_USE_BLAS) && defined(FBI_OPENBLAS)
 extern "C" void openblas_set_num_threads(int);
 extern "C" char* openblas_get_corename(void);
@@ -1374,12 +1375,25 @@ struct KVCache {
     float* value(int l, int p) { return v[l].data() + size_t(p) * C; }
 };
 // y = W x for one row-major m×n matrix: Eigen's (single-threaded) GEMV with the rows split over the threads,
-// so that the fp32 decoder gets the same threads as the packed kernels.
-inline void matvec(float* y, const float* W, const float* x, int m, int n) {
+// so that the fp32 decoder gets the same threads as the packed kernels. Built with BLAS, Eigen would pass this
+// product to BLAS's sgemv, which ran these memory-bound rows 1.1-1.5x slower than Eigen's own kernel (README,
+// `make bench`); so then we call Eigen's kernel by name: the call `y = W x` makes, bit for bit, without BLAS.
+inline void matvec_rows(float* y, const float* W, const float* x, int rows, int n) {
+#if defined(EIGEN_USE_BLAS)
+    namespace ei = Eigen::internal;
+    using Lhs = ei::const_blas_data_mapper<float, Eigen::Index, Eigen::RowMajor>;
+    using Rhs = ei::const_blas_data_mapper<float, Eigen::Index, Eigen::ColMajor>;
     Eigen::Map<const Eigen::VectorXf> xv(x, n);
-    for_row_blocks(m, long(m) * n, [&](int r0, int r1) {
-        Eigen::Map<Eigen::VectorXf>(y + r0, r1 - r0).noalias() = ConstMapMat<float>(W + size_t(r0) * n, r1 - r0, n) * xv;
-    });
+    if (rows == 1) { y[0] = ConstMapMat<float>(W, 1, n).row(0).dot(xv); return; }  // what Eigen does for one row
+    std::fill(y, y + rows, 0.0f);
+    ei::general_matrix_vector_product<Eigen::Index, float, Lhs, Eigen::RowMajor, false, float, Rhs, false,
+                                      Eigen::BuiltIn>::run(rows, n, Lhs(W, n), Rhs(x, 1), y, 1, 1.0f);
+#else
+    Eigen::Map<Eigen::VectorXf>(y, rows).noalias() = ConstMapMat<float>(W, rows, n) * Eigen::Map<const Eigen::VectorXf>(x, n);
+#endif
+}
+inline void matvec(float* y, const float* W, const float* x, int m, int n) {
+    for_row_blocks(m, long(m) * n, [&](int r0, int r1) { matvec_rows(y + r0, W + size_t(r0) * n, x, r1 - r0, n); });
 }
 
 // ---- E and H in the precision a file stores them: fp32, fp16 or int8 rows ([H1], [H2]) ----------------------
@@ -2503,7 +2517,7 @@ inline std::string products_summary() {
 #if defined(EIGEN_USE_BLAS) && defined(FBI_OPENBLAS)
     const char* chosen = std::getenv("OPENBLAS_CORETYPE");  // else OpenBLAS reads the CPU
     return std::string("products: OpenBLAS (") + openblas_get_corename() + " kernels" +
-           (chosen ? std::string(", named by OPENBLAS_CORETYPE=") + chosen : std::string()) + ") through Eigen";
+           (chosen ? std::string(", named by OPENBLAS_CORETYPE=") + chosen : std::string()) + ") through Eigen, GEMV Eigen's";
 #elif defined(EIGEN_USE_BLAS)
     return "products: a BLAS through Eigen (EIGEN_USE_BLAS)";
 #else

@@ -171,3 +171,28 @@ TEST_CASE("P1 many tokens at once: PackedRows' multi-token kernel = fbi_packed_f
             CHECK(many == one);
         }
 }
+
+TEST_CASE("M4 matvec (the float decoder's y = W x): every row within the float error bound of a double sum, awkward shapes; threads change no bit") {
+    const int shapes[][2] = {{1, 1}, {1, 333}, {2, 5}, {3, 64}, {7, 17}, {64, 1}, {301, 129}, {1100, 1001}};
+    for (auto [m, n] : shapes) {
+        CAPTURE(m);
+        CAPTURE(n);
+        Rng rng(uint64_t(m) * 1000 + n);
+        std::vector<float> W(size_t(m) * n), x(n), y(m), y1(m);
+        for (float& w : W) w = float(rng.normal());
+        for (float& v : x) v = float(rng.normal());
+        matvec(y.data(), W.data(), x.data(), m, n);
+        for (int i = 0; i < m; i++) {
+            double ref = 0, mag = 0;
+            for (int j = 0; j < n; j++) ref += double(W[size_t(i) * n + j]) * x[j], mag += std::fabs(double(W[size_t(i) * n + j]) * x[j]);
+            CHECK(std::fabs(y[i] - ref) <= n * std::ldexp(1.0, -24) * mag * 1.01 + 1e-30);  // γ_n = n·u bounds any order
+        }
+#ifdef _OPENMP
+        int before = omp_get_max_threads();
+        omp_set_num_threads(1);
+        matvec(y1.data(), W.data(), x.data(), m, n);
+        omp_set_num_threads(before);
+        CHECK(std::memcmp(y.data(), y1.data(), sizeof(float) * m) == 0);
+#endif
+    }
+}
