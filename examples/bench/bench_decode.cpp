@@ -197,7 +197,7 @@ int main(int argc, char** argv) try {
     std::printf("SIMD    : %s\n", example::simd_flags().c_str());
     std::printf("kernels : block linears %s; fp16 / int8 rows %s\n", fast_kernel() ? fast_kernel()->name.c_str() : "popcount",
                 fast_kernel() && fast_kernel()->rows_f16 ? "rows_f16_simd / rows_i8_simd" : "portable loops");
-    std::printf("threads : 1 .. %d (%s)\n", max_threads, threading_summary().c_str());
+    std::printf("threads : 1 .. %d (%s); fp32 %s\n", max_threads, threading_summary().c_str(), products_summary().c_str());
 
     Config cfg;
     cfg.V = 32000, cfg.T = 2048, cfg.quant = Quant::FBI;
