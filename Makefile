@@ -65,7 +65,8 @@ endif
 NATIVE_OK := $(if $(NATIVE_FLAG),yes)
 CXXFLAGS  += $(NATIVE_FLAG)
 # Matrix products: OpenBLAS through Eigen (EIGEN_USE_BLAS) when -lopenblas links, else Eigen's own GEMM.
-# Measured here 1.3x Eigen's speed at the training step's shapes on AVX-512 (README, Training throughput).
+# Measured 1.1-1.4x Eigen's speed at the training step's shapes on AVX-512, the same on AVX2 (README, Training
+# throughput). Matrix-vector products stay in Eigen's own kernel (fbi::matvec).
 # BLAS=0 keeps Eigen's. The results differ from Eigen's in float rounding only (another summation order).
 # The probe runs where the flags are used (`=`, not `:=`), so the OpenBLAS that `deps` just installed counts.
 BLAS_OK     = $(if $(filter 0,$(BLAS)),,$(call probe,,-lopenblas))

@@ -134,7 +134,7 @@
 #include <Eigen/Dense>
 
 // Built with -DEIGEN_USE_BLAS, Eigen hands its large products to a BLAS library instead of its own GEMM; the
-// Makefile does so with OpenBLAS when it links (-DFBI_OPENBLAS names it): about 1.3x Eigen's speed at the
+// Makefile does so with OpenBLAS when it links (-DFBI_OPENBLAS names it): 1.1-1.4x Eigen's speed at the
 // training step's shapes on the AVX-512 machines we measured (README, Training throughput). Our threads each
 // call it on one row block, so OpenBLAS's own threads stay off too. Matrix-vector products (the decoders') keep
 // Eigen's own kernel (matvec_rows, §8). Without the flags: Eigen only.
@@ -1377,7 +1377,7 @@ struct KVCache {
 // y = W x for one row-major m×n matrix: Eigen's (single-threaded) GEMV with the rows split over the threads,
 // so that the fp32 decoder gets the same threads as the packed kernels. Built with BLAS, Eigen would pass this
 // product to BLAS's sgemv, which ran these memory-bound rows 1.1-1.5x slower than Eigen's own kernel (README,
-// `make bench`); so then we call Eigen's kernel by name: the call `y = W x` makes, bit for bit, without BLAS.
+// `make bench`); so then we call Eigen's kernel by name: bit for bit what `y = W x` computes without BLAS.
 inline void matvec_rows(float* y, const float* W, const float* x, int rows, int n) {
 #if defined(EIGEN_USE_BLAS)
     namespace ei = Eigen::internal;
