@@ -174,7 +174,8 @@ TEST_CASE("P1 many tokens at once: PackedRows' multi-token kernel = fbi_packed_f
 
 TEST_CASE("M4 matvec (the float decoder's y = W x): every row within the float error bound of a double sum, awkward shapes; threads change no bit") {
     const int shapes[][2] = {{1, 1}, {1, 333}, {2, 5}, {3, 64}, {7, 17}, {64, 1}, {301, 129}, {1100, 1001}};
-    for (auto [m, n] : shapes) {
+    for (const auto& shape : shapes) {
+        const int m = shape[0], n = shape[1];
         CAPTURE(m);
         CAPTURE(n);
         Rng rng(uint64_t(m) * 1000 + n);
