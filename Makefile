@@ -17,6 +17,8 @@ OPT      ?= -O3
 PYTHON   ?= python3
 OUT      ?= runs/tiny
 BUILD    := build
+# How a recipe runs a built program: ./build/x for a relative BUILD, /abs/dir/x as it is.
+BIN       = $(if $(filter /%,$(BUILD)),$(BUILD),./$(BUILD))
 RUN      ?=
 UNAME_S  := $(shell uname -s)
 UNAME_M  := $(shell uname -m)
@@ -150,7 +152,7 @@ $(BUILD)/run_tests: $(TEST_OBJ)
 
 # ---- tests: doctest; the last line restates doctest's summary as "N passed, N failed" ---------------------
 test: deps status $(BUILD)/run_tests $(BUILD)/train_tiny $(BUILD)/sample $(BUILD)/header_alone $(BUILD)/fbi_convert  ## build and run the test suite (ARGS='-tc="F2*"' runs one check), then test-examples, the resume-after-kill, label, README-example, copy-paste and header-alone checks
-	@set -o pipefail 2>/dev/null; OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} FBI_TEST_DIR=$(BUILD) $(RUN) ./$(BUILD)/run_tests $(ARGS) | tee $(BUILD)/test.log; \
+	@set -o pipefail 2>/dev/null; OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} FBI_TEST_DIR=$(BUILD) $(RUN) $(BIN)/run_tests $(ARGS) | tee $(BUILD)/test.log; \
 	rc=$${PIPESTATUS[0]}; \
 	awk '/test cases:/ { for (i=1;i<=NF;i++) { if ($$(i+1) ~ /^passed/) p=$$i; if ($$(i+1) ~ /^failed/) f=$$i } } END { if (p!="") print "tests: " p " passed, " f " failed" }' $(BUILD)/test.log; \
 	exit $$rc
@@ -160,7 +162,7 @@ test: deps status $(BUILD)/run_tests $(BUILD)/train_tiny $(BUILD)/sample $(BUILD
 	@bash tests/check_labels.sh
 	@bash tests/readme_examples.sh
 	@CXX='$(CXX)' CXXFLAGS='$(CXXFLAGS)' LDLIBS='$(LDLIBS)' EIGEN_INC='$(or $(EIGEN_INC),/usr/include/eigen3)' bash tests/copy_paste.sh $(BUILD)
-	@$(RUN) ./$(BUILD)/header_alone $(BUILD)
+	@$(RUN) $(BIN)/header_alone $(BUILD)
 	@$(if $(filter 0,$(INTEROP_TESTS)),echo "interop: the PyTorch comparisons skipped (INTEROP_TESTS=0; doctest X1-X6 ran)",$(MAKE) --no-print-directory test-interop)
 	@$(if $(filter 0,$(INTEROP_TESTS)),echo "llama: generate/perplexity vs PyTorch skipped (INTEROP_TESTS=0)",$(MAKE) --no-print-directory test-llama)
 
@@ -359,7 +361,7 @@ SPM_TRAIN_FLAGS = --model_type=bpe --vocab_size=$(BPE_VOCAB) --byte_fallback=tru
 train-tiny: deps status $(BUILD)/train_tiny $(if $(filter bpe,$(TOKENIZER)),$(BUILD)/spm_tokenize)  ## FP teacher then 1-bit student on TinyShakespeare (tiny config); TOKENIZER=bpe: on BPE ids
 	@data="$$(sh data/get_tinyshakespeare.sh)" || exit 1; \
 	case "$(TOKENIZER)" in \
-	char) ./$(BUILD)/train_tiny --data "$$data" --out $(OUT) $(TRAIN_ARGS) ;; \
+	char) $(BIN)/train_tiny --data "$$data" --out $(OUT) $(TRAIN_ARGS) ;; \
 	bpe) mkdir -p $(BPE_OUT) || exit 1; \
 	  if [ ! -s $(BPE_OUT)/bpe.model ]; then \
 	    head -c $$(( $$(wc -c < "$$data") * 9 / 10 )) "$$data" > $(BPE_OUT)/bpe_train.txt && \
@@ -368,8 +370,8 @@ train-tiny: deps status $(BUILD)/train_tiny $(if $(filter bpe,$(TOKENIZER)),$(BU
 	    { echo "spm_train failed (see $(BPE_OUT)/spm_train.log)"; exit 1; }; \
 	    echo "bpe: trained $(BPE_OUT)/bpe.model ($(BPE_VOCAB) pieces) on the first 90% of the text"; \
 	  else echo "bpe: reusing $(BPE_OUT)/bpe.model (delete it to train a new vocabulary)"; fi; \
-	  ./$(BUILD)/spm_tokenize --model $(BPE_OUT)/bpe.model --text "$$data" --out $(BPE_OUT)/corpus.fbitoks && \
-	  ./$(BUILD)/train_tiny --tokens $(BPE_OUT)/corpus.fbitoks --out $(BPE_OUT) $(TRAIN_ARGS) ;; \
+	  $(BIN)/spm_tokenize --model $(BPE_OUT)/bpe.model --text "$$data" --out $(BPE_OUT)/corpus.fbitoks && \
+	  $(BIN)/train_tiny --tokens $(BPE_OUT)/corpus.fbitoks --out $(BPE_OUT) $(TRAIN_ARGS) ;; \
 	*) echo "TOKENIZER=$(TOKENIZER): char or bpe"; exit 2 ;; \
 	esac
 
@@ -385,10 +387,10 @@ compare: deps status $(BUILD)/train_tiny $(BUILD)/compare  ## FP, FBI, b1.58 and
 	@data="$$(sh data/get_tinyshakespeare.sh)" || exit 1; t0=$$(date +%s); \
 	for run in $(COMPARE_RUNS); do \
 	  echo "== compare: student $${run%%:*}, loss $${run##*:}"; \
-	  ./$(BUILD)/train_tiny --data "$$data" --out $(COMPARE_OUT) --student-quant $${run%%:*} --student-loss $${run##*:} \
+	  $(BIN)/train_tiny --data "$$data" --out $(COMPARE_OUT) --student-quant $${run%%:*} --student-loss $${run##*:} \
 	    --student-steps 1500 --eval-windows 500 --samples 120 $(COMPARE_ARGS) || exit 1; \
 	done; \
-	./$(BUILD)/compare --dir $(COMPARE_OUT) && echo "compare: total $$(( $$(date +%s) - t0 )) s"
+	$(BIN)/compare --dir $(COMPARE_OUT) && echo "compare: total $$(( $$(date +%s) - t0 )) s"
 
 TRAIN_SHAPES ?= tiny small wide
 bench-train: deps status $(BUILD)/bench_train  ## one training step (TRAIN_SHAPES), 1 and 2 threads: tokens/s, % of FMA peak, phases, vs PyTorch
@@ -396,12 +398,12 @@ bench-train: deps status $(BUILD)/bench_train  ## one training step (TRAIN_SHAPE
 	  $(PYTHON) examples/bench/bench_train_torch.py $(BUILD)/bench_train_torch.csv $(TRAIN_SHAPES) || exit 1; \
 	else rm -f $(BUILD)/bench_train_torch.csv; \
 	  echo "bench-train: $(PYTHON) has no torch, so no PyTorch column (apt-get install python3-torch; PYTHON=/usr/bin/python3)"; fi
-	@./$(BUILD)/bench_train $(BUILD)/bench_train_torch.csv $(TRAIN_SHAPES)
+	@$(BIN)/bench_train $(BUILD)/bench_train_torch.csv $(TRAIN_SHAPES)
 
 bench: deps status $(BUILD)/bench_gemv $(BUILD)/bench_decode  ## packed 1-bit GEMV kernels; 130M and 1.3B decode + prefill vs fp32, E/H fp32·fp16·int8 (CSVs in build/)
-	@./$(BUILD)/bench_gemv $(BUILD)/bench_gemv.csv
-	@./$(BUILD)/bench_decode $(BUILD)/bench_decode.csv 2 full 130m
-	@./$(BUILD)/bench_decode $(BUILD)/bench_decode.csv 2 full 1.3b
+	@$(BIN)/bench_gemv $(BUILD)/bench_gemv.csv
+	@$(BIN)/bench_decode $(BUILD)/bench_decode.csv 2 full 130m
+	@$(BIN)/bench_decode $(BUILD)/bench_decode.csv 2 full 1.3b
 
 bench-import: deps interop-deps $(BUILD)/fbi_convert  ## import + pack a synthetic 130M FBI-LLM checkpoint (BIG=1: also 1.3B): time, peak RSS
 	@PYTHON='$(PYTHON)' bash examples/bench/bench_import.sh $(BUILD)
