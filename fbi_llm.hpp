@@ -1379,17 +1379,17 @@ struct KVCache {
 // product to BLAS's sgemv, which ran these memory-bound rows 1.1-1.5x slower than Eigen's own kernel (README,
 // `make bench`); so then we call Eigen's kernel by name: bit for bit what `y = W x` computes without BLAS.
 inline void matvec_rows(float* y, const float* W, const float* x, int rows, int n) {
+    Eigen::Map<const Eigen::VectorXf> xv(x, n);
 #if defined(EIGEN_USE_BLAS)
     namespace ei = Eigen::internal;
     using Lhs = ei::const_blas_data_mapper<float, Eigen::Index, Eigen::RowMajor>;
     using Rhs = ei::const_blas_data_mapper<float, Eigen::Index, Eigen::ColMajor>;
-    Eigen::Map<const Eigen::VectorXf> xv(x, n);
     if (rows == 1) { y[0] = ConstMapMat<float>(W, 1, n).row(0).dot(xv); return; }  // what Eigen does for one row
     std::fill(y, y + rows, 0.0f);
     ei::general_matrix_vector_product<Eigen::Index, float, Lhs, Eigen::RowMajor, false, float, Rhs, false,
                                       Eigen::BuiltIn>::run(rows, n, Lhs(W, n), Rhs(x, 1), y, 1, 1.0f);
 #else
-    Eigen::Map<Eigen::VectorXf>(y, rows).noalias() = ConstMapMat<float>(W, rows, n) * Eigen::Map<const Eigen::VectorXf>(x, n);
+    Eigen::Map<Eigen::VectorXf>(y, rows).noalias() = ConstMapMat<float>(W, rows, n) * xv;
 #endif
 }
 inline void matvec(float* y, const float* W, const float* x, int m, int n) {
